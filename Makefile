@@ -1,0 +1,36 @@
+# Every target sets up .venv when it is missing. torch goes in first, pinned, so that nothing
+# else can pull an unpinned torch (and gigabytes of CUDA wheels) as a dependency.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test test-all lint ui clean-store
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==$$(sed -n 's/^torch==//p' constraints.txt)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/python -m harness.train -m +sweep=demo
+	$(BIN)/python scripts/report.py --experiment demo
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check harness scripts tests
+	$(BIN)/ruff format --check harness scripts tests
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,0 +1,79 @@
+"""The tracker interface the training loop and the job talk to; MLflow is one implementation of it."""
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+# Run statuses, as MLflow names them.
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+class Tracker(Protocol):
+    """Where a run's params, metrics, tags and artifacts go."""
+
+    run_id: str | None
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record metrics at an optimizer step. Implementations buffer: this is called every step."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def close(self, status: str = FINISHED) -> None:
+        """Flush everything and end the run with `status` (FINISHED, FAILED or KILLED)."""
+
+
+class NullTracker:
+    """Records nothing: `tracking.enabled=false`."""
+
+    run_id = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def close(self, status: str = FINISHED) -> None:
+        pass
+
+
+class MemoryTracker:
+    """Keeps everything in memory: for tests of the loop, and for callers that want the history back."""
+
+    run_id = None
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.tags: dict[str, str] = {}
+        self.texts: dict[str, str] = {}
+        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.status: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self.history[key].append((step, value))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.tags.update(tags)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.texts[artifact_file] = text
+
+    def close(self, status: str = FINISHED) -> None:
+        self.status = status
+
+    def values(self, key: str) -> list[float]:
+        return [value for _, value in self.history[key]]

@@ -1,0 +1,72 @@
+"""Where runs are stored: the tracking URI, the experiment, and the artifact location.
+
+Imports MLflow lazily, so runs with tracking disabled never pay for it.
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+DEFAULT_STORE_DIR = "mlruns"
+DEFAULT_DB = "mlflow.db"
+
+
+def default_uri(project_dir: str | os.PathLike) -> str:
+    """sqlite:///<absolute launch dir>/mlruns/mlflow.db (absolute: Hydra jobs may run elsewhere)."""
+    return f"sqlite:///{Path(project_dir).resolve() / DEFAULT_STORE_DIR / DEFAULT_DB}"
+
+
+def resolve_uri(configured: str | None, project_dir: str | os.PathLike) -> str:
+    """tracking.uri if set, else $MLFLOW_TRACKING_URI, else the project's SQLite store."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(project_dir)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, or None for other stores."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts beside a SQLite database (`<db dir>/artifacts`); a server decides its own (None)."""
+    db = sqlite_path(uri)
+    return None if db is None else str(db.parent / "artifacts")
+
+
+def client(uri: str) -> "MlflowClient":
+    """An MlflowClient on `uri`, creating the SQLite file's directory if needed."""
+    from mlflow import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client: "MlflowClient", name: str) -> str:
+    """The id of experiment `name`, creating it with an absolute artifact location if it does not exist.
+
+    Call this once per sweep in the launching process; jobs get the id (racing creations lose runs, FACTS.md).
+    """
+    from mlflow.exceptions import MlflowException
+
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    root = artifact_root(mlflow_client.tracking_uri)
+    location = None if root is None else Path(root, re.sub(r"[^\w.-]+", "_", name)).as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        # Created concurrently by another process: use theirs.
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

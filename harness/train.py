@@ -1,0 +1,46 @@
+"""Entry point: `python -m harness.train [overrides]` (or `harness-train`); `-m` runs a sweep.
+
+Thin on purpose: compose config -> plain dataclasses -> run the job; bad values end with one line and exit 2.
+"""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from harness.config import register_configs, to_config
+from harness.errors import ConfigError
+from harness.job import JobContext, run_job
+
+register_configs()
+
+
+def job_context() -> JobContext:
+    """What Hydra knows about the current job: launch directory, overrides, sweep position, parallelism."""
+    hc = HydraConfig.get()
+    launcher = hc.launcher
+    parallel = launcher.get("n_jobs") if "n_jobs" in launcher else None
+    if parallel is None or parallel < 1:
+        parallel = 1
+    return JobContext(
+        project_dir=hydra.utils.get_original_cwd(),
+        overrides=tuple(hc.overrides.task),
+        job_index=hc.job.get("num"),
+        parallel_jobs=int(parallel),
+    )
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    ctx = job_context()
+    try:
+        result = run_job(to_config(cfg), ctx)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return result.final_val.get("loss")
+
+
+if __name__ == "__main__":
+    main()

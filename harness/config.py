@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -21,7 +21,7 @@ from harness.optim import OPTIMIZERS, SCHEDULERS, validate_hparams
 @dataclass
 class TaskConfig:
     name: str = MISSING  # a registered task (harness.tasks), one YAML per task in conf/task/
-    module: Optional[str] = None  # imported first, so that a user's own task can register itself
+    module: str | None = None  # imported first, so that a user's own task can register itself
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the task's constructor
 
 
@@ -34,9 +34,9 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: Optional[int] = None  # null (with max_steps null): the task's default budget
-    max_steps: Optional[int] = None  # optimizer steps; with epochs set too, whichever ends first
-    eval_every: Optional[int] = None  # steps between evaluations; null: about 20 evaluations per run
+    epochs: int | None = None  # null (with max_steps null): the task's default budget
+    max_steps: int | None = None  # optimizer steps; with epochs set too, whichever ends first
+    eval_every: int | None = None  # steps between evaluations; null: about 20 evaluations per run
     divergence_factor: float = 1e4  # stop as diverged when the loss exceeds this x the initial loss
 
 
@@ -52,18 +52,20 @@ class SchedulerConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = True  # false: no MLflow at all (not even imported)
-    uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlruns/mlflow.db
-    experiment: Optional[str] = None  # null: the task name
-    run_name: Optional[str] = None  # null: built from optimizer, lr, batch size and seed
+    uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlruns/mlflow.db
+    experiment: str | None = None  # null: the task name
+    run_name: str | None = None  # null: built from optimizer, lr, batch size and seed
     progress: bool = True  # a progress bar on a terminal (never in logs or pipes)
 
 
 @dataclass
 class SweepConfig:
     # Set by the sweep callback in the launching process; jobs receive the ids and never create experiments.
-    experiment_id: Optional[str] = None
-    parent_run_id: Optional[str] = None
-    rerun: str = "failed"  # failed: skip grid points with a completed run (resume) | all: run everything again
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    rerun: str = (
+        "failed"  # failed: skip grid points with a completed run (resume) | all: run everything again
+    )
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0  # model initialisation and batch order; never the data (tasks fix their own data seed)
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto (CUDA, then MPS, then CPU)
-    threads: Optional[int] = None  # torch CPU threads; null: cores / parallel jobs
+    threads: int | None = None  # torch CPU threads; null: cores / parallel jobs
 
 
 def optimizer_schema(name: str) -> type:

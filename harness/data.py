@@ -68,5 +68,7 @@ def make_loader(
     """A DataLoader whose batch order depends only on `seed` (its own generator, not torch's global RNG)."""
     dataset = InMemoryDataset(*tensors)
     generator = torch.Generator().manual_seed(seed)
-    sampler = BatchIndexSampler(len(dataset), resolve_batch_size(batch_size, len(dataset)), shuffle, generator)
+    sampler = BatchIndexSampler(
+        len(dataset), resolve_batch_size(batch_size, len(dataset)), shuffle, generator
+    )
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=_as_is, num_workers=num_workers)

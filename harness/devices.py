@@ -48,7 +48,9 @@ def resolve_device(name: str, job_index: int | None = None) -> torch.device:
         return torch.device("cuda", (job_index or 0) % count)
     index = int(match.group(1))
     if index >= count:
-        raise ConfigError("device", name, f"this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
+        raise ConfigError(
+            "device", name, f"this machine has {count} CUDA device(s): cuda:0..cuda:{count - 1}"
+        )
     return torch.device("cuda", index)
 
 

@@ -81,7 +81,12 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
     optimizer = create_optimizer(info.name, model.parameters(), cfg.optimizer.lr, optimizer_hparams(cfg))
     s = cfg.scheduler
     scheduler = create_scheduler(
-        optimizer, s.name, p.total_steps, step_every=s.step_every, gamma=s.gamma, warmup=s.warmup,
+        optimizer,
+        s.name,
+        p.total_steps,
+        step_every=s.step_every,
+        gamma=s.gamma,
+        warmup=s.warmup,
         min_factor=s.min_factor,
     )
     train_data = tuple(t.to(p.device) for t in p.splits.train)
@@ -100,7 +105,16 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
     try:
         progress = progress_for(cfg.tracking.progress, p.total_steps, run_name(cfg))
         result = train(
-            p.task, model, optimizer, loader, val_data, settings, tracker, scheduler, info.needs_closure, progress
+            p.task,
+            model,
+            optimizer,
+            loader,
+            val_data,
+            settings,
+            tracker,
+            scheduler,
+            info.needs_closure,
+            progress,
         )
         record_result(tracker, result)
     except KeyboardInterrupt:

@@ -49,7 +49,11 @@ class RunResult:
 
     def final_metrics(self) -> dict[str, float]:
         """The `final/*`, `best/*` and summary metrics logged once at the end."""
-        metrics = {"final/train_loss": self.final_train_loss, "steps": float(self.steps), "time/total_s": self.wall_s}
+        metrics = {
+            "final/train_loss": self.final_train_loss,
+            "steps": float(self.steps),
+            "time/total_s": self.wall_s,
+        }
         metrics.update({f"final/val_{key}": value for key, value in self.final_val.items()})
         if not math.isnan(self.best_val_loss):
             metrics["best/val_loss"] = self.best_val_loss
@@ -142,7 +146,9 @@ def train(
         loss_value = loss.item()
         if initial_loss is None:
             initial_loss = loss_value
-        if not math.isfinite(loss_value) or loss_value > settings.divergence_factor * max(abs(initial_loss), 1e-12):
+        if not math.isfinite(loss_value) or loss_value > settings.divergence_factor * max(
+            abs(initial_loss), 1e-12
+        ):
             status = DIVERGED
             divergence = f"loss {loss_value:.4g} at step {steps} (initial {initial_loss:.4g})"
         else:

@@ -9,7 +9,9 @@ from harness.loop import Progress
 
 class TqdmProgress(Progress):
     def __init__(self, total: int, description: str):
-        self.bar = tqdm(total=total, desc=description, unit="step", leave=False, mininterval=0.25, file=sys.stderr)
+        self.bar = tqdm(
+            total=total, desc=description, unit="step", leave=False, mininterval=0.25, file=sys.stderr
+        )
         self._shown = 0
 
     def update(self, steps: int, loss: float) -> None:

@@ -32,14 +32,22 @@ class MuonWithAdamW(torch.optim.Optimizer):
         if matrices:
             self.inner.append(
                 torch.optim.Muon(
-                    matrices, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                    matrices,
+                    lr=lr,
+                    weight_decay=weight_decay,
+                    momentum=momentum,
+                    nesterov=nesterov,
                     ns_steps=ns_steps,
                 )
             )
         if others:
             self.inner.append(
                 torch.optim.AdamW(
-                    others, lr=adamw_lr, betas=tuple(adamw_betas), eps=adamw_eps, weight_decay=adamw_weight_decay
+                    others,
+                    lr=adamw_lr,
+                    betas=tuple(adamw_betas),
+                    eps=adamw_eps,
+                    weight_decay=adamw_weight_decay,
                 )
             )
         super().__init__(params, defaults={"lr": lr})

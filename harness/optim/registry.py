@@ -94,7 +94,11 @@ for _info in [
     ),
     OptimInfo("radam", _tuple_args(torch.optim.RAdam, "betas"), {**_ADAM, "decoupled_weight_decay": bool}),
     OptimInfo("asgd", torch.optim.ASGD, {"lambd": float, "alpha": float, "t0": float, "weight_decay": float}),
-    OptimInfo("rprop", _tuple_args(torch.optim.Rprop, "etas", "step_sizes"), {"etas": list[float], "step_sizes": list[float]}),
+    OptimInfo(
+        "rprop",
+        _tuple_args(torch.optim.Rprop, "etas", "step_sizes"),
+        {"etas": list[float], "step_sizes": list[float]},
+    ),
     OptimInfo(
         "lbfgs",
         torch.optim.LBFGS,
@@ -104,14 +108,20 @@ for _info in [
     OptimInfo(
         "adafactor",
         _tuple_args(torch.optim.Adafactor, "eps"),
-        {"beta2_decay": float, "eps": list[Optional[float]], "d": float, "weight_decay": float},
+        {"beta2_decay": float, "eps": list[float | None], "d": float, "weight_decay": float},
     ),
     OptimInfo(
         "muon",
         MuonWithAdamW,
         {
-            "weight_decay": float, "momentum": float, "nesterov": bool, "ns_steps": int,
-            "adamw_lr": float, "adamw_betas": list[float], "adamw_eps": float, "adamw_weight_decay": float,
+            "weight_decay": float,
+            "momentum": float,
+            "nesterov": bool,
+            "ns_steps": int,
+            "adamw_lr": float,
+            "adamw_betas": list[float],
+            "adamw_eps": float,
+            "adamw_weight_decay": float,
         },
     ),
     OptimInfo("custom", _build_custom, {"target": str, "kwargs": dict[str, Any]}),
@@ -130,12 +140,12 @@ def get_optimizer_info(name: str) -> OptimInfo:
 # Range rules by hyperparameter name: predicate on the value, and the allowed range in words.
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr": (lambda v: v > 0, "> 0"),
-    "momentum": (lambda v: v >= 0, ">= 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "dampening": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "adamw_weight_decay": (lambda v: v >= 0, ">= 0"),
     "adamw_lr": (lambda v: v > 0, "> 0"),
-    "eps": (lambda v: v > 0, "> 0"),
+    "eps": (lambda v: all(e is None or e > 0 for e in (v if isinstance(v, list) else [v])), "> 0"),
     "adamw_eps": (lambda v: v > 0, "> 0"),
     "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two values in [0, 1)"),
     "adamw_betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two values in [0, 1)"),
@@ -171,10 +181,14 @@ def validate_hparams(name: str, lr: float, hparams: Mapping[str, Any]) -> None:
     dummy = [torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2))]
     try:
         info.build(dummy, lr=lr, **dict(hparams))
+    except ConfigError:
+        raise
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError("optimizer", dict(hparams), f"rejected by {name}: {exc}") from None
 
 
-def create_optimizer(name: str, params: Params, lr: float, hparams: Mapping[str, Any]) -> torch.optim.Optimizer:
+def create_optimizer(
+    name: str, params: Params, lr: float, hparams: Mapping[str, Any]
+) -> torch.optim.Optimizer:
     """Build the named optimizer over `params`."""
     return get_optimizer_info(name).build(list(params), lr=lr, **dict(hparams))

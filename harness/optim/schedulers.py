@@ -29,7 +29,7 @@ def _multiplier(name: str, step_every: float, gamma: float, warmup: float, min_f
             warm = max(1, round(warmup * total))
             if t < warm:
                 return (t + 1) / warm
-            return _cosine(t - warm, total - warm, min_factor)
+            return _cosine(t - warm + 1, total - warm + 1, min_factor)  # peak once, at the end of warm-up
 
         return warmup_cosine
     raise ConfigError("scheduler.name", name, f"one of {list(SCHEDULERS)}")

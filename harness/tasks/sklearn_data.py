@@ -4,8 +4,6 @@ import functools
 
 import numpy as np
 import torch
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor, nn
 
 from harness.tasks.base import Budget, Splits, Target, Task
@@ -17,6 +15,9 @@ SPLIT_SEED = 0  # fixes every split below; never the run's seed
 @functools.cache
 def _digits() -> tuple[np.ndarray, ...]:
     """Pixels / 16 in [0, 1]; a stratified 80/20 split: 1,437 train, 360 validation."""
+    from sklearn.datasets import load_digits  # lazily: scikit-learn takes ~1 s to import
+    from sklearn.model_selection import train_test_split
+
     x, y = load_digits(return_X_y=True)
     return tuple(train_test_split(x / 16.0, y, test_size=0.2, random_state=SPLIT_SEED, stratify=y))
 
@@ -35,6 +36,9 @@ class LogregCancer(Task):
     criterion = staticmethod(nn.functional.binary_cross_entropy_with_logits)
 
     def make_data(self) -> Splits:
+        from sklearn.datasets import load_breast_cancer
+        from sklearn.model_selection import train_test_split
+
         x, y = load_breast_cancer(return_X_y=True)
         x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.25, random_state=SPLIT_SEED, stratify=y)
         mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
@@ -96,7 +100,11 @@ class DigitsCNN(Digits):
 
     def make_model(self) -> nn.Module:
         return nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 10),
         )

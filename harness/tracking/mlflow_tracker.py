@@ -54,7 +54,10 @@ class MlflowTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         timestamp = int(time.time() * 1000)
         self._buffer.extend((key, value, timestamp, step) for key, value in metrics.items())
-        if len(self._buffer) >= MAX_METRICS_PER_BATCH or time.monotonic() - self._last_flush > self.flush_every_s:
+        if (
+            len(self._buffer) >= MAX_METRICS_PER_BATCH
+            or time.monotonic() - self._last_flush > self.flush_every_s
+        ):
             self.flush()
 
     def flush(self) -> None:
@@ -63,7 +66,9 @@ class MlflowTracker:
         self._last_flush = time.monotonic()
         for start in range(0, len(buffer), MAX_METRICS_PER_BATCH):
             chunk = buffer[start : start + MAX_METRICS_PER_BATCH]
-            self.client.log_batch(self.run_id, metrics=[Metric(k, _storable(v), t, s) for k, v, t, s in chunk])
+            self.client.log_batch(
+                self.run_id, metrics=[Metric(k, _storable(v), t, s) for k, v, t, s in chunk]
+            )
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         items = [RunTag(key, str(value)[:MAX_TAG_LENGTH]) for key, value in tags.items()]

@@ -1,0 +1,75 @@
+"""Shared fixtures: configs composed by Hydra exactly as the CLI does, and a private MLflow store per test."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.config import Config, register_configs, to_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+register_configs()
+
+
+def compose_config(*overrides: str) -> Config:
+    """Compose conf/config.yaml with overrides, as `python -m harness.train <overrides>` would."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh SQLite MLflow store under tmp_path, used by everything the test starts (env is inherited)."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture(autouse=True)
+def _no_default_store(monkeypatch, tmp_path):
+    """No test may write to the project's own mlruns/: unless a test says otherwise, tracking goes to tmp."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'default-store' / 'mlflow.db'}")
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run `python -m harness.train <args>` in a subprocess, the way a user types it."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "harness.train", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def mlflow_client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def all_runs(uri: str) -> list:
+    """Every run in every experiment of the store (active and deleted experiments alike)."""
+    from mlflow.entities import ViewType
+
+    client = mlflow_client(uri)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return (
+        client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=10_000) if experiments else []
+    )
+
+
+def history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """A metric's (step, value) points, in step order."""
+    points = mlflow_client(uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in points)

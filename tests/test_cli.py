@@ -1,0 +1,83 @@
+"""The entry point as users type it: bad values refused in one line with no run created; divergence is an outcome."""
+
+import pytest
+from conftest import all_runs, history, run_cli
+
+BAD_VALUES = [
+    # (override, text the one-line error must contain, exit code)
+    ("optimizer.lr=-1", "optimizer.lr=-1.0", 2),
+    ("optimizer.lr=abc", "optimizer.lr", 1),  # Hydra's typed-config error
+    ("data.batch_size=0", "data.batch_size=0", 2),
+    ("data.batch_size=half", "data.batch_size='half'", 2),
+    ("trainer.epochs=0", "trainer.epochs=0", 2),
+    ("trainer.eval_every=-5", "trainer.eval_every=-5", 2),
+    ("device=cuda:7", "device='cuda:7'", 2),
+    ("device=tpu", "device='tpu'", 2),
+    ("optimizer=nonexistent", "optimizer/nonexistent", 1),
+    ("task=nonexistent", "task/nonexistent", 1),
+    ("optimizer.momentum=1.5", "optimizer.momentum=1.5", 2),
+    ("optimizer.betas=[0.9,0.99]", "Key 'betas' not in", 1),  # sgd has no betas
+    ("no_such_key=1", "Key 'no_such_key' not in", 1),
+]
+
+
+@pytest.mark.parametrize("override,message,code", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_bad_values_are_refused_in_one_line_and_create_no_run(override, message, code, store, tmp_path):
+    proc = run_cli("task=quadratic", override, cwd=tmp_path)
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if code == 2:
+        [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert message in line and "allowed" in line
+    assert all_runs(store) == []
+
+
+def test_a_diverging_lr_ends_as_a_diverged_run_with_exit_0(store, tmp_path):
+    # SGD at lr 1.5 on x^2: x_{t+1} = -2 x_t, so f grows 4x per step and passes 1e4 x f(x_0) at step 7.
+    proc = run_cli(
+        "task=quadratic", "optimizer=sgd", "optimizer.lr=1.5", "trainer.max_steps=50", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    [run] = all_runs(store)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["harness.status"] == "diverged"
+    assert "step 7" in run.data.tags["harness.divergence"]
+    losses = history(store, run.info.run_id, "train/loss")
+    assert [s for s, _ in losses] == list(range(8))
+    assert losses[-1][1] == pytest.approx(13 * 4**7)
+    assert run.data.metrics["steps"] == 7
+
+
+def test_the_default_store_is_mlruns_under_the_launch_directory(tmp_path):
+    proc = run_cli("task=quadratic", "trainer.max_steps=3", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
+    assert proc.returncode == 0, proc.stderr
+    db = tmp_path / "mlruns" / "mlflow.db"
+    [run] = all_runs(f"sqlite:///{db}")
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
+    assert run.data.params["optimizer.name"] == "sgd"
+
+
+def test_a_users_own_task_module_and_a_failing_job(store, tmp_path):
+    env = {"PYTHONPATH": str(__import__("pathlib").Path(__file__).parent)}
+    proc = run_cli(
+        "task.module=user_tasks", "task.name=user_failing", "trainer.max_steps=10", cwd=tmp_path, env=env
+    )
+    assert proc.returncode == 1
+    assert "boom at step 4" in proc.stderr
+    [run] = all_runs(store)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["harness.status"] == "failed"
+    assert run.data.tags["harness.error"] == "RuntimeError: boom at step 4"
+    # The buffered points were flushed before the run ended.
+    assert [s for s, _ in history(store, run.info.run_id, "train/loss")] == [0, 1, 2, 3]
+
+
+@pytest.mark.slow
+def test_digits_mlp_with_adam_from_the_command_line(store, tmp_path):
+    proc = run_cli("task=digits_mlp", "optimizer=adam", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [run] = all_runs(store)
+    assert run.data.params["resolved.total_steps"] == "900"  # 20 epochs x ceil(1437 / 32)
+    assert len(history(store, run.info.run_id, "train/loss")) == 900
+    assert run.data.metrics["final/val_accuracy"] > 0.95

@@ -1,0 +1,41 @@
+"""A user's own tasks, registered from outside the harness (`task.module=user_tasks task=<name>`)."""
+
+from torch import Tensor, nn
+
+from harness.tasks import Batch, register_task
+from harness.tasks.functions import Quadratic
+
+
+class _FailsAtStep(Quadratic):
+    fail_at = 4
+    error: type[BaseException] = RuntimeError
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        if self.calls == self.fail_at:
+            raise self.error(f"boom at step {self.calls}")
+        self.calls += 1
+        return super().loss(model, batch)
+
+
+@register_task
+class FailingTask(_FailsAtStep):
+    name = "user_failing"
+
+
+@register_task
+class InterruptedTask(_FailsAtStep):
+    name = "user_interrupted"
+    error = KeyboardInterrupt
+
+
+@register_task
+class Cube(Quadratic):
+    """f(x) = sum(x^4): a user task with its own objective."""
+
+    name = "user_quartic"
+
+    def objective(self, x: Tensor) -> Tensor:
+        return (x**4).sum()

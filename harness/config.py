@@ -89,6 +89,8 @@ def optimizer_schema(name: str) -> type:
     """
     fields = [("name", str, field(default=MISSING)), ("lr", float, field(default=MISSING))]
     fields += [(key, typ, field(default=MISSING)) for key, typ in OPTIMIZERS[name].hparams.items()]
+    # Multiplies lr: one sweep grid over lr_scale spans each optimizer's own default learning rate.
+    fields += [("lr_scale", float, field(default=1.0))]
     return dataclasses.make_dataclass(f"{name.capitalize()}OptimizerConfig", fields)
 
 
@@ -110,7 +112,7 @@ def to_config(cfg: DictConfig) -> Config:
 def optimizer_hparams(cfg: Config) -> dict[str, Any]:
     """The optimizer's hyperparameters besides name and lr."""
     values = dataclasses.asdict(cfg.optimizer)
-    return {k: v for k, v in values.items() if k not in ("name", "lr")}
+    return {k: v for k, v in values.items() if k not in ("name", "lr", "lr_scale")}
 
 
 def _positive_int_or_none(key: str, value: Any) -> None:
@@ -136,7 +138,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("sweep.rerun", cfg.sweep.rerun, "'failed' or 'all'")
     if not isinstance(cfg.optimizer.lr, float) or not math.isfinite(cfg.optimizer.lr):
         raise ConfigError("optimizer.lr", cfg.optimizer.lr, "a finite number > 0")
-    validate_hparams(cfg.optimizer.name, cfg.optimizer.lr, optimizer_hparams(cfg))
+    if not (cfg.optimizer.lr_scale > 0 and math.isfinite(cfg.optimizer.lr_scale)):
+        raise ConfigError("optimizer.lr_scale", cfg.optimizer.lr_scale, "a finite number > 0")
+    validate_hparams(cfg.optimizer.name, cfg.optimizer.lr * cfg.optimizer.lr_scale, optimizer_hparams(cfg))
 
 
 def flat_params(cfg: Config) -> dict[str, str]:

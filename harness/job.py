@@ -10,6 +10,7 @@ import json
 import os
 import random
 import subprocess
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class Plan:
     total_steps: int
     steps_per_epoch: int
     eval_every: int
+    threads: int  # torch CPU threads when the config does not say: cores / parallel jobs
 
 
 def plan(cfg: Config, ctx: JobContext) -> Plan:
@@ -68,17 +70,32 @@ def plan(cfg: Config, ctx: JobContext) -> Plan:
     limits = [n for n in (max_steps, None if epochs is None else epochs * steps_per_epoch) if n is not None]
     total_steps = min(limits)
     eval_every = cfg.trainer.eval_every or max(1, -(-total_steps // EVALUATIONS_PER_RUN))
-    return Plan(task, splits, device, batch_size, total_steps, steps_per_epoch, eval_every)
+    threads = max(1, (os.cpu_count() or 1) // ctx.parallel_jobs)
+    return Plan(task, splits, device, batch_size, total_steps, steps_per_epoch, eval_every, threads)
 
 
 def run_job(cfg: Config, ctx: JobContext) -> RunResult:
-    """Plan, build, track and train one run. Exceptions propagate after the run is ended FAILED or KILLED."""
-    p = plan(cfg, ctx)
-    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // ctx.parallel_jobs))
+    """Plan, track, build and train one run. Exceptions propagate after the run is ended FAILED or KILLED."""
+    p = plan(cfg, ctx)  # everything that can refuse the config runs before the MLflow run exists
+    tracker = open_tracker(cfg, ctx, p)
+    try:
+        result = _build_and_train(cfg, p, tracker)
+        record_result(tracker, result)
+    except KeyboardInterrupt:
+        end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
+        raise
+    except Exception as exc:
+        end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        raise
+    return result
+
+
+def _build_and_train(cfg: Config, p: Plan, tracker: Tracker) -> RunResult:
+    torch.set_num_threads(cfg.threads or p.threads)
     _seed_everything(cfg.seed)
     model = p.task.make_model().to(p.device)
     info = get_optimizer_info(cfg.optimizer.name)
-    optimizer = create_optimizer(info.name, model.parameters(), cfg.optimizer.lr, optimizer_hparams(cfg))
+    optimizer = create_optimizer(info.name, model.parameters(), effective_lr(cfg), optimizer_hparams(cfg))
     s = cfg.scheduler
     scheduler = create_scheduler(
         optimizer,
@@ -101,29 +118,10 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
         steps_per_epoch=p.steps_per_epoch,
         batch_size=p.batch_size,
     )
-    tracker = open_tracker(cfg, ctx, p)
-    try:
-        progress = progress_for(cfg.tracking.progress, p.total_steps, run_name(cfg))
-        result = train(
-            p.task,
-            model,
-            optimizer,
-            loader,
-            val_data,
-            settings,
-            tracker,
-            scheduler,
-            info.needs_closure,
-            progress,
-        )
-        record_result(tracker, result)
-    except KeyboardInterrupt:
-        end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
-        raise
-    except Exception as exc:
-        end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}")
-        raise
-    return result
+    progress = progress_for(cfg.tracking.progress, p.total_steps, run_name(cfg))
+    return train(
+        p.task, model, optimizer, loader, val_data, settings, tracker, scheduler, info.needs_closure, progress
+    )
 
 
 def record_result(tracker: Tracker, result: RunResult) -> None:
@@ -136,31 +134,38 @@ def record_result(tracker: Tracker, result: RunResult) -> None:
     tracker.close(FINISHED)
 
 
-def end_run(tracker: Tracker, status: str, message: str) -> None:
-    """End a run that did not finish: FAILED or KILLED, with the error as a tag."""
+def end_run(tracker: Tracker, status: str, message: str, details: str | None = None) -> None:
+    """End a run that did not finish: FAILED or KILLED, with the error as a tag (and the traceback as a file)."""
     tracker.set_tags({"harness.status": status.lower(), "harness.error": message})
+    if details:
+        tracker.log_text(details, "error.txt")
     tracker.close(status)
+
+
+def effective_lr(cfg: Config) -> float:
+    """optimizer.lr x optimizer.lr_scale: a sweep over lr_scale spans each optimizer's own default lr."""
+    return cfg.optimizer.lr * cfg.optimizer.lr_scale
 
 
 def run_name(cfg: Config) -> str:
     return cfg.tracking.run_name or (
-        f"{cfg.optimizer.name} lr={cfg.optimizer.lr:g} bs={cfg.data.batch_size} seed={cfg.seed}"
+        f"{cfg.optimizer.name} lr={effective_lr(cfg):.3g} bs={cfg.data.batch_size} seed={cfg.seed}"
     )
 
 
-def run_tags(cfg: Config, ctx: JobContext, p: Plan) -> dict[str, str]:
+def run_tags(cfg: Config, ctx: JobContext, task_name: str, device: str, device_name: str) -> dict[str, str]:
     commit = git_commit(str(ctx.project_dir))
     tags = {
         "mlflow.source.name": "harness.train",
         "mlflow.source.type": "LOCAL",
         "mlflow.user": _user(),
-        "harness.task": p.task.name,
+        "harness.task": task_name,
         "harness.optimizer": cfg.optimizer.name,
         "harness.config_hash": config_hash(cfg),
         "harness.overrides": " ".join(ctx.overrides),
         "harness.torch_version": torch.__version__,
-        "harness.device": str(p.device),
-        "harness.device_name": device_description(p.device),
+        "harness.device": device,
+        "harness.device_name": device_name,
         "harness.status": "running",
     }
     if commit:
@@ -172,19 +177,31 @@ def open_tracker(cfg: Config, ctx: JobContext, p: Plan) -> Tracker:
     """Create the MLflow run (a child run inside a sweep) with params, tags and the resolved config."""
     if not cfg.tracking.enabled:
         return NullTracker()
+    tags = run_tags(cfg, ctx, p.task.name, str(p.device), device_description(p.device))
+    resolved = {"resolved.total_steps": p.total_steps, "resolved.batch_size": p.batch_size}
+    return _start_run(cfg, ctx, p.task.name, tags, resolved)
+
+
+def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
+    """Inside a sweep, a config the job refused (a device that is not there...) still shows as a FAILED run."""
+    tags = run_tags(cfg, ctx, cfg.task.name, cfg.device, "")
+    end_run(_start_run(cfg, ctx, cfg.task.name, tags, {}), FAILED, message)
+
+
+def _start_run(cfg: Config, ctx: JobContext, task_name: str, tags: dict, resolved: dict) -> Tracker:
     from harness.tracking import store
     from harness.tracking.mlflow_tracker import MlflowTracker
 
     client = store.client(store.resolve_uri(cfg.tracking.uri, ctx.project_dir))
     experiment_id = cfg.sweep.experiment_id or store.ensure_experiment(
-        client, cfg.tracking.experiment or p.task.name
+        client, cfg.tracking.experiment or task_name
     )
     tracker = MlflowTracker.start(
-        client, experiment_id, run_name(cfg), run_tags(cfg, ctx, p), parent_run_id=cfg.sweep.parent_run_id
+        client, experiment_id, run_name(cfg), tags, parent_run_id=cfg.sweep.parent_run_id
     )
     try:
         params = flat_params(cfg)
-        params.update({"resolved.total_steps": p.total_steps, "resolved.batch_size": p.batch_size})
+        params.update({"resolved.lr": effective_lr(cfg), **resolved})
         tracker.log_params(params)
         tracker.log_text(OmegaConf.to_yaml(dataclasses.asdict(cfg)), "config.yaml")
     except Exception as exc:

@@ -3,15 +3,21 @@
 Thin on purpose: compose config -> plain dataclasses -> run the job; bad values end with one line and exit 2.
 """
 
+import os
 import sys
+import time
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config import register_configs, to_config
 from harness.errors import ConfigError
 from harness.job import JobContext, run_job
+from harness.sweep import state as sweep_state
+from harness.sweep.run import run_in_sweep
+from harness.sweep.state import SweepState
 
 register_configs()
 
@@ -21,6 +27,8 @@ def job_context() -> JobContext:
     hc = HydraConfig.get()
     launcher = hc.launcher
     parallel = launcher.get("n_jobs") if "n_jobs" in launcher else None
+    if parallel is not None and parallel < 0:  # joblib: -1 = all cores, -2 = all but one...
+        parallel = (os.cpu_count() or 1) + 1 + parallel
     if parallel is None or parallel < 1:
         parallel = 1
     return JobContext(
@@ -34,6 +42,10 @@ def job_context() -> JobContext:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     ctx = job_context()
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # Failures are recorded, never raised: Hydra would stop at the end with exit 1.
+        state = sweep_state.current() or SweepState(None, time.time(), os.devnull)
+        return run_in_sweep(to_config(cfg), ctx, state)
     try:
         result = run_job(to_config(cfg), ctx)
     except ConfigError as exc:

@@ -7,7 +7,7 @@ their types, from which the typed Hydra schema is built), how to build it, and w
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -102,7 +102,7 @@ for _info in [
     OptimInfo(
         "lbfgs",
         torch.optim.LBFGS,
-        {"max_iter": int, "history_size": int, "line_search_fn": Optional[str]},
+        {"max_iter": int, "history_size": int, "line_search_fn": str | None},
         needs_closure=True,
     ),
     OptimInfo(

@@ -1,0 +1,1 @@
+"""Sweeps: one MLflow parent run per Hydra multirun, failure isolation, resume and progress."""

@@ -1,0 +1,46 @@
+"""A job inside a sweep: skip it if its grid point is done, and never let its failure stop the sweep."""
+
+import dataclasses
+import logging
+
+from harness.config import Config, config_hash
+from harness.errors import ConfigError
+from harness.job import JobContext, record_refused_job, run_job
+from harness.sweep import progress
+from harness.sweep.state import SweepState
+
+log = logging.getLogger(__name__)
+
+
+def with_sweep_ids(cfg: Config, state: SweepState) -> Config:
+    """Point the job at the sweep's store, experiment and parent run (created before any job started)."""
+    if state.parent_run_id is None:
+        return cfg
+    tracking = dataclasses.replace(cfg.tracking, uri=state.uri)
+    sweep = dataclasses.replace(
+        cfg.sweep, experiment_id=state.experiment_id, parent_run_id=state.parent_run_id
+    )
+    return dataclasses.replace(cfg, tracking=tracking, sweep=sweep)
+
+
+def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState) -> float | None:
+    """Run one grid point; returns the final validation loss (the objective for HPO sweepers) or None."""
+    cfg = with_sweep_ids(cfg, state)
+    overrides = list(ctx.overrides)
+    if config_hash(cfg) in state.completed:
+        progress.report(state, "skipped", overrides)
+        return state.completed[config_hash(cfg)]
+    value, status, error = None, "failed", ""
+    try:
+        result = run_job(cfg, ctx)
+        value, status = result.final_val.get("loss"), result.status
+    except ConfigError as exc:
+        error = str(exc)
+        log.error("job refused: %s", error)
+        if cfg.tracking.enabled:
+            record_refused_job(cfg, ctx, error)
+    except Exception as exc:  # noqa: BLE001 - a failing job is recorded (run FAILED) and the sweep goes on
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("job failed: %s", error)
+    progress.report(state, status, overrides, error)
+    return value

@@ -1,0 +1,227 @@
+"""Learning-rate sensitivity (final loss against lr, per optimizer and batch size) and the lr x batch-size heatmap.
+
+Diverged runs have no final loss; they are drawn anyway, as red crosses in a strip at the top of the axis (failed
+runs as grey crosses), so that an lr that blows up is seen, not silently missing.
+"""
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.transforms import blended_transform_factory
+
+from harness.report.configs import rank
+from harness.report.figures.style import (
+    BATCH_LABEL,
+    DIVERGED_COLOR,
+    FAILED_COLOR,
+    FINAL_LOSS_LABEL,
+    LR_LABEL,
+    new_figure,
+    optimizer_legend,
+    styled,
+)
+from harness.report.keys import COMPLETED, DIVERGED, FAILED, KILLED
+
+STRIP = 0.94  # axes fraction of the top row of the strip for runs without a final loss
+ROW = 0.045  # axes fraction between the strip's rows (one row per optimizer)
+
+
+def sensitivity_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run, diverged and failed ones included: optimizer, batch_size, lr, seed, outcome, final_val_loss."""
+    columns = ["task", "optimizer", "batch_size", "lr", "seed", "outcome", "final_val_loss", "run_id"]
+    frame = runs[columns].copy()
+    frame["outcome"] = frame["outcome"].replace({KILLED: FAILED})
+    return frame.sort_values(["optimizer", "batch_size", "lr", "seed"]).reset_index(drop=True)
+
+
+def sensitivity_figure(runs: pd.DataFrame, configs: pd.DataFrame, colours: dict) -> Figure:
+    """One panel per batch size: each run's final validation loss against lr (points), the mean over seeds (line),
+    and runs without a final loss in the top strip."""
+    data = sensitivity_data(runs)
+    sizes = sorted(data["batch_size"].dropna().unique())
+    present = {name: colours[name] for name in sorted(data["optimizer"].unique())}
+    with styled():
+        figure = new_figure(max(6.5, 4.6 * len(sizes)), 5.0)
+        panels = figure.subplots(1, len(sizes), squeeze=False, sharey=True)[0]
+        has_lost = data["outcome"].isin([DIVERGED, FAILED]).any()
+        limits = _limits(data["final_val_loss"], len(present) if has_lost else 0)
+        for ax, size in zip(panels, sizes):
+            _panel(
+                ax, data[data["batch_size"] == size], configs[configs["batch_size"] == size], present, limits
+            )
+            ax.set_title(f"batch size {size}")
+            ax.set_xlabel(LR_LABEL)
+        panels[0].set_ylabel(FINAL_LOSS_LABEL)
+        extra = [
+            Line2D(
+                [], [], ls="", marker="X", ms=9, mfc=DIVERGED_COLOR, mec="black", label="diverged (top strip)"
+            ),
+            Line2D([], [], ls="", marker="x", ms=8, color=FAILED_COLOR, label="failed (top strip)"),
+        ]
+        shown = [DIVERGED in set(data["outcome"]), FAILED in set(data["outcome"])]
+        figure.suptitle("Learning-rate sensitivity\n(points: runs; line: mean over completed seeds)")
+        optimizer_legend(figure, present, extra=[h for h, show in zip(extra, shown) if show])
+    return figure
+
+
+def _limits(values: pd.Series, strip_rows: int) -> tuple[float, float]:
+    """Log-scale y limits that keep the data below the strip of `strip_rows` rows (0: no strip)."""
+    finite = values[np.isfinite(values) & (values > 0)]
+    if finite.empty:
+        return 0.1, 10.0
+    low, high = np.log10(finite.min()), np.log10(finite.max())
+    span = max(high - low, 0.5)
+    reserved = ROW * (strip_rows + 0.5) + (1 - STRIP) if strip_rows else 0.0
+    total = span / (1 - reserved - 0.1)  # data between 5% and (1 - reserved - 5%) of the axis height
+    return 10 ** (low - 0.05 * total), 10 ** (low + 0.95 * total)
+
+
+def _panel(
+    ax: Axes, data: pd.DataFrame, configs: pd.DataFrame, colours: dict, limits: tuple[float, float]
+) -> None:
+    done = data[(data["outcome"] == COMPLETED) & (data["final_val_loss"] > 0)]
+    if not done.empty:
+        sns.scatterplot(
+            data=done,
+            x="lr",
+            y="final_val_loss",
+            hue="optimizer",
+            palette=colours,
+            ax=ax,
+            legend=False,
+            alpha=0.45,
+            s=22,
+            lw=0,
+        )
+    means = configs[configs["val_loss_mean"] > 0]
+    if not means.empty:
+        sns.lineplot(
+            data=means,
+            x="lr",
+            y="val_loss_mean",
+            hue="optimizer",
+            palette=colours,
+            ax=ax,
+            legend=False,
+            marker="o",
+            errorbar=None,
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(*limits)
+    _strip(ax, data, colours)
+
+
+def _strip(ax: Axes, data: pd.DataFrame, colours: dict) -> None:
+    """Runs without a final loss, at the top: one row per optimizer (the same row in every panel), a red X per
+    lr where runs diverged, a grey x where they failed, "×n" when several seeds did."""
+    lost = data[data["outcome"].isin([DIVERGED, FAILED])]
+    if lost.empty:
+        return
+    names = list(colours)
+    bottom = STRIP - ROW * (len(names) - 0.5)
+    ax.add_patch(
+        Rectangle((0, bottom), 1, 1 - bottom, transform=ax.transAxes, color="#f2f2f2", zorder=0, lw=0)
+    )
+    ax.text(0.01, 0.995, "no final loss", transform=ax.transAxes, fontsize=7, va="top", color="#555555")
+    at_top = blended_transform_factory(ax.transData, ax.transAxes)  # x: lr (data), y: axes fraction
+    for (name, lr, outcome), cell in lost.groupby(["optimizer", "lr", "outcome"], observed=True):
+        y = STRIP - ROW * names.index(name)
+        diverged = outcome == DIVERGED
+        ax.scatter(
+            [lr],
+            [y],
+            transform=at_top,
+            marker="X" if diverged else "x",
+            s=70,
+            clip_on=False,
+            zorder=5,
+            color=DIVERGED_COLOR if diverged else FAILED_COLOR,
+            edgecolors=colours[name],
+            linewidths=1.2,
+        )
+        if len(cell) > 1:
+            ax.annotate(
+                f"×{len(cell)}",
+                (lr, y),
+                xycoords=at_top,
+                xytext=(6, -3),
+                textcoords="offset points",
+                fontsize=7,
+            )
+
+
+def heatmap_figure(configs: pd.DataFrame, colours: dict) -> Figure:
+    """One heatmap per optimizer: mean final validation loss over seeds, lr (rows) x batch size (columns), on one
+    shared log colour scale. Cells with diverged seeds say how many; the optimizer's best cell is outlined."""
+    optimizers = sorted(configs["optimizer"].unique())
+    values = configs["val_loss_mean"]
+    finite = values[np.isfinite(values) & (values > 0)]
+    norm = LogNorm(finite.min(), finite.max()) if len(finite) and finite.min() < finite.max() else None
+    columns = min(4, len(optimizers))
+    rows = -(-len(optimizers) // columns)
+    with styled():
+        figure = new_figure(3.6 * columns + 1.2, 3.4 * rows + 0.6)
+        grid = figure.subplots(rows, columns, squeeze=False)
+        for ax, name in zip(grid.flat, optimizers):
+            _heatmap(ax, configs[configs["optimizer"] == name], norm, colours[name])
+            ax.set_title(name, color=colours[name], fontweight="bold")
+        for ax in list(grid.flat)[len(optimizers) :]:
+            ax.set_visible(False)
+        if norm is not None:
+            mappable = grid.flat[0].collections[0] if grid.flat[0].collections else None
+            if mappable is not None:
+                figure.colorbar(
+                    mappable, ax=grid, label="final validation loss (mean over seeds, log colour)", shrink=0.8
+                )
+        figure.suptitle("Final validation loss by learning rate and batch size (lower is better)")
+    return figure
+
+
+def _heatmap(ax: Axes, configs: pd.DataFrame, norm: LogNorm | None, colour) -> None:
+    table = configs.pivot_table(
+        index="lr", columns="batch_size", values="val_loss_mean", aggfunc="first", dropna=False
+    )
+    table = table.sort_index(ascending=False)
+    notes = _cell_notes(configs, table)
+    sns.heatmap(
+        table,
+        ax=ax,
+        norm=norm,
+        cmap="viridis",
+        annot=notes,
+        fmt="",
+        cbar=False,
+        annot_kws={"fontsize": 7},
+        linewidths=0.5,
+        linecolor="white",
+        yticklabels=[f"{lr:.3g}" for lr in table.index],
+    )
+    ax.set_facecolor("#e6e6e6")  # cells with no completed seed: grey, labelled by _cell_notes
+    for (i, j), text in np.ndenumerate(notes.to_numpy()):
+        if np.isnan(table.to_numpy()[i, j]) and text:
+            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color=DIVERGED_COLOR)
+    best = rank(configs).iloc[0]
+    if best["completed_share"] > 0:
+        i, j = list(table.index).index(best["lr"]), list(table.columns).index(best["batch_size"])
+        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor=colour, lw=3, clip_on=False))
+    ax.set_xlabel(BATCH_LABEL)
+    ax.set_ylabel("effective learning rate")
+
+
+def _cell_notes(configs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: the loss, and how many seeds diverged or failed ("diverged" when none completed)."""
+    notes = pd.DataFrame("", index=table.index, columns=table.columns)
+    for row in configs.itertuples():
+        lost = row.diverged + row.failed
+        if row.completed == 0:
+            text = "diverged" if row.diverged else "failed"
+        else:
+            text = f"{row.val_loss_mean:.3g}" + (f"\n{lost}/{row.runs} lost" if lost else "")
+        notes.loc[row.lr, row.batch_size] = text
+    return notes

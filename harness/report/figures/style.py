@@ -1,0 +1,65 @@
+"""What every figure shares: one colour per optimizer, axis labels with units, the seaborn style, saving."""
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import seaborn as sns
+from matplotlib.figure import Figure
+
+# Diverged and failed runs are drawn, never dropped: a red X (or grey x) in a strip at the top of the axis.
+DIVERGED_COLOR, FAILED_COLOR = "#d62728", "#7f7f7f"
+DPI = 120
+
+LR_LABEL = "effective learning rate (lr × lr_scale, log scale)"
+FINAL_LOSS_LABEL = "final validation loss (log scale)"
+METRIC_LABELS = {
+    "train/loss": "training loss (mini-batch, log scale)",
+    "val/loss": "validation loss (log scale)",
+}
+BATCH_LABEL = "batch size (samples per step)"
+
+
+def palette(optimizers: Iterable[str]) -> dict[str, tuple[float, float, float]]:
+    """A fixed colour per optimizer, by sorted name: the same optimizer has the same colour in every figure."""
+    names = sorted(set(optimizers))
+    # colorblind without its vermillion and grey: those mean "diverged" and "failed" here.
+    distinct = [sns.color_palette("colorblind")[i] for i in (0, 2, 1, 4, 5, 6, 8, 9)]
+    colours = distinct if len(names) <= len(distinct) else sns.color_palette("husl", len(names))
+    return dict(zip(names, colours))
+
+
+@contextlib.contextmanager
+def styled() -> Iterator[None]:
+    """Seaborn's look for the figures made inside, without changing matplotlib's global settings for the caller."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+        yield
+
+
+def new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save(figure: Figure, directory: Path, name: str) -> dict[str, Path]:
+    """Write `name`.png and `name`.svg into `directory`; returns {"png": path, "svg": path}."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {kind: directory / f"{name}.{kind}" for kind in ("png", "svg")}
+    figure.savefig(paths["png"], dpi=DPI)
+    figure.savefig(paths["svg"], metadata={"Date": None})  # no timestamp: same data, same file
+    return paths
+
+
+def optimizer_legend(figure: Figure, colours: dict, labels: dict[str, str] | None = None, extra=()) -> None:
+    """One legend for the whole figure, below the axes: optimizer colours (with `labels`), then `extra` handles."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color=colour, lw=2.5, label=(labels or {}).get(name, name))
+        for name, colour in colours.items()
+    ]
+    figure.legend(
+        handles=[*handles, *extra],
+        loc="outside lower center",
+        ncols=min(4, len(handles) + len(extra)),
+        frameon=False,
+    )

@@ -1,0 +1,157 @@
+"""Real Hydra multiruns in a subprocess, typed the way users type them, against a real SQLite store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import all_runs, history, mlflow_client, run_cli
+
+# 2 optimizers x 2 lrs x 2 devices: lr 1.5 diverges for SGD on x^2 (x -> -2x); cuda:7 is never there.
+GRID = [
+    "task=quadratic",
+    "optimizer=sgd,adam",
+    "optimizer.lr=0.1,1.5",
+    "device=cpu,cuda:7",
+    "trainer.max_steps=40",
+    "tracking.experiment=grid",
+]
+
+
+def parents_and_children(store):
+    runs = all_runs(store)
+    parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def check_grid_sweep(store, proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parents, children = parents_and_children(store)
+    [parent] = parents
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 8
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.info.experiment_id for c in children} == {parent.info.experiment_id}
+    client = mlflow_client(store)
+    assert client.get_experiment(parent.info.experiment_id).name == "grid"
+    assert client.search_runs(["0"]) == []  # nothing landed in the Default experiment
+    status = {
+        (c.data.params["optimizer.name"], c.data.params["optimizer.lr"], c.data.params["device"]): c
+        for c in children
+    }
+    for key, child in status.items():
+        name, lr, device = key
+        if device == "cuda:7":
+            assert child.info.status == "FAILED" and child.data.tags["harness.status"] == "failed"
+            assert "device='cuda:7'" in child.data.tags["harness.error"]
+        elif name == "sgd" and lr == "1.5":
+            assert child.info.status == "FINISHED" and child.data.tags["harness.status"] == "diverged"
+            assert len(history(store, child.info.run_id, "train/loss")) == 8  # steps 0..7, see test_cli
+        else:
+            assert child.info.status == "FINISHED" and child.data.tags["harness.status"] == "completed", key
+            assert [s for s, _ in history(store, child.info.run_id, "train/loss")] == list(range(40))
+    tags = parent.data.tags
+    assert (tags["harness.jobs.completed"], tags["harness.jobs.diverged"], tags["harness.jobs.failed"]) == (
+        "3",
+        "1",
+        "4",
+    )
+    assert tags["harness.grid_size"] == "8"
+    reruns = [ln for ln in proc.stderr.splitlines() if "re-run it alone: python -m harness.train" in ln]
+    assert len(reruns) == 4 and all("device=cuda" in ln and "optimizer.lr=" in ln for ln in reruns)
+
+
+def test_a_sweep_with_a_diverging_lr_and_a_missing_device_basic_launcher(store, tmp_path):
+    proc = run_cli("-m", *GRID, cwd=tmp_path)
+    check_grid_sweep(store, proc)
+    assert "[sweep] 8/8 jobs done" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_same_sweep_with_the_joblib_launcher(store, tmp_path):
+    proc = run_cli("-m", *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
+    check_grid_sweep(store, proc)
+
+
+def test_running_the_sweep_again_skips_what_is_done_and_reruns_failures(store, tmp_path):
+    args = ["-m", "task=quadratic", "optimizer.lr=0.1", "device=cpu,cuda:7", "trainer.max_steps=10"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    second = run_cli(*args, cwd=tmp_path)
+    assert second.returncode == 0
+    assert "1 grid points already done" in second.stderr and "1 already done" in second.stderr
+    parents, children = parents_and_children(store)
+    assert len(parents) == 1
+    assert sorted(c.info.status for c in children) == ["FAILED", "FAILED", "FINISHED"]  # the cpu job ran once
+    third = run_cli(*args, "sweep.rerun=all", cwd=tmp_path)
+    assert third.returncode == 0
+    parents, children = parents_and_children(store)
+    assert len(parents) == 2 and len(children) == 5  # rerun=all: a fresh parent with every job
+
+
+def sgd_history(store, parent_id):
+    [run] = [
+        c
+        for c in all_runs(store)
+        if c.data.tags.get("mlflow.parentRunId") == parent_id and c.data.params["optimizer.name"] == "sgd"
+    ]
+    return [history(store, run.info.run_id, k) for k in ("train/loss", "val/loss", "grad_norm")]
+
+
+JOBLIB_ONE_WORKER = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]
+
+
+@pytest.mark.parametrize(
+    "launcher", [[], pytest.param(JOBLIB_ONE_WORKER, marks=pytest.mark.slow)], ids=["basic", "joblib"]
+)
+def test_jobs_sharing_a_process_do_not_leak_state(store, tmp_path, launcher):
+    # The SGD job runs after an Adam job in the same process (basic launcher, or one reused joblib worker), and
+    # alone; every RNG, thread setting and tracker state must be reset, so its curves are bit-identical.
+    common = ["task=digits_mlp", "trainer.max_steps=40", "data.batch_size=16", "seed=3", *launcher]
+    assert (
+        run_cli("-m", "optimizer=adam,sgd", *common, "tracking.experiment=pair", cwd=tmp_path).returncode == 0
+    )
+    assert run_cli("-m", "optimizer=sgd", *common, "tracking.experiment=alone", cwd=tmp_path).returncode == 0
+    parents, children = parents_and_children(store)
+    by_experiment = {
+        mlflow_client(store).get_experiment(p.info.experiment_id).name: p.info.run_id for p in parents
+    }
+    assert sgd_history(store, by_experiment["pair"]) == sgd_history(store, by_experiment["alone"])
+    assert all(c.data.tags["harness.status"] == "completed" for c in children)
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_half_way_and_started_again_completes_the_grid_once(store, tmp_path):
+    args = ["-m", "task=digits_mlp", "optimizer=sgd,adam", "seed=0,1,2", "trainer.max_steps=500"]
+    cmd = [sys.executable, "-m", "harness.train", *args]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    for line in proc.stderr:
+        if "[sweep] 3/6 jobs done" in line or time.time() > deadline:
+            break
+    time.sleep(0.7)  # the fourth job has created its run and is training
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, children = parents_and_children(store)
+    assert 3 <= len(children) <= 4 and sum(c.info.status == "FINISHED" for c in children) == 3
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    parents, children = parents_and_children(store)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    completed = [c for c in children if c.data.tags["harness.status"] == "completed"]
+    assert len(completed) == 6
+    assert len({c.data.tags["harness.config_hash"] for c in completed}) == 6
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)  # no run left RUNNING
+    stale = [c for c in children if c.info.status == "KILLED"]
+    assert all("stale" in c.data.tags["harness.error"] for c in stale)
+    assert parents[0].data.tags["harness.jobs.completed"] == "6"

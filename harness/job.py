@@ -52,7 +52,7 @@ class Plan:
     total_steps: int
     steps_per_epoch: int
     eval_every: int
-    threads: int  # torch CPU threads when the config does not say: cores / parallel jobs
+    threads: int  # torch CPU threads when the config does not say: cores / parallel jobs, capped by the task
 
 
 def plan(cfg: Config, ctx: JobContext) -> Plan:
@@ -70,7 +70,9 @@ def plan(cfg: Config, ctx: JobContext) -> Plan:
     limits = [n for n in (max_steps, None if epochs is None else epochs * steps_per_epoch) if n is not None]
     total_steps = min(limits)
     eval_every = cfg.trainer.eval_every or max(1, -(-total_steps // EVALUATIONS_PER_RUN))
-    threads = max(1, (os.cpu_count() or 1) // ctx.parallel_jobs)
+    threads = max(1, (os.cpu_count() or 1) // ctx.parallel_jobs)  # no oversubscription across parallel jobs
+    if task.max_threads is not None:
+        threads = min(threads, task.max_threads)
     return Plan(task, splits, device, batch_size, total_steps, steps_per_epoch, eval_every, threads)
 
 

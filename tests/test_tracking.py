@@ -8,7 +8,7 @@ import torch
 from conftest import all_runs, compose_config, history, mlflow_client
 
 from harness.job import JobContext, run_job
-from harness.tracking.mlflow_tracker import MAX_METRICS_PER_BATCH
+from harness.tracking.sinks import MAX_METRICS_PER_BATCH
 
 STEP_KEYS = ["train/loss", "lr", "grad_norm", "epoch", "samples_seen", "time/wall_s"]
 

@@ -26,7 +26,7 @@ MAX_POINTS = 300  # per curve: keeps SVGs small and averages mini-batch noise on
 
 
 def clocks(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """run_id, step, step, epoch, samples, wall_s for every step at which the chosen runs logged anything."""
+    """run_id, step, epoch, samples, wall_s for every step at which the chosen runs logged anything."""
     ids = runs["run_id"].tolist()
     mine = metrics[metrics["run_id"].isin(ids)]
     steps = mine[["run_id", "step"]].drop_duplicates().astype({"run_id": "string"})
@@ -67,15 +67,18 @@ def pool(frame: pd.DataFrame, axis: str, groups: list[str]) -> pd.DataFrame:
     Returns:
         groups..., x, center, low, high, n (runs contributing to the point).
     """
-    frame = frame[
-        (frame["value"] > 0) & frame[axis].notna()
-    ]  # log scale: non-positive losses cannot be drawn
+    # Log scale: a non-positive loss cannot be drawn (nor averaged in logs).
+    frame = frame[(frame["value"] > 0) & frame[axis].notna()]
     parts = []
     for key, group in frame.groupby(groups, observed=True, sort=True):
         matrix, x = (_interpolated if axis == "wall_s" else _binned)(group, axis)
         parts.append(_band(matrix, x).assign(**dict(zip(groups, key if isinstance(key, tuple) else (key,)))))
-    columns = [*groups, "x", "center", "low", "high", "n"]
-    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+    if not parts:
+        empty = {g: pd.Series(dtype=frame[g].dtype) for g in groups}
+        return pd.DataFrame(
+            empty | {c: pd.Series(dtype="float64") for c in ("x", "center", "low", "high", "n")}
+        )
+    return pd.concat(parts, ignore_index=True)[[*groups, "x", "center", "low", "high", "n"]]
 
 
 def _binned(group: pd.DataFrame, axis: str) -> tuple[np.ndarray, np.ndarray]:

@@ -28,10 +28,16 @@ RUNS_PER_QUERY = 500  # bound parameters per statement stay under SQLite's limit
 CLIENT_THREADS = 8  # concurrent get_metric_history requests against a server
 
 
-def read_histories(client: MlflowClient, runs: list[Run]) -> pd.DataFrame:
-    """Every logged point of every metric of `runs`, one row per run x key x step (the latest value wins)."""
+def read_histories(client: MlflowClient, runs: list[Run], via_client: bool = False) -> pd.DataFrame:
+    """Every logged point of every metric of `runs`, one row per run x key x step (the latest value wins).
+
+    Args:
+        client: a client on the store.
+        runs: the runs (their `data.metrics` names the keys to fetch on the client path).
+        via_client: use get_metric_history even on SQLite (the path servers take; for tests and comparisons).
+    """
     db = store.sqlite_path(client.tracking_uri)
-    if db is not None and _has_metrics_table(db):
+    if not via_client and db is not None and _has_metrics_table(db):
         frame = _read_sqlite(db, [run.info.run_id for run in runs])
     else:
         frame = _read_client(client, runs)

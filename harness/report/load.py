@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from mlflow.entities import Run
+from mlflow import MlflowClient
+from mlflow.entities import Experiment, Run
 
 from harness.report import cache, history, sweeps
 from harness.report.errors import ReportError
@@ -30,10 +31,59 @@ class SweepData:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per loading stage
 
 
+@dataclass(frozen=True)
+class SweepRef:
+    """A sweep found in a store: enough to name its report folder before loading anything big."""
+
+    client: MlflowClient
+    experiment: Experiment
+    parent: Run
+
+    @property
+    def run_id(self) -> str:
+        return self.parent.info.run_id
+
+
+def find(uri: str, experiment: str, sweep: str = sweeps.LATEST) -> SweepRef:
+    """The sweep's parent run: the latest of the experiment, or the run id given.
+
+    Raises:
+        ReportError: no store at `uri`, unknown experiment, no sweep, or not a sweep of this experiment.
+    """
+    client = sweeps.open_client(uri)
+    found = sweeps.find_experiment(client, experiment)
+    return SweepRef(client, found, sweeps.find_sweep(client, found, sweep))
+
+
+def load(ref: SweepRef, cache_dir: Path | None = None) -> SweepData:
+    """The sweep's runs (latest per grid point) and their histories, from `cache_dir` when it holds them.
+
+    Raises:
+        ReportError: runs still running, or no finished run.
+    """
+    started = time.perf_counter()
+    children = sweeps.sweep_runs(ref.client, ref.experiment.experiment_id, ref.run_id)
+    runs = runs_frame(children)
+    check_reportable(runs, ref.run_id)
+    listed = time.perf_counter()
+    metrics, source = _histories(ref.client, children, runs, cache_dir)
+    loaded = time.perf_counter()
+    return SweepData(
+        experiment=ref.experiment.name,
+        sweep_run_id=ref.run_id,
+        sweep_name=ref.parent.info.run_name or ref.run_id,
+        sweep_tags=dict(ref.parent.data.tags),
+        runs=add_initial_val_loss(runs, metrics),
+        metrics=describe(metrics, runs),
+        source=source,
+        timings={"list_runs_s": listed - started, "histories_s": loaded - listed},
+    )
+
+
 def load_sweep(
     uri: str, experiment: str, sweep: str = sweeps.LATEST, cache_dir: Path | None = None
 ) -> SweepData:
-    """Find the sweep, check that it can be reported on, and load its runs and histories.
+    """find() then load(): the sweep's runs and one tidy frame of its metric histories.
 
     Args:
         uri: the tracking URI.
@@ -42,28 +92,9 @@ def load_sweep(
         cache_dir: where the Parquet cache lives (None: no cache).
 
     Raises:
-        ReportError: unknown experiment or sweep, runs still running, or no finished run.
+        ReportError: see find() and load().
     """
-    started = time.perf_counter()
-    client = sweeps.open_client(uri)
-    found = sweeps.find_experiment(client, experiment)
-    parent = sweeps.find_sweep(client, found, sweep)
-    children = sweeps.sweep_runs(client, found.experiment_id, parent.info.run_id)
-    runs = runs_frame(children)
-    check_reportable(runs, parent.info.run_id)
-    listed = time.perf_counter()
-    metrics, source = _histories(client, children, runs, cache_dir)
-    loaded = time.perf_counter()
-    return SweepData(
-        experiment=experiment,
-        sweep_run_id=parent.info.run_id,
-        sweep_name=parent.info.run_name or parent.info.run_id,
-        sweep_tags=dict(parent.data.tags),
-        runs=add_initial_val_loss(runs, metrics),
-        metrics=describe(metrics, runs),
-        source=source,
-        timings={"list_runs_s": listed - started, "histories_s": loaded - listed},
-    )
+    return load(find(uri, experiment, sweep), cache_dir)
 
 
 def check_reportable(runs: pd.DataFrame, sweep_run_id: str) -> None:

@@ -34,9 +34,9 @@ def find_experiment(client: MlflowClient, name: str) -> Experiment:
     """
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
-        known = sorted(e.name for e in client.search_experiments())
+        known = ", ".join(sorted(e.name for e in client.search_experiments())) or "none"
         raise ReportError(
-            f"unknown experiment {name!r} in {client.tracking_uri} (experiments there: {', '.join(known) or 'none'})"
+            f"unknown experiment {name!r} in {client.tracking_uri} (experiments there: {known})"
         )
     return experiment
 

@@ -89,10 +89,9 @@ def fairness_line(runs: pd.DataFrame, task: str) -> str:
     if warnings:
         return "Unfair comparison: " + "; ".join(warnings) + "."
     totals = optimizer_totals(runs[runs["task"] == task]).iloc[0]
-    return (
-        f"Fair comparison: every optimizer had {totals['trials']} trials, seeds {_describe_set(totals['seed_set'])} "
-        f"and step budgets {_describe_set(totals['budget_set'])}."
-    )
+    seeds, budgets = _describe_set(totals["seed_set"]), _describe_set(totals["budget_set"])
+    trials = totals["trials"]
+    return f"Fair comparison: every optimizer had {trials} trials, seeds {seeds} and step budgets {budgets}."
 
 
 def _describe_set(value) -> str:
@@ -107,9 +106,10 @@ def answer(best: pd.DataFrame, task: str) -> str:
     top = rows.iloc[0]
     if not top["completed_share"] > 0:
         return f"On {task}, no optimizer completed a run: every configuration diverged or failed."
+    loss = mean_std(top["val_loss_mean"], top["val_loss_std"])
     sentence = (
-        f"On {task}, {top['optimizer']} at lr {top['lr']:.3g} and batch size {batch_text(top)} reached the lowest "
-        f"final validation loss, {mean_std(top['val_loss_mean'], top['val_loss_std'])} over {top['seeds']} seed(s)"
+        f"On {task}, {top['optimizer']} at lr {top['lr']:.3g} and batch size {batch_text(top)} reached the "
+        f"lowest final validation loss, {loss} over {top['seeds']} seed(s)"
     )
     if not math.isnan(top["val_acc_mean"]):
         sentence += f" (accuracy {top['val_acc_mean']:.1%})"

@@ -1,22 +1,24 @@
-"""The MLflow tracker: one run, metrics buffered and sent with `MlflowClient.log_batch`.
+"""The MLflow tracker: one run; metric points buffered and written in batches by a background thread.
 
-One `log_metric` call costs tens of ms on SQLite and ~50 ms over HTTP (FACTS.md); a batch of 1,000 points costs
-about as much as a few single calls. The client API (not the fluent `mlflow.start_run`) keeps no process-global
+One `log_metric` call costs tens of ms on SQLite and ~50 ms over HTTP (FACTS.md), so points are buffered and sent
+1,000 at a time (see sinks.py for how). The client API (not the fluent `mlflow.start_run`) keeps no process-global
 active run, so jobs sharing a process cannot leak runs into each other.
 """
 
 import json
-import math
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Param, RunTag
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from harness.tracking.base import FINISHED
+from harness.tracking.sinks import MAX_METRICS_PER_BATCH, BackgroundWriter, MetricSink, sink_for
 
-MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAG_LENGTH = 5000
 
@@ -24,11 +26,19 @@ MAX_TAG_LENGTH = 5000
 class MlflowTracker:
     """Tracks one MLflow run through the client API."""
 
-    def __init__(self, mlflow_client: MlflowClient, run_id: str, flush_every_s: float = 10.0):
+    def __init__(
+        self,
+        mlflow_client: MlflowClient,
+        run_id: str,
+        flush_every_s: float = 10.0,
+        sink: MetricSink | None = None,
+    ):
         self.client, self.run_id = mlflow_client, run_id
         self.flush_every_s = flush_every_s  # so that the UI shows long runs progressing
         self._buffer: list[tuple[str, float, int, int]] = []
-        self._last_flush = time.monotonic()
+        self._last_send = time.monotonic()
+        self._writer = BackgroundWriter(sink or sink_for(mlflow_client), run_id)
+        self.artifact_uri: str | None = None  # known from create_run: artifacts then need no run lookup
 
     @classmethod
     def start(
@@ -44,7 +54,9 @@ class MlflowTracker:
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tags)
-        return cls(mlflow_client, run.info.run_id)
+        tracker = cls(mlflow_client, run.info.run_id)
+        tracker.artifact_uri = run.info.artifact_uri
+        return tracker
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(key, str(value)) for key, value in params.items()]
@@ -56,40 +68,43 @@ class MlflowTracker:
         self._buffer.extend((key, value, timestamp, step) for key, value in metrics.items())
         if (
             len(self._buffer) >= MAX_METRICS_PER_BATCH
-            or time.monotonic() - self._last_flush > self.flush_every_s
+            or time.monotonic() - self._last_send > self.flush_every_s
         ):
-            self.flush()
+            self._send()
+
+    def _send(self) -> None:
+        """Hand the buffer to the writer thread (training goes on while it is written)."""
+        if self._buffer:
+            self._writer.submit(self._buffer)
+            self._buffer = []
+        self._last_send = time.monotonic()
 
     def flush(self) -> None:
-        """Send the buffered metrics, at most MAX_METRICS_PER_BATCH per request."""
-        buffer, self._buffer = self._buffer, []
-        self._last_flush = time.monotonic()
-        for start in range(0, len(buffer), MAX_METRICS_PER_BATCH):
-            chunk = buffer[start : start + MAX_METRICS_PER_BATCH]
-            self.client.log_batch(
-                self.run_id, metrics=[Metric(k, _storable(v), t, s) for k, v, t, s in chunk]
-            )
+        """Send the buffered metrics and wait until everything is written."""
+        self._send()
+        self._writer.drain()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         items = [RunTag(key, str(value)[:MAX_TAG_LENGTH]) for key, value in tags.items()]
         self.client.log_batch(self.run_id, tags=items)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        if self.artifact_uri is None:
+            self.client.log_text(self.run_id, text, artifact_file)
+            return
+        # MlflowClient.log_text looks the run up again to find its artifact store; we already know it.
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp, Path(artifact_file).name)
+            local.write_text(text)
+            directory = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
+            get_artifact_repository(self.artifact_uri).log_artifact(str(local), directory)
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         self.log_text(json.dumps(data, indent=2, default=str), artifact_file)
 
     def close(self, status: str = FINISHED) -> None:
         try:
-            self.flush()
+            self._send()
+            self._writer.close()
         finally:
             self.client.set_terminated(self.run_id, status)
-
-
-def _storable(value: float) -> float:
-    """MLflow stores NaN, but +-inf round-trips badly through some stores: clamp to the float range."""
-    value = float(value)
-    if math.isinf(value):
-        return math.copysign(1.7976931348623157e308, value)
-    return value

@@ -11,6 +11,7 @@ from harness.report.configs import CONFIG
 from harness.report.figures.style import (
     BATCH_LABEL,
     METRIC_LABELS,
+    log_ticks,
     new_figure,
     optimizer_legend,
     styled,
@@ -33,8 +34,11 @@ def pooled_curves(
     for key in (TRAIN_LOSS, VAL_LOSS):
         frame = curves.points(metrics, clock, key).merge(labels, on="run_id")
         for axis in axes:
-            parts.append(curves.pool(frame, axis, groups).assign(metric=key, axis=axis))
-    return pd.concat(parts, ignore_index=True)
+            pooled = curves.pool(frame, axis, groups)
+            if not pooled.empty:  # e.g. no epochs: runs shorter than one epoch (empty frames have no dtypes)
+                parts.append(pooled.assign(metric=key, axis=axis))
+    columns = ["metric", "axis", *groups, "x", "center", "low", "high", "n"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
 def convergence_figure(
@@ -55,6 +59,7 @@ def convergence_figure(
             for column, axis in enumerate(axes_names):
                 ax = grid[row, column]
                 _draw(ax, pooled[(pooled["metric"] == key) & (pooled["axis"] == axis)], colours)
+                _set_limits(ax, pooled[pooled["metric"] == key])
                 ax.set_xlabel(curves.AXES[axis])
                 ax.set_ylabel(METRIC_LABELS[key] if column == 0 else "")
         figure.suptitle("Convergence at each optimizer's best configuration (mean over seeds, 95% band)")
@@ -79,6 +84,7 @@ def convergence_by_batch_figure(
                 ax = grid[row, column]
                 part = pooled[(pooled["metric"] == key) & (pooled["batch_size"] == size)]
                 _draw(ax, part, colours)
+                _set_limits(ax, pooled[pooled["metric"] == key])
                 ax.set_title(f"{BATCH_LABEL.split(' (')[0]} {size}" if row == 0 else "")
                 ax.set_xlabel(curves.AXES["samples"])
                 ax.set_ylabel(METRIC_LABELS[key] if column == 0 else "")
@@ -110,6 +116,17 @@ def _draw(ax: Axes, pooled: pd.DataFrame, colours: dict) -> None:
         if not band.empty:
             ax.fill_between(band["x"], band["low"], band["high"], color=colours[name], alpha=0.2, lw=0)
     ax.set_yscale("log")
+
+
+def _set_limits(ax: Axes, row: pd.DataFrame) -> None:
+    """y limits from the centre lines of the whole row, half a decade of margin: one row reads on one scale,
+    and a wide band (two seeds give t = 12.7) cannot squash the curves into a corner; bands are clipped."""
+    centers = row["center"].astype("float64")
+    centers = centers[centers > 0]
+    if centers.empty:
+        return
+    ax.set_ylim(centers.min() / 10**0.5, centers.max() * 10**0.5)
+    log_ticks(ax)
 
 
 def _annotate_lrs(ax: Axes, chosen: pd.DataFrame) -> None:

@@ -21,6 +21,7 @@ from harness.report.figures.style import (
     FAILED_COLOR,
     FINAL_LOSS_LABEL,
     LR_LABEL,
+    log_ticks,
     new_figure,
     optimizer_legend,
     styled,
@@ -114,6 +115,13 @@ def _panel(
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(*limits)
+    lrs = data["lr"][data["lr"] > 0]
+    if (
+        not lrs.empty
+    ):  # every lr tried, diverged ones too: the strip's markers do not widen the axis themselves
+        ax.set_xlim(lrs.min() / 1.6, lrs.max() * 1.6)
+    log_ticks(ax, "x")
+    log_ticks(ax, "y")
     _strip(ax, data, colours)
 
 
@@ -203,6 +211,7 @@ def _heatmap(ax: Axes, configs: pd.DataFrame, norm: LogNorm | None, colour) -> N
         yticklabels=[f"{lr:.3g}" for lr in table.index],
     )
     ax.set_facecolor("#e6e6e6")  # cells with no completed seed: grey, labelled by _cell_notes
+    ax.grid(False)
     for (i, j), text in np.ndenumerate(notes.to_numpy()):
         if np.isnan(table.to_numpy()[i, j]) and text:
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color=DIVERGED_COLOR)

@@ -7,7 +7,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from harness.report import profiles
-from harness.report.figures.style import new_figure, optimizer_legend, styled
+from harness.report.figures.style import log_ticks, new_figure, optimizer_legend, styled
 
 PANELS = {
     "steps_to_target": "optimizer steps to reach the target (log scale)",
@@ -67,6 +67,7 @@ def _panel(
         if np.isfinite(value):
             ax.hlines(value, position - 0.35, position + 0.35, color="black", lw=2.5, zorder=5)
     ax.set_yscale("log")
+    log_ticks(ax)
     counts = runs.groupby("optimizer", observed=True).agg(n=("run_id", "size"), hit=(column, "count"))
     labels = [f"{name}\n{counts.loc[name, 'hit']}/{counts.loc[name, 'n']} reached" for name in order]
     ax.set_xticks(range(len(order)), labels)
@@ -85,6 +86,7 @@ def profile_figure(configs: pd.DataFrame, colours: dict) -> Figure:
             for name, curve in curves.groupby("optimizer", observed=True):
                 ax.step(curve["tau"], curve["rho"], where="post", color=present[name], lw=2)
             ax.set_xscale("log")
+            log_ticks(ax, "x")
             ax.set_ylim(-0.02, 1.05)
             unit = profiles.TIME_COLUMNS[column]
             ax.set_xlabel(f"τ: within τ × the fastest optimizer's time to target ({unit}, log scale)")

@@ -4,7 +4,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from harness.report.figures.style import new_figure, optimizer_legend, styled
+from harness.report.figures.style import log_ticks, new_figure, optimizer_legend, styled
 
 
 def budget_figure(curves: pd.DataFrame, colours: dict) -> Figure:
@@ -21,16 +21,18 @@ def budget_figure(curves: pd.DataFrame, colours: dict) -> Figure:
             hue="optimizer",
             palette=present,
             ax=ax,
-            marker="o",
+            marker="o" if curves["k"].max() <= 20 else None,
             legend=False,
             errorbar=None,
         )
         ax.set_yscale("log")
+        log_ticks(ax)
         ax.set_xlabel("configurations tried at random from the grid (k; lr × batch size, seeds averaged)")
         ax.set_ylabel("expected best final validation loss (log scale)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         figure.suptitle(
-            "Tuning budget: expected best result after k random trials\n(diverged or failed trials count as the untrained model)"
+            "Tuning budget: expected best result after k random trials\n"
+            "(diverged or failed trials count as the untrained model)"
         )
         optimizer_legend(figure, present)
     return figure

@@ -1,0 +1,79 @@
+"""The report as one self-contained HTML file: styles inline, figures embedded as base64 PNG, so it opens offline
+and can be mailed or attached as a single file. Answers and ranked tables first, figures after."""
+
+import base64
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from harness.report.content import Content, FigureFile, Section
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1400px;
+       padding: 0 1.5em; color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+.facts { color: #555; margin: 0.1em 0; }
+.answer { font-size: 1.15em; background: #eef6ee; border-left: 5px solid #2a8a2a; padding: 0.6em 1em; }
+.fair { color: #2a6a2a; } .unfair { color: #a03000; font-weight: bold; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:nth-child(2) { text-align: left; font-weight: 600; }
+table.ranked tbody tr:first-child { background: #eef6ee; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #444; font-size: 0.95em; max-width: 1100px; }
+.notes li { color: #444; margin: 0.3em 0; }
+"""
+
+
+def render(content: Content, directory: Path) -> str:
+    """The whole page. Figure links (SVG) are relative to `directory`, where the page is written."""
+    parts = [f"<h1>{_e(content.title)}</h1>", *(f'<p class="facts">{_e(fact)}</p>' for fact in content.facts)]
+    parts += [_answer(section) for section in content.sections]
+    for section in content.sections:
+        parts.append(f"<h2>Figures: {_e(section.task)}</h2>")
+        parts += [_figure(figure, directory) for figure in section.figures]
+    if content.overall:
+        parts.append("<h2>Across tasks</h2>")
+        parts += [_figure(figure, directory) for figure in content.overall]
+    parts += ["<h2>Per optimizer and batch size</h2>", _table(content.summary, "summary")]
+    parts += [
+        '<p>The same as CSV: <a href="summary.csv">summary.csv</a>.</p>',
+        "<h2>How this was computed</h2>",
+    ]
+    parts.append('<ul class="notes">' + "".join(f"<li>{_e(note)}</li>" for note in content.notes) + "</ul>")
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{_e(content.title)}</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def _answer(section: Section) -> str:
+    fair = "unfair" if section.fairness.startswith("Unfair") else "fair"
+    return "\n".join(
+        [
+            f"<h2>{_e(section.task)}</h2>",
+            f'<p class="answer">{_e(section.answer)}</p>',
+            _table(section.ranked, "ranked"),
+            f'<p class="{fair}">{_e(section.fairness)}</p>',
+        ]
+    )
+
+
+def _table(frame: pd.DataFrame, css_class: str) -> str:
+    return frame.to_html(index=False, escape=True, border=0, classes=css_class)
+
+
+def _figure(figure: FigureFile, directory: Path) -> str:
+    data = base64.b64encode(figure.png.read_bytes()).decode("ascii")
+    svg = figure.svg.relative_to(directory).as_posix()
+    return (
+        f'<figure id="{_e(figure.name)}"><img alt="{_e(figure.title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption><b>{_e(figure.title)}.</b> {_e(figure.caption)} "
+        f'(<a href="{_e(svg)}">SVG</a>)</figcaption></figure>'
+    )
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text), quote=True)

@@ -101,3 +101,25 @@ def test_tracking_disabled_writes_nothing(store, tmp_path):
     result = run(tmp_path, "task=quadratic", "tracking.enabled=false", "trainer.max_steps=3")
     assert result.steps == 3
     assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
+def test_the_bulk_sqlite_path_stores_exactly_what_log_batch_stores(store):
+    from harness.tracking import store as stores
+    from harness.tracking.sinks import ClientSink, SqlBulkSink, sink_for
+
+    client = stores.client(store)
+    experiment_id = stores.ensure_experiment(client, "sinks")
+    rows = [("train/loss", v, 1000 + i, i) for i, v in enumerate([3.0, 2.5, float("nan"), float("inf"), 1.0])]
+    rows += [("val/loss", 9.0 - i, 2000 + i, 10 * i) for i in range(3)]
+    runs = []
+    for sink in (ClientSink(client), sink_for(client)):
+        run_id = client.create_run(experiment_id).info.run_id
+        sink.write(run_id, rows)
+        runs.append(run_id)
+    assert isinstance(sink_for(client), SqlBulkSink)
+    for key in ("train/loss", "val/loss"):
+        a, b = (sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(r, key)) for r in runs)
+        assert len(a) == len(b) and all(x[:2] == y[:2] for x, y in zip(a, b))
+        assert all(x[2] == y[2] or (math.isnan(x[2]) and math.isnan(y[2])) for x, y in zip(a, b))
+    latest = [client.get_run(r).data.metrics for r in runs]
+    assert latest[0] == latest[1] == {"train/loss": 1.0, "val/loss": 7.0}

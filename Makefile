@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-all lint ui clean-store
+.PHONY: setup demo test test-all lint ui bench
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,14 @@ test-all: setup
 lint: setup
 	$(BIN)/ruff check harness scripts tests
 	$(BIN)/ruff format --check harness scripts tests
+
+bench: setup
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_single_run.py
+	$(BIN)/python benchmarks/bench_dataloader.py
+	$(BIN)/python benchmarks/bench_sweep.py overhead
+	$(BIN)/python benchmarks/bench_sweep.py launchers
+	$(BIN)/python benchmarks/bench_report.py
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000

@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--short", type=int, default=2)
     parser.add_argument("--long", type=int, default=12)
+    parser.add_argument("--no-lightning", action="store_true", help="skip PyTorch Lightning (needs `.[bench]`)")
     args = parser.parse_args()
     register_configs()
     torch.set_num_threads(args.threads)
@@ -63,10 +64,19 @@ def main() -> None:
         plain = marginal_per_epoch(lambda e: plain_loop(e), args.short, args.long, args.repeats)
         tracked = marginal_per_epoch(harness, args.short, args.long, args.repeats)
         bare = marginal_per_epoch(untracked, args.short, args.long, args.repeats)
+        lightning = None
+        if not args.no_lightning:
+            from lightning_baseline import lightning_run
+
+            uri = f"sqlite:///{store}/lightning.db"
+            lightning_run(1, uri)
+            lightning = marginal_per_epoch(lambda e: lightning_run(e, uri), args.short, args.long, args.repeats)
     print(f"threads={args.threads} epochs {args.short} vs {args.long}, median of {args.repeats}")
     print(f"plain loop          {plain * 1e3:8.2f} ms/epoch")
     print(f"harness, no MLflow  {bare * 1e3:8.2f} ms/epoch  ratio {bare / plain:.3f}")
     print(f"harness + MLflow    {tracked * 1e3:8.2f} ms/epoch  ratio {tracked / plain:.3f}")
+    if lightning is not None:
+        print(f"Lightning + MLflow  {lightning * 1e3:8.2f} ms/epoch  ratio {lightning / plain:.3f}")
 
 
 if __name__ == "__main__":

@@ -155,3 +155,32 @@ def test_a_sweep_killed_half_way_and_started_again_completes_the_grid_once(store
     stale = [c for c in children if c.info.status == "KILLED"]
     assert all("stale" in c.data.tags["harness.error"] for c in stale)
     assert parents[0].data.tags["harness.jobs.completed"] == "6"
+
+
+@pytest.mark.parametrize(
+    "name,size,optimizers",
+    [
+        ("demo", 120, {"sgd", "momentum", "adam", "rmsprop"}),
+        ("gd_vs_sgd", 54, set()),  # plain SGD throughout: set by the sweep's defaults, not swept
+        (
+            "optimizers_digits",
+            270,
+            {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam", "radam"},
+        ),
+    ],
+)
+def test_named_sweeps_expand_to_their_grids(name, size, optimizers):
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+    from harness.sweep import grid
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        config = compose("config", overrides=[f"+sweep={name}"], return_hydra_config=True)
+    jobs = grid.expand_grid(config)
+    assert len(jobs) == size == grid.grid_size(config)
+    assert {o.split("=")[1] for job in jobs for o in job if o.startswith("optimizer=")} == optimizers
+    assert grid.experiment_name(config) == name
+    if not optimizers:
+        assert config.optimizer.name == "sgd"
+    assert grid.sweep_name(config) == f"sweep {name}"

@@ -118,7 +118,9 @@ def test_the_bulk_sqlite_path_stores_exactly_what_log_batch_stores(store):
         runs.append(run_id)
     assert isinstance(sink_for(client), SqlBulkSink)
     for key in ("train/loss", "val/loss"):
-        a, b = (sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(r, key)) for r in runs)
+        a, b = (
+            sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(r, key)) for r in runs
+        )
         assert len(a) == len(b) and all(x[:2] == y[:2] for x, y in zip(a, b))
         assert all(x[2] == y[2] or (math.isnan(x[2]) and math.isnan(y[2])) for x, y in zip(a, b))
     latest = [client.get_run(r).data.metrics for r in runs]

@@ -40,12 +40,14 @@ def main() -> None:
     args = _parse()
     db, done = args.dir / "mlflow.db", args.dir / "complete"
     uri = f"sqlite:///{db}"
-    if (args.rebuild or not done.is_file()) and args.dir.exists():
-        shutil.rmtree(args.dir)  # a store whose build was interrupted is rebuilt, never reused
+    size = f"{args.runs} runs x {args.steps} steps"
+    stale = not done.is_file() or done.read_text().strip() != size  # interrupted, or built at another size
+    if (args.rebuild or stale) and args.dir.exists():
+        shutil.rmtree(args.dir)
     if not done.is_file():
         started = time.perf_counter()
         build_store(uri, args.dir, args.runs, args.steps)
-        done.write_text(f"{args.runs} runs x {args.steps} steps\n")
+        done.write_text(size + "\n")
         print(
             f"built the store: {args.runs} runs x {args.steps} steps in {time.perf_counter() - started:.0f} s ({db})"
         )

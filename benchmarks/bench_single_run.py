@@ -52,7 +52,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--short", type=int, default=2)
     parser.add_argument("--long", type=int, default=12)
-    parser.add_argument("--no-lightning", action="store_true", help="skip PyTorch Lightning (needs `.[bench]`)")
+    parser.add_argument(
+        "--no-lightning", action="store_true", help="skip PyTorch Lightning (needs `.[bench]`)"
+    )
     args = parser.parse_args()
     register_configs()
     torch.set_num_threads(args.threads)
@@ -70,7 +72,9 @@ def main() -> None:
 
             uri = f"sqlite:///{store}/lightning.db"
             lightning_run(1, uri)
-            lightning = marginal_per_epoch(lambda e: lightning_run(e, uri), args.short, args.long, args.repeats)
+            lightning = marginal_per_epoch(
+                lambda e: lightning_run(e, uri), args.short, args.long, args.repeats
+            )
     print(f"threads={args.threads} epochs {args.short} vs {args.long}, median of {args.repeats}")
     print(f"plain loop          {plain * 1e3:8.2f} ms/epoch")
     print(f"harness, no MLflow  {bare * 1e3:8.2f} ms/epoch  ratio {bare / plain:.3f}")

@@ -9,7 +9,9 @@ from common import digits_data
 from harness.tasks import create_task
 
 
-def lightning_run(epochs: int, tracking_uri: str, batch_size: int = 32, lr: float = 1e-3, seed: int = 0) -> None:
+def lightning_run(
+    epochs: int, tracking_uri: str, batch_size: int = 32, lr: float = 1e-3, seed: int = 0
+) -> None:
     import lightning as L
     from lightning.pytorch.loggers import MLFlowLogger
 
@@ -32,9 +34,17 @@ def lightning_run(epochs: int, tracking_uri: str, batch_size: int = 32, lr: floa
 
     x, y = digits_data()
     torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=True
+    )
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=MLFlowLogger("lightning", tracking_uri=tracking_uri),
-        log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=MLFlowLogger("lightning", tracking_uri=tracking_uri),
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(Module(), loader)

@@ -109,6 +109,12 @@ def test_tidy_frame_holds_every_logged_point_once(data, store):
     # Run descriptors travel with every point.
     by_run = runs.set_index("run_id")
     assert (metrics["optimizer"].astype(str) == metrics["run_id"].astype(str).map(by_run["optimizer"])).all()
+    # ... and any param or tag on request.
+    tidy = data.tidy("params.optimizer.lr", "tags.harness.status")
+    assert len(tidy) == len(metrics)
+    owner = tidy["run_id"].astype(str)
+    assert (tidy["params.optimizer.lr"].astype(str) == owner.map(by_run["params.optimizer.lr"])).all()
+    assert (tidy["tags.harness.status"].astype(str) == owner.map(by_run["outcome"])).all()
 
 
 def test_the_sql_path_reads_what_get_metric_history_returns(store, data):
@@ -339,6 +345,19 @@ def test_unknown_experiment_or_sweep_is_one_line_and_exit_1(store, arguments, me
     code = cli.main([*arguments, "--tracking-uri", store, "--out", str(tmp_path / "out"), "--no-log"])
     err = capsys.readouterr().err
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_sweep_is_found_by_id_and_only_in_its_experiment(store, tmp_path, capsys):
+    uri = copy_store(store, tmp_path / "store")
+    sweep = load.find(uri, EXPERIMENT).run_id
+    assert load.find(uri, EXPERIMENT, sweep).run_id == sweep
+    client = MlflowClient(tracking_uri=uri)
+    client.create_experiment("other")
+    assert cli.main(["--experiment", "other", "--sweep", sweep, "--tracking-uri", uri, "--no-log"]) == 1
+    assert f"run {sweep} is not a sweep (parent run) of experiment 'other'" in capsys.readouterr().err
+    child = load.load(load.find(uri, EXPERIMENT)).runs["run_id"].iloc[0]
+    assert cli.main(["--experiment", EXPERIMENT, "--sweep", child, "--tracking-uri", uri, "--no-log"]) == 1
+    assert "is not a sweep" in capsys.readouterr().err
 
 
 def test_missing_store_is_not_created(tmp_path, capsys):

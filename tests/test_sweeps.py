@@ -170,9 +170,9 @@ def test_a_sweep_killed_half_way_and_started_again_completes_the_grid_once(store
     ],
 )
 def test_named_sweeps_expand_to_their_grids(name, size, optimizers):
+    from conftest import CONF_DIR
     from hydra import compose, initialize_config_dir
 
-    from conftest import CONF_DIR
     from harness.sweep import grid
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

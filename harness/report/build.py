@@ -11,15 +11,24 @@ from harness.report.figures import convergence, sensitivity, style, target, tuni
 from harness.report.load import SweepData
 
 NOTES = [
-    "Ranking: configurations (lr, batch size) whose every seed completed rank first; then by mean final "
-    "validation loss over seeds; ties by mean wall-clock time. lr is the effective one "
-    "(optimizer.lr × optimizer.lr_scale).",
+    "Ranking: configurations (lr, batch size) rank by the share of their seeds that diverged (none first), "
+    "then by mean final validation loss over completed seeds, ties by mean wall-clock time. Failed runs (a "
+    "crash, a missing device) count neither way. lr is the effective one (optimizer.lr × optimizer.lr_scale).",
     "A grid point run several times (a resumed sweep) counts once: its latest run.",
     "Diverged runs have no final loss: they are counted, drawn in a strip at the top of the sensitivity plots "
     "and score as the untrained model (initial validation loss) in the tuning-budget curve.",
     "Time to target: the task's own target (e.g. a validation accuracy); a configuration's time is the median "
     "over its seeds, counting seeds that never reached it as infinitely slow.",
 ]
+TITLES = {
+    "convergence": "Convergence",
+    "convergence_by_batch": "Convergence by batch size",
+    "sensitivity": "Learning-rate sensitivity",
+    "heatmap": "Final loss by learning rate and batch size",
+    "time_to_target": "Time to target",
+    "tuning_budget": "Tuning budget",
+    "performance_profile": "Performance profiles",
+}
 CAPTIONS = {
     "convergence": "Each optimizer at its best configuration (the ranked table). Line: geometric mean over "
     "seeds; band: 95% t-interval (log scale). Training loss is the mini-batch loss, averaged into at most 300 "
@@ -117,7 +126,7 @@ def _overall(grid: pd.DataFrame, colours: dict, directory: Path) -> list[FigureF
 
 def _save(figure, directory: Path, kind: str, suffix: str, task: str | None) -> FigureFile:
     paths = style.save(figure, directory / "figures", kind + suffix)
-    title = kind.replace("_", " ").capitalize() + (f" — {task}" if task else " — all tasks")
+    title = TITLES[kind] + (f" — {task}" if task else " — all tasks")
     return FigureFile(kind + suffix, title, CAPTIONS[kind], paths["png"], paths["svg"])
 
 

@@ -1,8 +1,9 @@
 """Runs grouped into configurations (task, optimizer, lr, batch size; seeds pooled), and which one is best.
 
 The ranking rule, in order:
-1. configurations whose every seed completed come first: one that diverges on some seeds is not a
-   recommendation, however good its surviving seeds are;
+1. configurations that never diverged come first (the lower the share of diverged seeds, the better): one that
+   diverges on some seeds is not a recommendation, however good its surviving seeds are. Failed runs (a crash,
+   a missing device) say nothing about the optimizer and count neither way;
 2. then the lowest mean final validation loss over seeds;
 3. ties by mean wall-clock time of a run.
 """
@@ -13,8 +14,7 @@ import pandas as pd
 from harness.report.keys import COMPLETED, DIVERGED, FAILED, KILLED
 
 CONFIG = ["task", "optimizer", "lr", "batch_size"]
-RANK_BY = ["completed_share", "val_loss_mean", "time_s_mean"]
-RANK_ASCENDING = [False, True, True]
+RANK_BY = ["diverged_share", "val_loss_mean", "time_s_mean"]
 
 
 def per_config(runs: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +52,8 @@ def per_config(runs: pd.DataFrame) -> pd.DataFrame:
         total_steps=("total_steps", "max"),
         batch_label=("batch_label", "first"),
     ).reset_index()
-    table["completed_share"] = table["completed"] / table["runs"]
+    finished = table["completed"] + table["diverged"]
+    table["diverged_share"] = (table["diverged"] / finished).where(finished > 0)  # NaN: no run finished
     return table
 
 
@@ -65,7 +66,7 @@ def _budget_score(runs: pd.DataFrame) -> pd.Series:
 
 def rank(configs: pd.DataFrame) -> pd.DataFrame:
     """The configurations in ranking order (see the module docstring), best first."""
-    return configs.sort_values(RANK_BY, ascending=RANK_ASCENDING, na_position="last", kind="stable")
+    return configs.sort_values(RANK_BY, na_position="last", kind="stable")
 
 
 def best_per(configs: pd.DataFrame, by: list[str]) -> pd.DataFrame:

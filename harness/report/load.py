@@ -30,6 +30,11 @@ class SweepData:
     source: str  # "mlflow" or "cache": where the histories came from
     timings: dict[str, float] = field(default_factory=dict)  # seconds per loading stage
 
+    def tidy(self, *columns: str) -> pd.DataFrame:
+        """The metric points with more of their run's columns copied on, e.g. tidy("params.optimizer.betas",
+        "tags.harness.device"): any column of `runs` (DESCRIPTORS are always there)."""
+        return describe(self.metrics, self.runs, list(columns))
+
 
 @dataclass(frozen=True)
 class SweepRef:
@@ -119,8 +124,9 @@ def check_reportable(runs: pd.DataFrame, sweep_run_id: str) -> None:
 
 
 def _histories(
-    client, children: list[Run], runs: pd.DataFrame, cache_dir: Path | None
+    client: MlflowClient, children: list[Run], runs: pd.DataFrame, cache_dir: Path | None
 ) -> tuple[pd.DataFrame, str]:
+    """The histories from the cache when its key matches, else from the store (then cached)."""
     key = cache.cache_key(runs)
     cached = None if cache_dir is None else cache.read(cache_dir, key)
     if cached is not None:
@@ -131,15 +137,16 @@ def _histories(
     return frame, "mlflow"
 
 
-def describe(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Copy each run's DESCRIPTORS onto its metric points (by categorical code: millions of rows, no merge)."""
+def describe(metrics: pd.DataFrame, runs: pd.DataFrame, columns: list[str] = DESCRIPTORS) -> pd.DataFrame:
+    """Copy each run's `columns` onto its metric points (by categorical code: millions of rows, no merge).
+    Text columns become categoricals: a handful of distinct values repeated millions of times."""
     ids = metrics["run_id"].astype("category")
-    by_id = runs.set_index("run_id")[DESCRIPTORS].reindex(ids.cat.categories.astype(str))
+    by_id = runs.set_index("run_id")[columns].reindex(ids.cat.categories.astype(str))
     codes = ids.cat.codes.to_numpy()
     out = metrics.copy()
-    for column in DESCRIPTORS:
+    for column in columns:
         values = by_id[column]
-        if values.dtype == "string":
+        if values.dtype in ("string", "object"):
             values = values.astype("category")
             out[column] = pd.Categorical.from_codes(
                 values.cat.codes.to_numpy()[codes], categories=values.cat.categories

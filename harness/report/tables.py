@@ -34,8 +34,10 @@ def optimizer_totals(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def ranked(configs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Each optimizer's best configuration per task, ranked, with its whole-grid run counts (`trials`...)."""
-    best = best_per_optimizer(configs).drop(columns=["completed", "diverged", "failed"])
+    """Each optimizer's best configuration per task, ranked, with its whole-grid run counts (`trials`,
+    `completed`, `diverged`, `failed`); the best configuration's own counts are `config_*`."""
+    counts = {column: f"config_{column}" for column in ("completed", "diverged", "failed")}
+    best = best_per_optimizer(configs).rename(columns=counts)
     return best.merge(optimizer_totals(runs), on=["task", "optimizer"], how="left")
 
 
@@ -84,7 +86,11 @@ def fairness(runs: pd.DataFrame, task: str) -> list[str]:
 
 
 def fairness_line(runs: pd.DataFrame, task: str) -> str:
-    """One line: the warnings, or what every optimizer equally had."""
+    """One line: the warnings, or what every optimizer equally had; then how many runs failed, if any."""
+    return _fairness(runs, task) + _failures(runs[runs["task"] == task])
+
+
+def _fairness(runs: pd.DataFrame, task: str) -> str:
     warnings = fairness(runs, task)
     if warnings:
         return "Unfair comparison: " + "; ".join(warnings) + "."
@@ -92,6 +98,18 @@ def fairness_line(runs: pd.DataFrame, task: str) -> str:
     seeds, budgets = _describe_set(totals["seed_set"]), _describe_set(totals["budget_set"])
     trials = totals["trials"]
     return f"Fair comparison: every optimizer had {trials} trials, seeds {seeds} and step budgets {budgets}."
+
+
+def _failures(runs: pd.DataFrame) -> str:
+    """Failed runs are not compared (no result); say so, with the first error, so nobody misses them."""
+    failed = runs[runs["outcome"].isin([FAILED, KILLED])]
+    if failed.empty:
+        return ""
+    errors = failed["error"].dropna()
+    first = errors[errors != ""].head(1).tolist()
+    return f" {len(failed)} run(s) failed and are not compared" + (
+        f" (first error: {first[0]})." if first else "."
+    )
 
 
 def _describe_set(value) -> str:
@@ -104,7 +122,7 @@ def answer(best: pd.DataFrame, task: str) -> str:
     """One sentence: which optimizer, at which lr and batch size, did best on `task`, and how clearly."""
     rows = best[best["task"] == task].sort_values("rank")
     top = rows.iloc[0]
-    if not top["completed_share"] > 0:
+    if pd.isna(top["val_loss_mean"]):
         return f"On {task}, no optimizer completed a run: every configuration diverged or failed."
     loss = mean_std(top["val_loss_mean"], top["val_loss_std"])
     sentence = (
@@ -113,8 +131,8 @@ def answer(best: pd.DataFrame, task: str) -> str:
     )
     if not math.isnan(top["val_acc_mean"]):
         sentence += f" (accuracy {top['val_acc_mean']:.1%})"
-    if top["completed_share"] < 1:
-        sentence += "; no configuration completed on every seed"
+    if top["diverged_share"] > 0:
+        sentence += f" (but it diverged on {top['config_diverged']} of {top['runs']} runs, as every setting did on some)"
     if len(rows) > 1:
         sentence += "; " + _runner_up(top, rows.iloc[1])
     return sentence + "."
@@ -125,7 +143,7 @@ def _runner_up(top: pd.Series, second: pd.Series) -> str:
     text += mean_std(second["val_loss_mean"], second["val_loss_std"])
     spread = np.nanmax([top["val_loss_std"], second["val_loss_std"], 0.0])
     if (
-        second["completed_share"] == top["completed_share"]
+        second["diverged_share"] == top["diverged_share"]
         and abs(second["val_loss_mean"] - top["val_loss_mean"]) <= spread
     ):
         text += ", within the seed-to-seed spread: not a clear win"
@@ -142,6 +160,13 @@ def mean_std(mean: float, std: float) -> str:
     if pd.isna(mean):
         return "—"
     return f"{mean:.4g}" if pd.isna(std) else f"{mean:.4g} ± {std:.2g}"
+
+
+def percent(mean: float, std: float) -> str:
+    """An accuracy as 95.1% ± 0.99."""
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.1%}" if pd.isna(std) else f"{mean:.1%} ± {100 * std:.2g}"
 
 
 def _to_target(value: float, reached: int, runs: int, seconds: bool = False) -> str:
@@ -163,7 +188,7 @@ def display_ranked(best: pd.DataFrame, task: str) -> pd.DataFrame:
             "final val loss (mean ± std)": [
                 mean_std(m, s) for m, s in zip(rows["val_loss_mean"], rows["val_loss_std"])
             ],
-            "final val accuracy": [mean_std(m, s) for m, s in zip(rows["val_acc_mean"], rows["val_acc_std"])],
+            "final val accuracy": [percent(m, s) for m, s in zip(rows["val_acc_mean"], rows["val_acc_std"])],
             "steps to target": [
                 _to_target(v, r, n) for v, r, n in zip(rows["steps_to_target"], rows["reached"], rows["runs"])
             ],

@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from harness.report import curves
 from harness.report.configs import CONFIG
 from harness.report.figures.style import (
-    BATCH_LABEL,
     METRIC_LABELS,
+    batch_names,
     log_ticks,
     new_figure,
     optimizer_legend,
@@ -76,6 +76,7 @@ def convergence_by_batch_figure(
         metrics, selected_runs(runs, best_per_batch), ["samples"], ["batch_size", "optimizer"]
     )
     sizes = sorted(best_per_batch["batch_size"].dropna().unique())
+    titles = batch_names(best_per_batch)
     with styled():
         figure = new_figure(max(5.0, 4.2 * len(sizes)), 7.5)
         grid = figure.subplots(2, len(sizes), squeeze=False, sharey="row")
@@ -85,7 +86,7 @@ def convergence_by_batch_figure(
                 part = pooled[(pooled["metric"] == key) & (pooled["batch_size"] == size)]
                 _draw(ax, part, colours)
                 _set_limits(ax, pooled[pooled["metric"] == key])
-                ax.set_title(f"{BATCH_LABEL.split(' (')[0]} {size}" if row == 0 else "")
+                ax.set_title(titles[size] if row == 0 else "")
                 ax.set_xlabel(curves.AXES["samples"])
                 ax.set_ylabel(METRIC_LABELS[key] if column == 0 else "")
                 if row == 1:

@@ -12,7 +12,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.transforms import blended_transform_factory
+from matplotlib.transforms import ScaledTranslation, blended_transform_factory
 
 from harness.report.configs import rank
 from harness.report.figures.style import (
@@ -21,6 +21,7 @@ from harness.report.figures.style import (
     FAILED_COLOR,
     FINAL_LOSS_LABEL,
     LR_LABEL,
+    batch_names,
     log_ticks,
     new_figure,
     optimizer_legend,
@@ -45,6 +46,7 @@ def sensitivity_figure(runs: pd.DataFrame, configs: pd.DataFrame, colours: dict)
     and runs without a final loss in the top strip."""
     data = sensitivity_data(runs)
     sizes = sorted(data["batch_size"].dropna().unique())
+    titles = batch_names(runs)
     present = {name: colours[name] for name in sorted(data["optimizer"].unique())}
     with styled():
         figure = new_figure(max(6.5, 4.6 * len(sizes)), 5.0)
@@ -55,9 +57,10 @@ def sensitivity_figure(runs: pd.DataFrame, configs: pd.DataFrame, colours: dict)
             _panel(
                 ax, data[data["batch_size"] == size], configs[configs["batch_size"] == size], present, limits
             )
-            ax.set_title(f"batch size {size}")
+            ax.set_title(titles[size])
             ax.set_xlabel(LR_LABEL)
         panels[0].set_ylabel(FINAL_LOSS_LABEL)
+        _row_labels(panels[-1], data[data["outcome"].isin([DIVERGED, FAILED])], present)
         extra = [
             Line2D(
                 [], [], ls="", marker="X", ms=9, mfc=DIVERGED_COLOR, mec="black", label="diverged (top strip)"
@@ -85,6 +88,7 @@ def _limits(values: pd.Series, strip_rows: int) -> tuple[float, float]:
 def _panel(
     ax: Axes, data: pd.DataFrame, configs: pd.DataFrame, colours: dict, limits: tuple[float, float]
 ) -> None:
+    """Runs as points, the mean over completed seeds as a line, runs without a final loss in the strip."""
     done = data[(data["outcome"] == COMPLETED) & (data["final_val_loss"] > 0)]
     if not done.empty:
         sns.scatterplot(
@@ -115,10 +119,9 @@ def _panel(
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(*limits)
+    # Every lr tried, diverged ones included: the strip's markers do not widen the axis themselves.
     lrs = data["lr"][data["lr"] > 0]
-    if (
-        not lrs.empty
-    ):  # every lr tried, diverged ones too: the strip's markers do not widen the axis themselves
+    if not lrs.empty:
         ax.set_xlim(lrs.min() / 1.6, lrs.max() * 1.6)
     log_ticks(ax, "x")
     log_ticks(ax, "y")
@@ -127,7 +130,8 @@ def _panel(
 
 def _strip(ax: Axes, data: pd.DataFrame, colours: dict) -> None:
     """Runs without a final loss, at the top: one row per optimizer (the same row in every panel), a red X per
-    lr where runs diverged, a grey x where they failed, "×n" when several seeds did."""
+    lr where runs diverged, a grey x (nudged right, so the two never hide each other) where they failed, "×n"
+    when several seeds did."""
     lost = data[data["outcome"].isin([DIVERGED, FAILED])]
     if lost.empty:
         return
@@ -138,13 +142,14 @@ def _strip(ax: Axes, data: pd.DataFrame, colours: dict) -> None:
     )
     ax.text(0.01, 0.995, "no final loss", transform=ax.transAxes, fontsize=7, va="top", color="#555555")
     at_top = blended_transform_factory(ax.transData, ax.transAxes)  # x: lr (data), y: axes fraction
+    nudged = at_top + ScaledTranslation(0.1, 0, ax.figure.dpi_scale_trans)
     for (name, lr, outcome), cell in lost.groupby(["optimizer", "lr", "outcome"], observed=True):
         y = STRIP - ROW * names.index(name)
         diverged = outcome == DIVERGED
         ax.scatter(
             [lr],
             [y],
-            transform=at_top,
+            transform=at_top if diverged else nudged,
             marker="X" if diverged else "x",
             s=70,
             clip_on=False,
@@ -162,6 +167,14 @@ def _strip(ax: Axes, data: pd.DataFrame, colours: dict) -> None:
                 textcoords="offset points",
                 fontsize=7,
             )
+
+
+def _row_labels(ax: Axes, lost: pd.DataFrame, colours: dict) -> None:
+    """Name the strip's rows, right of the axes (the last panel's)."""
+    names = list(colours)
+    for name in sorted(set(lost["optimizer"])):
+        y = STRIP - ROW * names.index(name)
+        ax.text(1.01, y, name, transform=ax.transAxes, va="center", fontsize=7, color=colours[name])
 
 
 def heatmap_figure(configs: pd.DataFrame, colours: dict) -> Figure:
@@ -216,7 +229,7 @@ def _heatmap(ax: Axes, configs: pd.DataFrame, norm: LogNorm | None, colour) -> N
         if np.isnan(table.to_numpy()[i, j]) and text:
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color=DIVERGED_COLOR)
     best = rank(configs).iloc[0]
-    if best["completed_share"] > 0:
+    if best["completed"] > 0:
         i, j = list(table.index).index(best["lr"]), list(table.columns).index(best["batch_size"])
         ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor=colour, lw=3, clip_on=False))
     ax.set_xlabel(BATCH_LABEL)

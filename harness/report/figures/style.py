@@ -4,6 +4,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
@@ -34,6 +35,15 @@ def styled() -> Iterator[None]:
     """Seaborn's look for the figures made inside, without changing matplotlib's global settings for the caller."""
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
         yield
+
+
+def batch_names(frame: pd.DataFrame) -> dict[int, str]:
+    """Panel titles per resolved batch size: "batch size 32", or "full batch (426)" when configured as "full"."""
+    pairs = frame[["batch_size", "batch_label"]].dropna(subset=["batch_size"]).drop_duplicates("batch_size")
+    return {
+        size: f"full batch ({size})" if str(label) == "full" else f"batch size {size}"
+        for size, label in zip(pairs["batch_size"], pairs["batch_label"])
+    }
 
 
 def new_figure(width: float, height: float) -> Figure:

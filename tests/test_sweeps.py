@@ -160,7 +160,7 @@ def test_a_sweep_killed_half_way_and_started_again_completes_the_grid_once(store
 @pytest.mark.parametrize(
     "name,size,optimizers",
     [
-        ("demo", 120, {"sgd", "momentum", "adam", "rmsprop"}),
+        ("demo", 144, {"sgd", "momentum", "adam", "rmsprop"}),
         ("gd_vs_sgd", 54, set()),  # plain SGD throughout: set by the sweep's defaults, not swept
         (
             "optimizers_digits",

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-all lint ui bench
+.PHONY: setup demo test test-all lint ui bench server server-stop
 
 setup: $(VENV)/.installed
 
@@ -40,5 +40,11 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sweep.py launchers
 	$(BIN)/python benchmarks/bench_report.py
 
+server: setup  # MLflow tracking server on PostgreSQL, loopback only: http://127.0.0.1:5001
+	bash scripts/server.sh start
+
+server-stop:
+	bash scripts/server.sh stop
+
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000

@@ -100,6 +100,7 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
     cs.store(group="scheduler", name="base_scheduler", node=SchedulerConfig)
     cs.store(group="task", name="base_task", node=TaskConfig)
+    cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
     for name in OPTIMIZERS:
         cs.store(group="optimizer", name=f"base_{name}", node=optimizer_schema(name))
 

@@ -71,7 +71,13 @@ def end_sweep(state: SweepState) -> str:
     if state.parent_run_id is not None:
         from harness.sweep import tracking
 
-        lines.append(tracking.close_parent(state))
+        try:
+            lines.append(tracking.close_parent(state))
+        except Exception as exc:  # noqa: BLE001 - the tracking server may be gone; the summary still matters
+            lines.append(
+                f"[sweep] could not end the parent run {state.parent_run_id} ({type(exc).__name__}); run the same "
+                "sweep command again once the tracking server is back: it completes the grid"
+            )
     failed = [e for e in entries if e["status"] == "failed"]
     for entry in failed:
         overrides = " ".join(o for o in entry["overrides"] if not o.startswith(("hydra", "sweep.")))

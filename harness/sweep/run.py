@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import math
 
 from harness.config import Config, config_hash
 from harness.errors import ConfigError
@@ -29,7 +30,7 @@ def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState) -> float | Non
     overrides = list(ctx.overrides)
     if config_hash(cfg) in state.completed:
         progress.report(state, "skipped", overrides)
-        return state.completed[config_hash(cfg)]
+        return objective(state.completed[config_hash(cfg)])
     value, status, error = None, "failed", ""
     try:
         result = run_job(cfg, ctx)
@@ -38,9 +39,20 @@ def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState) -> float | Non
         error = str(exc)
         log.error("job refused: %s", error)
         if cfg.tracking.enabled:
-            record_refused_job(cfg, ctx, error)
+            try:
+                record_refused_job(cfg, ctx, error)
+            except Exception as record_error:  # noqa: BLE001 - e.g. the tracking server is gone: still no crash
+                log.error("could not record the refused job in MLflow: %s", record_error)
     except Exception as exc:  # noqa: BLE001 - a failing job is recorded (run FAILED) and the sweep goes on
         error = f"{type(exc).__name__}: {exc}"
         log.error("job failed: %s", error)
     progress.report(state, status, overrides, error)
-    return value
+    return objective(value)
+
+
+def objective(loss: float | None) -> float | None:
+    """What an HPO sweeper minimises: the loss, or None (a failed trial) when it is missing or not finite.
+
+    None, never NaN: hydra-optuna-sweeper 1.3 records None as a failed trial but crashes on NaN (optuna 2.10).
+    """
+    return loss if loss is not None and math.isfinite(loss) else None

@@ -6,11 +6,14 @@ active run, so jobs sharing a process cannot leak runs into each other.
 """
 
 import json
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
@@ -18,13 +21,19 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 
 from harness.tracking.base import FINISHED
 from harness.tracking.sinks import MAX_METRICS_PER_BATCH, BackgroundWriter, MetricSink, sink_for
+from harness.tracking.spool import Spool
 
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAG_LENGTH = 5000
 
 
 class MlflowTracker:
-    """Tracks one MLflow run through the client API."""
+    """Tracks one MLflow run through the client API.
+
+    With a `spool_dir` (remote tracking servers), nothing is lost when the server goes away mid-run: whatever cannot
+    be sent from then on (metrics, final tags, the end of the run) is appended to `<spool_dir>/<run_id>.jsonl`, and
+    training goes on; `python -m harness.sync <file>` uploads it later.
+    """
 
     def __init__(
         self,
@@ -32,13 +41,17 @@ class MlflowTracker:
         run_id: str,
         flush_every_s: float = 10.0,
         sink: MetricSink | None = None,
+        spool_dir: Path | None = None,
     ):
         self.client, self.run_id = mlflow_client, run_id
         self.flush_every_s = flush_every_s  # so that the UI shows long runs progressing
+        self.spool_dir = spool_dir
+        self.spool: Spool | None = None  # set once the server has failed us: everything after goes there
         self._buffer: list[tuple[str, float, int, int]] = []
         self._last_send = time.monotonic()
-        self._writer = BackgroundWriter(sink or sink_for(mlflow_client), run_id)
-        self.artifact_uri: str | None = None  # known from create_run: artifacts then need no run lookup
+        on_error = self._spool_metrics if spool_dir is not None else None
+        self._writer = BackgroundWriter(sink or sink_for(mlflow_client), run_id, on_error=on_error)
+        self.artifact_uri: str | None = None  # known from create_run: local artifacts then need no run lookup
 
     @classmethod
     def start(
@@ -48,13 +61,14 @@ class MlflowTracker:
         run_name: str,
         tags: Mapping[str, str],
         parent_run_id: str | None = None,
+        spool_dir: Path | None = None,
     ) -> "MlflowTracker":
         """Create a run (a child of `parent_run_id` when given) and return its tracker."""
         tags = dict(tags)
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tags)
-        tracker = cls(mlflow_client, run.info.run_id)
+        tracker = cls(mlflow_client, run.info.run_id, spool_dir=spool_dir)
         tracker.artifact_uri = run.info.artifact_uri
         return tracker
 
@@ -75,7 +89,10 @@ class MlflowTracker:
     def _send(self) -> None:
         """Hand the buffer to the writer thread (training goes on while it is written)."""
         if self._buffer:
-            self._writer.submit(self._buffer)
+            if self.spool is not None:
+                self.spool.metrics(self._buffer)  # the server is gone: do not wait on it for every batch
+            else:
+                self._writer.submit(self._buffer)
             self._buffer = []
         self._last_send = time.monotonic()
 
@@ -85,11 +102,14 @@ class MlflowTracker:
         self._writer.drain()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        items = [RunTag(key, str(value)[:MAX_TAG_LENGTH]) for key, value in tags.items()]
-        self.client.log_batch(self.run_id, tags=items)
+        tags = {key: str(value)[:MAX_TAG_LENGTH] for key, value in tags.items()}
+        if not self._offline_or_try(
+            lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        ):
+            self.spool.tags(tags)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self.artifact_uri is None:
+        if self.artifact_uri is None or urlparse(self.artifact_uri).scheme not in ("", "file"):
             self.client.log_text(self.run_id, text, artifact_file)
             return
         # MlflowClient.log_text looks the run up again to find its artifact store; we already know it.
@@ -107,4 +127,45 @@ class MlflowTracker:
             self._send()
             self._writer.close()
         finally:
-            self.client.set_terminated(self.run_id, status)
+            end_time = int(time.time() * 1000)
+            if not self._offline_or_try(lambda: self.client.set_terminated(self.run_id, status, end_time)):
+                self.spool.end(status, end_time)
+                print(
+                    f"warning: the tracking server could not be reached ({self.spool_reason}); run {self.run_id} is "
+                    f"incomplete in MLflow. What was not sent is in {self.spool.path}: upload it with\n"
+                    f"  python -m harness.sync {self.spool.path}",
+                    file=sys.stderr,
+                )
+
+    # --- when the server goes away -------------------------------------------------------------------------------
+
+    spool_reason = ""
+
+    def _go_offline(self, exc: Exception) -> None:
+        if self.spool is None:
+            self.spool_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            path = self.spool_dir / f"{self.run_id}.jsonl"
+            self.spool = Spool(path, self.run_id, self.client.tracking_uri, self.spool_reason)
+
+    def _spool_metrics(self, rows, exc: Exception) -> None:
+        """Writer-thread hook: a batch the server did not take."""
+        with _OFFLINE_LOCK:
+            self._go_offline(exc)
+        self.spool.metrics(rows)
+
+    def _offline_or_try(self, send) -> bool:
+        """Send now unless offline; True when sent. Without a spool directory, errors propagate as usual."""
+        if self.spool is None:
+            if self.spool_dir is None:
+                send()
+                return True
+            try:
+                send()
+                return True
+            except Exception as exc:  # noqa: BLE001 - any failure to reach the server sends the rest to the spool
+                with _OFFLINE_LOCK:
+                    self._go_offline(exc)
+        return False
+
+
+_OFFLINE_LOCK = threading.Lock()

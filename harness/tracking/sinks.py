@@ -9,7 +9,7 @@ table through MLflow's own routine; any other store gets `MlflowClient.log_batch
 import math
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from mlflow import MlflowClient
@@ -81,8 +81,15 @@ class BackgroundWriter:
     The queue is bounded, so a store slower than training slows training down instead of filling memory.
     """
 
-    def __init__(self, sink: MetricSink, run_id: str, max_pending: int = 8):
+    def __init__(
+        self,
+        sink: MetricSink,
+        run_id: str,
+        max_pending: int = 8,
+        on_error: Callable[[Sequence[Row], Exception], None] | None = None,
+    ):
         self.sink, self.run_id = sink, run_id
+        self.on_error = on_error  # given: a failed batch is handed to it (spooled) instead of failing the run
         self._queue: queue.Queue[Sequence[Row] | None] = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="harness-metric-writer", daemon=True)
@@ -106,8 +113,11 @@ class BackgroundWriter:
             try:
                 if self._error is None:
                     self.sink.write(self.run_id, rows)
-            except Exception as exc:  # noqa: BLE001 - handed to the training thread at the next drain
-                self._error = exc
+            except Exception as exc:  # noqa: BLE001 - spooled, or handed to the training thread at the next drain
+                if self.on_error is None:
+                    self._error = exc
+                else:
+                    self.on_error(rows, exc)
             finally:
                 self._queue.task_done()
         self._queue.task_done()

@@ -7,8 +7,11 @@ import functools
 import os
 import re
 import sqlite3
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from harness.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -40,15 +43,43 @@ def artifact_root(uri: str) -> str | None:
     return None if db is None else str(db.parent / "artifacts")
 
 
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
 def client(uri: str) -> "MlflowClient":
-    """An MlflowClient on `uri`, creating the SQLite file's directory if needed."""
+    """An MlflowClient on `uri`: creates a SQLite file's directory; checks that a server answers, at once.
+
+    Raises:
+        ConfigError: a tracking server that does not answer (instead of MLflow's minutes of retries).
+    """
     from mlflow import MlflowClient
 
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         _write_ahead_log(str(db))
+    if is_remote(uri):
+        # MLflow retries a dead server with exponential backoff for minutes; a few seconds tell us enough.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        check_server(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when no tracking server answers at `uri`."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            response.read()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            "tracking.uri",
+            uri,
+            f"a running MLflow tracking server (none answered: {reason}; `make server` starts one)",
+        ) from None
 
 
 @functools.cache

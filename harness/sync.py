@@ -1,0 +1,54 @@
+"""Upload what a run could not send to its tracking server: `python -m harness.sync FILE [FILE ...]`.
+
+The files are the spools written when a tracking server went away mid-run (their paths are printed at the end of
+such a run; by default under mlruns/unsent/). Each is replayed into its run: metrics, tags, then the end of the run
+with its original status and end time. A replayed file is renamed `*.synced`; running it twice logs nothing twice
+(MLflow drops points identical in key, step, timestamp and value).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.tracking import spool, store
+from harness.tracking.sinks import ClientSink
+
+
+def sync_file(path: Path, tracking_uri: str | None = None) -> str:
+    """Replay one spool file; returns a one-line summary."""
+    from mlflow.entities import RunTag
+
+    header, records = spool.read(path)
+    client = store.client(tracking_uri or header["tracking_uri"])
+    run_id, points, sink = header["run_id"], 0, ClientSink(client)
+    for record in records:
+        if "metrics" in record:
+            rows = [tuple(row) for row in record["metrics"]]
+            sink.write(run_id, rows)
+            points += len(rows)
+        elif "tags" in record:
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["tags"].items()])
+        elif "end" in record:
+            client.set_terminated(run_id, record["end"]["status"], record["end"]["end_time"])
+    path.rename(path.with_name(path.name + ".synced"))
+    return f"{path}: run {run_id} complete ({points} metric points uploaded)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.sync", description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", type=Path, help="spool files (mlruns/unsent/<run id>.jsonl)")
+    parser.add_argument("--tracking-uri", help="upload there instead of the URI recorded in each file")
+    args = parser.parse_args(argv)
+    failed = 0
+    for path in args.files:
+        try:
+            print(sync_file(path, args.tracking_uri))
+        except (ConfigError, OSError, ValueError) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

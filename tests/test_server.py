@@ -1,0 +1,192 @@
+"""Team scale: a real MLflow tracking server on PostgreSQL, started by the project's own script, on loopback.
+
+Slow (the server takes 15-40 s to start): marked `slow`, run by `make test-all` / .ci/run.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, history, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """scripts/server.sh with its own data directory and ports."""
+
+    def __init__(self, directory: Path):
+        self.env = {
+            **os.environ,
+            "SERVER_DIR": str(directory),
+            "MLFLOW_PORT": str(free_port()),
+            "PG_PORT": str(free_port()),
+            "PYTHON": sys.executable,
+        }
+        self.uri = f"http://127.0.0.1:{self.env['MLFLOW_PORT']}"
+
+    def run(self, action: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(ROOT / "scripts" / "server.sh"), action],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def kill_mlflow(self) -> None:
+        """The tracking server goes away (PostgreSQL stays)."""
+        pid = int(Path(self.env["SERVER_DIR"], "mlflow.pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+        Path(self.env["SERVER_DIR"], "mlflow.pid").unlink()
+
+
+@pytest.fixture(scope="module")
+def server():
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg2 is not installed (make setup installs it)")
+    if not shutil.which("runuser") and os.geteuid() == 0:
+        pytest.skip("runuser is needed to run PostgreSQL as a non-root user")
+    # Not under pytest's tmp (mode 700 for root): PostgreSQL runs as `postgres` and must reach its data directory.
+    directory = Path(tempfile.mkdtemp(prefix="harness-server-"))
+    directory.chmod(0o755)
+    srv = Server(directory)
+    started = srv.run("start")
+    if started.returncode != 0 and "could not install postgresql" in started.stderr:
+        pytest.skip("PostgreSQL could not be installed here: " + started.stderr.strip()[-300:])
+    if started.returncode != 0:
+        srv.run("stop")
+        pytest.fail("scripts/server.sh start failed: " + started.stderr[-3000:])
+    yield srv
+    srv.run("stop")
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def children_of_single_parent(client, experiment: str):
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_a_parallel_sweep_against_the_server_records_every_point(server, tmp_path):
+    from mlflow import MlflowClient
+
+    proc = run_cli(
+        "-m",
+        "task=quadratic",
+        "optimizer=sgd,adam",
+        "seed=0,1",
+        "trainer.max_steps=25",
+        "trainer.eval_every=5",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "tracking=server",
+        f"tracking.uri={server.uri}",
+        "tracking.experiment=on_server",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(server.uri)
+    [parent], children = children_of_single_parent(client, "on_server")
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["harness.status"] == "completed"
+        for key in (
+            "train/loss",
+            "lr",
+            "grad_norm",
+            "epoch",
+            "samples_seen",
+            "time/wall_s",
+            "train/suboptimality",
+        ):
+            assert [s for s, _ in history(server.uri, child.info.run_id, key)] == list(range(25)), key
+        assert [s for s, _ in history(server.uri, child.info.run_id, "val/loss")] == [0, 5, 10, 15, 20, 25]
+        assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["config.yaml"]
+
+
+def test_an_unreachable_server_stops_the_run_at_once(tmp_path):
+    start = time.time()
+    proc = run_cli("tracking=server", f"tracking.uri=http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert proc.returncode == 2
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert "tracking.uri=" in line and "tracking server" in line
+    assert time.time() - start < 60
+
+
+def test_the_server_lost_mid_sweep_loses_nothing(server, tmp_path):
+    from mlflow import MlflowClient
+
+    args = [
+        "-m",
+        "task=digits_mlp",
+        "optimizer=sgd",
+        "seed=0,1,2,3",
+        "trainer.max_steps=400",
+        "trainer.eval_every=100",
+        "tracking=server",
+        f"tracking.uri={server.uri}",
+        "tracking.experiment=lost",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.train", *args],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "[sweep] 1/4 jobs done" in line:
+            time.sleep(1.0)  # the second job is training
+            server.kill_mlflow()
+            break
+    lines += proc.stderr.readlines()
+    assert proc.wait(timeout=600) == 0, "".join(lines)[-3000:]
+    output = "".join(lines)
+    assert "python -m harness.sync" in output
+    spools = sorted((tmp_path / "mlruns" / "unsent").glob("*.jsonl"))
+    assert len(spools) == 1, output[-3000:]  # the job that was training; later jobs could not start a run
+
+    assert server.run("start").returncode == 0
+    synced = subprocess.run(
+        [sys.executable, "-m", "harness.sync", *map(str, spools)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert synced.returncode == 0, synced.stderr
+    client = MlflowClient(server.uri)
+    run_id = spools[0].stem
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["harness.status"] == "completed"
+    assert [s for s, _ in history(server.uri, run_id, "train/loss")] == list(range(400))
+
+    again = run_cli(*args, cwd=tmp_path)  # the same sweep command: completes the grid
+    assert again.returncode == 0, again.stderr[-3000:]
+    [parent], children = children_of_single_parent(client, "lost")
+    completed = [c for c in children if c.data.tags.get("harness.status") == "completed"]
+    assert len(completed) == 4 and len({c.data.params["seed"] for c in completed}) == 4
+    assert all(c.info.status != "RUNNING" for c in children)
+    assert parent.info.status == "FINISHED"
+    for child in completed:
+        assert len(history(server.uri, child.info.run_id, "train/loss")) == 400

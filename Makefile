@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test test-all lint ui bench server server-stop
+.PHONY: setup setup-ui demo test test-all lint ui bench server server-stop
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+setup-ui: setup  # Debian's chromium + Playwright (driving /usr/bin/chromium; no browser download)
+	bash scripts/setup_browser.sh $(VENV)
+
 demo: setup
 	$(BIN)/python -m harness.train -m +sweep=demo
 	$(BIN)/python scripts/report.py --experiment demo
@@ -25,7 +28,7 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: setup
+test-all: setup setup-ui
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -47,4 +50,4 @@ server-stop:
 	bash scripts/server.sh stop
 
 ui: setup
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/python scripts/ui.py serve --store sqlite:///$(CURDIR)/mlruns/mlflow.db --port 5000

@@ -194,12 +194,15 @@ def _start_run(cfg: Config, ctx: JobContext, task_name: str, tags: dict, resolve
     from harness.tracking import store
     from harness.tracking.mlflow_tracker import MlflowTracker
 
-    client = store.client(store.resolve_uri(cfg.tracking.uri, ctx.project_dir))
+    uri = store.resolve_uri(cfg.tracking.uri, ctx.project_dir)
+    client = store.client(uri)
     experiment_id = cfg.sweep.experiment_id or store.ensure_experiment(
         client, cfg.tracking.experiment or task_name
     )
+    # A remote server may go away mid-run: what it cannot take is kept locally for `python -m harness.sync`.
+    spool_dir = Path(ctx.project_dir) / "mlruns" / "unsent" if store.is_remote(uri) else None
     tracker = MlflowTracker.start(
-        client, experiment_id, run_name(cfg), tags, parent_run_id=cfg.sweep.parent_run_id
+        client, experiment_id, run_name(cfg), tags, parent_run_id=cfg.sweep.parent_run_id, spool_dir=spool_dir
     )
     try:
         params = flat_params(cfg)

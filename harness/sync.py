@@ -17,7 +17,7 @@ from harness.tracking.sinks import ClientSink
 
 def sync_file(path: Path, tracking_uri: str | None = None) -> str:
     """Replay one spool file; returns a one-line summary."""
-    from mlflow.entities import RunTag
+    from mlflow.entities import Param, RunTag
 
     header, records = spool.read(path)
     client = store.client(tracking_uri or header["tracking_uri"])
@@ -27,6 +27,12 @@ def sync_file(path: Path, tracking_uri: str | None = None) -> str:
             rows = [tuple(row) for row in record["metrics"]]
             sink.write(run_id, rows)
             points += len(rows)
+        elif "params" in record:
+            items = [Param(k, v) for k, v in record["params"].items()]
+            for start in range(0, len(items), 100):
+                client.log_batch(run_id, params=items[start : start + 100])
+        elif "text" in record:
+            client.log_text(run_id, record["text"]["text"], record["text"]["artifact_file"])
         elif "tags" in record:
             client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["tags"].items()])
         elif "end" in record:

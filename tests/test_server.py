@@ -131,6 +131,16 @@ def test_an_unreachable_server_stops_the_run_at_once(tmp_path):
     assert time.time() - start < 60
 
 
+def wait_for_runs(uri: str, experiment: str, count: int, timeout: float = 120) -> None:
+    from mlflow import MlflowClient
+
+    client, deadline = MlflowClient(uri), time.time() + timeout
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    while len(client.search_runs([experiment_id], "tags.`mlflow.parentRunId` != ''")) < count:
+        assert time.time() < deadline, "the second job never created its run"
+        time.sleep(0.2)
+
+
 def test_the_server_lost_mid_sweep_loses_nothing(server, tmp_path):
     from mlflow import MlflowClient
 
@@ -157,7 +167,7 @@ def test_the_server_lost_mid_sweep_loses_nothing(server, tmp_path):
     for line in proc.stderr:
         lines.append(line)
         if "[sweep] 1/4 jobs done" in line:
-            time.sleep(1.0)  # the second job is training
+            wait_for_runs(server.uri, "lost", 2)  # the second job's run exists: it is starting or training
             server.kill_mlflow()
             break
     lines += proc.stderr.readlines()

@@ -45,7 +45,7 @@ def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState) -> float | Non
                 log.error("could not record the refused job in MLflow: %s", record_error)
     except Exception as exc:  # noqa: BLE001 - a failing job is recorded (run FAILED) and the sweep goes on
         error = f"{type(exc).__name__}: {exc}"
-        log.error("job failed: %s", error)
+        log.error("job failed: %s", error, exc_info=True)
     progress.report(state, status, overrides, error)
     return objective(value)
 

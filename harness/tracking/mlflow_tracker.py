@@ -73,9 +73,15 @@ class MlflowTracker:
         return tracker
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(key, str(value)) for key, value in params.items()]
-        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+        params = {key: str(value) for key, value in params.items()}
+        items = [Param(key, value) for key, value in params.items()]
+
+        def send() -> None:
+            for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH])
+
+        if not self._offline_or_try(send):
+            self.spool.params(params)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         timestamp = int(time.time() * 1000)
@@ -109,6 +115,10 @@ class MlflowTracker:
             self.spool.tags(tags)
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        if not self._offline_or_try(lambda: self._upload_text(text, artifact_file)):
+            self.spool.text(text, artifact_file)
+
+    def _upload_text(self, text: str, artifact_file: str) -> None:
         if self.artifact_uri is None or urlparse(self.artifact_uri).scheme not in ("", "file"):
             self.client.log_text(self.run_id, text, artifact_file)
             return

@@ -185,6 +185,9 @@ def train(
             val_metrics = _evaluate(task, model, val)
             tracker.log_metrics(val_metrics, step=steps)
             watch.see(val_metrics, steps)
+            if not math.isfinite(val_metrics["val/loss"]):  # the last update blew up the parameters
+                status, divergence = DIVERGED, f"val/loss {val_metrics['val/loss']} after {steps} steps"
+                break
             best_val = min(best_val, val_metrics["val/loss"])
 
     progress.close()

@@ -16,6 +16,8 @@ NAMES = sorted(OPTIMIZERS)
 
 def optimizer_overrides(name: str) -> list[str]:
     extra = ["optimizer.target=torch.optim.SGD"] if name == "custom" else []
+    if name == "lbfgs":  # without a line search, L-BFGS at lr 1 on mini-batches can blow up (then: diverged)
+        extra = ["optimizer.line_search_fn=strong_wolfe"]
     return [f"optimizer={name}", *extra]
 
 
@@ -45,6 +47,19 @@ def test_every_optimizer_logs_finite_losses(name, task, store, tmp_path):
     assert all(math.isfinite(v) for _, v in losses)
     assert [s for s, _ in history(store, run.info.run_id, "val/loss")] == [0, 3, 6]
     assert math.isfinite(result.final_val["loss"]) and result.steps == 6
+
+
+def test_nan_parameters_after_the_last_step_end_the_run_as_diverged(tmp_path):
+    # L-BFGS at lr 1 without a line search overshoots wildly on mini-batches of the digits MLP.
+    cfg = compose_config(
+        "task=digits_mlp",
+        "optimizer=lbfgs",
+        "optimizer.lr=100",
+        "trainer.max_steps=6",
+        "tracking.enabled=false",
+    )
+    result = run_job(cfg, JobContext(project_dir=tmp_path))
+    assert result.status == "diverged" and result.final_val == {}
 
 
 def test_lbfgs_reaches_the_quadratic_minimum_in_one_step(tmp_path):

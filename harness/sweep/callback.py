@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness.sweep import grid, progress
 from harness.sweep import state as sweep_state
@@ -87,4 +87,4 @@ def end_sweep(state: SweepState) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SweepCallback", "OmegaConf"]
+__all__ = ["SweepCallback"]

@@ -28,9 +28,10 @@ def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState) -> float | Non
     """Run one grid point; returns the final validation loss (the objective for HPO sweepers) or None."""
     cfg = with_sweep_ids(cfg, state)
     overrides = list(ctx.overrides)
-    if config_hash(cfg) in state.completed:
+    key = config_hash(cfg)
+    if key in state.completed:
         progress.report(state, "skipped", overrides)
-        return objective(state.completed[config_hash(cfg)])
+        return objective(state.completed[key])
     value, status, error = None, "failed", ""
     try:
         result = run_job(cfg, ctx)

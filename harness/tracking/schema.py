@@ -1,0 +1,125 @@
+"""The MLflow record of the harness: every tag, param and metric name it writes, and the outcome vocabulary.
+
+The one home of these names. Writers (the job, the loop's result, the sweep's parent run) and readers (the report,
+resume) import them from here; nothing else spells them out.
+
+Run structure: a sweep is one parent run (tag `harness.role=sweep`) with one child run per job
+(`harness.role=job`, MLflow's `mlflow.parentRunId`). A single run outside a sweep is a job without a parent.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# --- MLflow run statuses (as MLflow names them) -------------------------------------------------------------------
+FINISHED, FAILED, KILLED, RUNNING = "FINISHED", "FAILED", "KILLED", "RUNNING"
+
+# --- Outcomes: what happened to a job, in the harness's words (tag `harness.status`) -----------------------------------
+COMPLETED = "completed"  # ran its whole budget (MLflow status FINISHED)
+DIVERGED = "diverged"  # stopped early because the loss blew up; an outcome, not an error (FINISHED)
+FAILED_OUTCOME = "failed"  # raised, or its config was refused (FAILED)
+KILLED_OUTCOME = "killed"  # interrupted: Ctrl-C, SIGTERM, or left RUNNING by a sweep that died (KILLED)
+RUNNING_OUTCOME = "running"  # not ended yet
+OUTCOMES = (COMPLETED, DIVERGED, FAILED_OUTCOME, KILLED_OUTCOME)
+DONE_OUTCOMES = (COMPLETED, DIVERGED)  # ran to their end: a resumed sweep skips them, a report compares them
+
+# --- Tags -------------------------------------------------------------------------------------------------------------
+PARENT_RUN_ID = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+ROLE = "harness.role"
+ROLE_SWEEP, ROLE_JOB = "sweep", "job"
+STATUS = "harness.status"  # one of OUTCOMES (RUNNING_OUTCOME while it runs)
+ERROR = "harness.error"  # one line: why a run failed or was killed
+DIVERGENCE = "harness.divergence"  # why a run was stopped as diverged
+CONFIG_HASH = "harness.config_hash"  # identity of a grid point (see harness.config.config_hash)
+OVERRIDES = "harness.overrides"  # the job's command-line overrides, as typed
+TASK = "harness.task"
+OPTIMIZER = "harness.optimizer"
+DEVICE, DEVICE_NAME = "harness.device", "harness.device_name"
+TORCH_VERSION = "harness.torch_version"
+GIT_COMMIT = "harness.git_commit"
+ENGINE = "harness.engine"  # which code path trained the run (single, batched)
+# On the parent run.
+SWEEP_KEY = "harness.sweep_key"
+SWEEP_OVERRIDES = "harness.sweep_overrides"
+GRID_SIZE = "harness.grid_size"
+LAUNCHER = "harness.launcher"
+JOB_COUNT_PREFIX = "harness.jobs."  # harness.jobs.<outcome> and harness.jobs.total
+
+
+def job_count_tag(outcome: str) -> str:
+    return f"{JOB_COUNT_PREFIX}{outcome}"
+
+
+# --- Params beyond the flattened config -------------------------------------------------------------------------------
+RESOLVED_LR = "resolved.lr"  # optimizer.lr x optimizer.lr_scale: what the optimizer used
+RESOLVED_BATCH_SIZE = "resolved.batch_size"  # "full" and oversize batches resolved to a number
+RESOLVED_TOTAL_STEPS = "resolved.total_steps"  # the step budget
+
+# --- Metrics ----------------------------------------------------------------------------------------------------------
+# Per optimizer step t (step = t, from 0): the loss at the parameters before update t.
+TRAIN_LOSS = "train/loss"
+TRAIN_SUBOPTIMALITY = "train/suboptimality"  # train/loss - f*, for tasks that know f*
+GRAD_NORM = "grad_norm"
+LR = "lr"
+EPOCH = "epoch"
+SAMPLES_SEEN = "samples_seen"
+WALL_S = "time/wall_s"
+# Evaluations, at step = updates done (0 = the initial model).
+VAL_PREFIX = "val/"
+VAL_LOSS = "val/loss"
+VAL_ACCURACY = "val/accuracy"
+# Once, at the end of a run.
+FINAL_TRAIN_LOSS = "final/train_loss"
+FINAL_VAL_PREFIX = "final/val_"
+FINAL_VAL_LOSS = "final/val_loss"
+FINAL_VAL_ACCURACY = "final/val_accuracy"
+BEST_VAL_LOSS = "best/val_loss"
+STEPS = "steps"
+TOTAL_S = "time/total_s"
+TIME_TO_TARGET_S = "time_to_target_s"  # absent when the target was never reached
+STEPS_TO_TARGET = "steps_to_target"
+
+# --- Artifacts --------------------------------------------------------------------------------------------------------
+CONFIG_ARTIFACT = "config.yaml"
+ERROR_ARTIFACT = "error.txt"
+GRID_ARTIFACT = "sweep_grid.json"
+
+
+def outcome(mlflow_status: str, tags: Mapping[str, str]) -> str:
+    """A run's outcome from its MLflow status and its `harness.status` tag.
+
+    FAILED/KILLED runs are failed/killed whatever their tag said; a FINISHED run is completed or diverged by its tag
+    (failed when the tag is missing: it never recorded a result).
+    """
+    if mlflow_status == RUNNING:
+        return RUNNING_OUTCOME
+    if mlflow_status == KILLED:
+        return KILLED_OUTCOME
+    tagged = tags.get(STATUS, "")
+    if mlflow_status == FINISHED and tagged in DONE_OUTCOMES:
+        return tagged
+    return FAILED_OUTCOME
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """What a sweep needs to know of one child run."""
+
+    run_id: str
+    config_hash: str
+    outcome: str  # one of OUTCOMES, or RUNNING_OUTCOME
+    overrides: str
+    error: str
+    final_val_loss: float | None
+    start_time: int | None = None
+
+
+def count_outcomes(outcomes: Iterable[str]) -> dict[str, int]:
+    """{outcome: count} over OUTCOMES (zeros included), plus `total`: the one way outcomes are counted."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    total = 0
+    for value in outcomes:
+        counts[value] = counts.get(value, 0) + 1
+        total += 1
+    counts["total"] = total
+    return counts

@@ -1,7 +1,7 @@
 """The tracker interface the training loop and the job talk to; MLflow is one implementation of it."""
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 # Run statuses, as MLflow names them.
@@ -17,6 +17,12 @@ class Tracker(Protocol):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Record metrics at an optimizer step. Implementations buffer: this is called every step."""
+
+    def log_columns(self, steps: Sequence[int], columns: Mapping[str, Sequence[float]]) -> None:
+        """Record a chunk of steps at once: `columns[key][i]` is the value of `key` at `steps[i]`.
+
+        The columnar path of the lean loop and of batched trials: one call per chunk, not per step.
+        """
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
@@ -35,6 +41,9 @@ class NullTracker:
         pass
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_columns(self, steps: Sequence[int], columns: Mapping[str, Sequence[float]]) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -65,6 +74,10 @@ class MemoryTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         for key, value in metrics.items():
             self.history[key].append((step, value))
+
+    def log_columns(self, steps: Sequence[int], columns: Mapping[str, Sequence[float]]) -> None:
+        for key, values in columns.items():
+            self.history[key].extend(zip((int(s) for s in steps), (float(v) for v in values)))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.tags.update(tags)

@@ -92,6 +92,14 @@ class MlflowTracker:
         ):
             self._send()
 
+    def log_columns(self, steps, columns: Mapping[str, Any]) -> None:
+        timestamp = int(time.time() * 1000)
+        steps = [int(s) for s in steps]
+        for key, values in columns.items():
+            self._buffer.extend((key, float(v), timestamp, s) for s, v in zip(steps, values))
+        if len(self._buffer) >= MAX_METRICS_PER_BATCH:
+            self._send()
+
     def _send(self) -> None:
         """Hand the buffer to the writer thread (training goes on while it is written)."""
         if self._buffer:

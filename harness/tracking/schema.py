@@ -54,6 +54,7 @@ def job_count_tag(outcome: str) -> str:
 RESOLVED_LR = "resolved.lr"  # optimizer.lr x optimizer.lr_scale: what the optimizer used
 RESOLVED_BATCH_SIZE = "resolved.batch_size"  # "full" and oversize batches resolved to a number
 RESOLVED_TOTAL_STEPS = "resolved.total_steps"  # the step budget
+RESOLVED_STEPS_PER_EPOCH = "resolved.steps_per_epoch"  # batches per pass over the training set
 
 # --- Metrics ----------------------------------------------------------------------------------------------------------
 # Per optimizer step t (step = t, from 0): the loss at the parameters before update t.

@@ -7,8 +7,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-# Overrides that change how a sweep is launched or recorded, not which jobs it holds.
-_NOT_IN_KEY = ("hydra", "sweep.rerun", "tracking.progress", "threads")
+from harness.config import in_identity
 
 
 def sweep_arguments(config: DictConfig) -> list[str]:
@@ -35,8 +34,8 @@ def grid_size(config: DictConfig) -> int | None:
 
 
 def sweep_key(config: DictConfig, experiment: str) -> str:
-    """Same experiment and same sweep overrides (launcher and resume options aside) -> same sweep, resumed."""
-    arguments = sorted(a for a in sweep_arguments(config) if not a.lstrip("+~").startswith(_NOT_IN_KEY))
+    """Same experiment and same sweep overrides (those outside a run's identity aside) -> same sweep, resumed."""
+    arguments = sorted(a for a in sweep_arguments(config) if in_identity(a))
     return hashlib.sha256(json.dumps([experiment, arguments]).encode()).hexdigest()[:16]
 
 

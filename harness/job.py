@@ -22,7 +22,7 @@ from harness.loop import LoopSettings, RunResult, train
 from harness.optim import create_scheduler
 from harness.plan import Plan, make_plan
 from harness.progress_bar import progress_for
-from harness.record import end_run, open_run, record_result, run_name
+from harness.job_run import end_run, open_run, record_result, run_name
 from harness.tracking import FAILED, KILLED, Tracker
 
 

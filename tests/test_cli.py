@@ -24,6 +24,11 @@ BAD_VALUES = [
     ("scheduler.min_factor=0.1", "Key 'min_factor' not in", 1),  # the default schedule, none, has no keys
     ("scheduler=cosine scheduler.min_factor=2", "scheduler.min_factor=2.0", 2),
     ("optimizer=adam optimizer.betas=[0.8,1]", "optimizer.betas=[0.8, 1.0]", 2),
+    (
+        "optimizer=custom",
+        "optimizer.target='???' is not allowed: a value: optimizer.target=... is required",
+        2,
+    ),
 ]
 
 

@@ -1,5 +1,8 @@
 """The entry point as users type it: bad values refused in one line with no run created; divergence is an outcome."""
 
+import os
+from pathlib import Path
+
 import pytest
 from conftest import all_runs, history, run_cli
 
@@ -70,7 +73,11 @@ def test_the_default_store_is_mlruns_under_the_launch_directory(tmp_path):
 
 
 def test_a_users_own_task_module_and_a_failing_job(store, tmp_path):
-    env = {"PYTHONPATH": str(__import__("pathlib").Path(__file__).parent)}
+    env = {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
+        )
+    }
     proc = run_cli(
         "task.module=user_tasks", "task.name=user_failing", "trainer.max_steps=10", cwd=tmp_path, env=env
     )

@@ -38,6 +38,10 @@ DEVICE, DEVICE_NAME = "harness.device", "harness.device_name"
 TORCH_VERSION = "harness.torch_version"
 GIT_COMMIT = "harness.git_commit"
 ENGINE = "harness.engine"  # which code path trained the run (single, batched)
+# MLflow's own tags, set by the job as `mlflow run` would.
+SOURCE_NAME, SOURCE_TYPE = "mlflow.source.name", "mlflow.source.type"
+SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
+USER = "mlflow.user"
 # On the parent run.
 SWEEP_KEY = "harness.sweep_key"
 SWEEP_OVERRIDES = "harness.sweep_overrides"

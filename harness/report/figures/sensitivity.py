@@ -14,20 +14,24 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import ScaledTranslation, blended_transform_factory
 
-from harness.report.configs import rank
 from harness.report.figures.style import (
     BATCH_LABEL,
     DIVERGED_COLOR,
     FAILED_COLOR,
     FINAL_LOSS_LABEL,
     LR_LABEL,
+    FigureKind,
     batch_names,
     log_ticks,
     new_figure,
     optimizer_legend,
     styled,
 )
-from harness.report.keys import COMPLETED, DIVERGED, FAILED, KILLED
+from harness.report.ranking import LOST, rank
+from harness.report.view import TaskView
+from harness.tracking.schema import COMPLETED, DIVERGED, FAILED_OUTCOME
+
+FAILED = FAILED_OUTCOME  # killed runs are drawn as failed: neither has a result
 
 STRIP = 0.94  # axes fraction of the top row of the strip for runs without a final loss
 ROW = 0.045  # axes fraction between the strip's rows (one row per optimizer)
@@ -37,17 +41,16 @@ def sensitivity_data(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run, diverged and failed ones included: optimizer, batch_size, lr, seed, outcome, final_val_loss."""
     columns = ["task", "optimizer", "batch_size", "lr", "seed", "outcome", "final_val_loss", "run_id"]
     frame = runs[columns].copy()
-    frame["outcome"] = frame["outcome"].replace({KILLED: FAILED})
+    frame["outcome"] = frame["outcome"].where(~frame["outcome"].isin(LOST), FAILED)
     return frame.sort_values(["optimizer", "batch_size", "lr", "seed"]).reset_index(drop=True)
 
 
-def sensitivity_figure(runs: pd.DataFrame, configs: pd.DataFrame, colours: dict) -> Figure:
+def draw_sensitivity(view: TaskView) -> Figure:
     """One panel per batch size: each run's final validation loss against lr (points), the mean over seeds (line),
     and runs without a final loss in the top strip."""
-    data = sensitivity_data(runs)
+    data, configs, present = sensitivity_data(view.runs), view.configs, view.present
     sizes = sorted(data["batch_size"].dropna().unique())
-    titles = batch_names(runs)
-    present = {name: colours[name] for name in sorted(data["optimizer"].unique())}
+    titles = batch_names(view.runs)
     with styled():
         figure = new_figure(max(6.5, 4.6 * len(sizes)), 5.0)
         panels = figure.subplots(1, len(sizes), squeeze=False, sharey=True)[0]
@@ -155,7 +158,7 @@ def _strip(ax: Axes, data: pd.DataFrame, colours: dict) -> None:
             clip_on=False,
             zorder=5,
             color=DIVERGED_COLOR if diverged else FAILED_COLOR,
-            edgecolors=colours[name],
+            edgecolors=colours[name] if diverged else None,  # an "x" has no face: its colour is its edge
             linewidths=1.2,
         )
         if len(cell) > 1:
@@ -177,9 +180,10 @@ def _row_labels(ax: Axes, lost: pd.DataFrame, colours: dict) -> None:
         ax.text(1.01, y, name, transform=ax.transAxes, va="center", fontsize=7, color=colours[name])
 
 
-def heatmap_figure(configs: pd.DataFrame, colours: dict) -> Figure:
+def draw_heatmap(view: TaskView) -> Figure:
     """One heatmap per optimizer: mean final validation loss over seeds, lr (rows) x batch size (columns), on one
     shared log colour scale. Cells with diverged seeds say how many; the optimizer's best cell is outlined."""
+    configs, colours = view.configs, view.colours
     optimizers = sorted(configs["optimizer"].unique())
     values = configs["val_loss_mean"]
     finite = values[np.isfinite(values) & (values > 0)]
@@ -247,3 +251,19 @@ def _cell_notes(configs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
             text = f"{row.val_loss_mean:.3g}" + (f"\n{lost}/{row.runs} lost" if lost else "")
         notes.loc[row.lr, row.batch_size] = text
     return notes
+
+
+SENSITIVITY = FigureKind(
+    "sensitivity",
+    "Learning-rate sensitivity",
+    "Final validation loss of every run against the effective lr. Runs without a final loss (diverged: red X; "
+    "failed: grey x) sit in the strip at the top, one row per optimizer.",
+    draw_sensitivity,
+)
+HEATMAP = FigureKind(
+    "heatmap",
+    "Final loss by learning rate and batch size",
+    "Mean final validation loss over seeds for each lr × batch size; one shared colour scale. The outlined cell is "
+    "the optimizer's best; 'lost' counts seeds that diverged or failed.",
+    draw_heatmap,
+)

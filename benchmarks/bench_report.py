@@ -1,10 +1,12 @@
 """Benchmark the report at scale: a sweep of 1,000 child runs x 1,000 steps with the harness's per-step record.
 
     MLFLOW_DISABLE_TELEMETRY=true .venv/bin/python benchmarks/bench_report.py [--dir DIR] [--rebuild] [--repeats N]
+        [--compare OTHER_CHECKOUT ...]
 
 Builds the store once under DIR (default: <tmp>/harness-bench-report) and reuses it afterwards. Then times whole
-`scripts/report.py` processes, imports included, as a user runs them: cold (no Parquet cache: reads the store) and
-cached (the second report on the same sweep), `--repeats` times each, interleaved, and prints the medians.
+`scripts/report.py --no-log` processes, imports included, as a user runs them: cold (no Parquet cache: reads the
+store) and cached (the second report on the same sweep), `--repeats` rounds, and prints the medians of wall and CPU
+time. With --compare, the other checkouts' reports run interleaved with this one's, on the same store.
 Targets on 2 cores: cold <= 10 s, cached <= 4 s.
 
 The store holds what the harness logs (the record contract of harness.tracking.schema), written through the
@@ -63,7 +65,7 @@ def main() -> None:
         )
     else:
         print(f"reusing the store at {db} (--rebuild to make it again)")
-    time_processes(uri, args.dir / "report", args.repeats)
+    time_processes(uri, args.dir / "report", args.repeats, [ROOT, *args.compare])
 
 
 def _parse() -> argparse.Namespace:
@@ -72,31 +74,52 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1000, help="runs to create (the first N grid points)")
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per run")
     parser.add_argument("--rebuild", action="store_true", help="delete and rebuild the store")
-    parser.add_argument("--repeats", type=int, default=3, help="cold/cached pairs to time (medians printed)")
+    parser.add_argument("--repeats", type=int, default=3, help="cold/cached rounds to time (medians printed)")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="other checkouts (e.g. `git worktree add /tmp/before main`) timed interleaved with this one",
+    )
     return parser.parse_args()
 
 
-def time_processes(uri: str, out_dir: Path, repeats: int) -> None:
-    """Whole `scripts/report.py` processes: cold (cache removed first) then cached, `repeats` times."""
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(ROOT / "scripts" / "report.py"), "--experiment", EXPERIMENT]
-    command += ["--tracking-uri", uri, "--out", str(out_dir), "--no-log"]
-    times: dict[str, list[float]] = {"cold": [], "cached": []}
+def time_processes(uri: str, out_dir: Path, repeats: int, roots: list[Path]) -> None:
+    """Whole `scripts/report.py` processes of each checkout in `roots`: cold (cache removed first) then cached,
+    `repeats` rounds, the checkouts interleaved within each round. Prints wall and CPU (user + sys) seconds."""
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for _ in range(repeats):
-        for kind in times:
-            if kind == "cold":
-                shutil.rmtree(out_dir, ignore_errors=True)
-            started = time.perf_counter()
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            times[kind].append(time.perf_counter() - started)
-            if done.returncode != 0:
-                sys.exit(f"report failed:\n{done.stderr}")
-            print(f"{kind}: {times[kind][-1]:.1f} s  ({done.stderr.strip().splitlines()[0]})")
-    for kind, values in times.items():
-        if not values:
-            continue
-        shown = ", ".join(f"{v:.1f}" for v in values)
-        print(f"whole process, {kind}: median {statistics.median(values):.1f} s over {repeats} ({shown})")
+        for kind in ("cold", "cached"):
+            for root in roots:
+                out = out_dir / root.name
+                if kind == "cold":
+                    shutil.rmtree(out, ignore_errors=True)
+                wall, cpu, line = _time_report(root, uri, out)
+                times.setdefault((str(root), kind), []).append((wall, cpu))
+                print(f"{root} {kind}: wall {wall:.1f} s, cpu {cpu:.1f} s  ({line})")
+    for (root, kind), values in times.items():
+        walls, cpus = [v[0] for v in values], [v[1] for v in values]
+        print(
+            f"{root} whole process, {kind}: median wall {statistics.median(walls):.1f} s "
+            f"(cpu {statistics.median(cpus):.1f} s) over {len(values)}"
+        )
+
+
+def _time_report(root: Path, uri: str, out: Path) -> tuple[float, float, str]:
+    """(wall s, CPU s of the process and its children, its first stderr line) of one report."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(root)}
+    command = [sys.executable, str(root / "scripts" / "report.py"), "--experiment", EXPERIMENT]
+    command += ["--tracking-uri", uri, "--out", str(out), "--no-log"]
+    before = os.times()
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = os.times()
+    if done.returncode != 0:
+        sys.exit(f"report failed:\n{done.stderr}")
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, cpu, done.stderr.strip().splitlines()[0]
 
 
 # --- the synthetic store ----------------------------------------------------------------------------------------

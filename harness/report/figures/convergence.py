@@ -5,6 +5,7 @@ the task's view (view.TaskView.curves: binned and pooled over seeds already)."""
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from harness.report import curves
 from harness.report.figures.style import (
@@ -18,6 +19,13 @@ from harness.report.figures.style import (
 )
 from harness.report.view import CURVE_KEYS, TaskView
 
+# 120000 samples as "120k": long counts run into each other along the axis.
+SAMPLES = FuncFormatter(
+    lambda value, _: (
+        f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k" if value >= 1e3 else f"{value:g}"
+    )
+)
+
 
 def draw_convergence(view: TaskView) -> Figure:
     """Rows: train/loss, val/loss; columns: steps, epochs, samples, seconds. One curve per optimizer (its best
@@ -29,8 +37,8 @@ def draw_convergence(view: TaskView) -> Figure:
         for row in view.best.itertuples()
     }
     with styled():
-        figure = new_figure(4.2 * len(axes_names), 7.5)
-        grid = figure.subplots(2, len(axes_names), squeeze=False)
+        figure = new_figure(4.2 * len(axes_names), 7.5, 2, len(axes_names), hgap=0.7)
+        grid = figure.subplots(2, len(axes_names), squeeze=False, sharey="row")
         for row, key in enumerate(CURVE_KEYS):
             for column, axis in enumerate(axes_names):
                 ax = grid[row, column]
@@ -38,6 +46,8 @@ def draw_convergence(view: TaskView) -> Figure:
                 _set_limits(ax, pooled[pooled["metric"] == key])
                 ax.set_xlabel(curves.AXES[axis])
                 ax.set_ylabel(METRIC_LABELS[key] if column == 0 else "")
+                if axis == "samples":
+                    ax.xaxis.set_major_formatter(SAMPLES)
         figure.suptitle("Convergence at each optimizer's best configuration (mean over seeds, 95% band)")
         optimizer_legend(figure, view.present, labels)
     return figure
@@ -51,7 +61,7 @@ def draw_by_batch(view: TaskView) -> Figure:
     sizes = sorted(chosen["batch_size"].dropna().unique())
     titles = batch_names(chosen)
     with styled():
-        figure = new_figure(max(5.0, 4.2 * len(sizes)), 7.5)
+        figure = new_figure(max(5.0, 4.2 * len(sizes)), 7.5, 2, len(sizes), hgap=0.7, wgap=0.3)
         grid = figure.subplots(2, len(sizes), squeeze=False, sharey="row")
         for row, key in enumerate(CURVE_KEYS):
             for column, size in enumerate(sizes):
@@ -60,6 +70,7 @@ def draw_by_batch(view: TaskView) -> Figure:
                 _set_limits(ax, pooled[pooled["metric"] == key])
                 ax.set_title(titles[size] if row == 0 else "")
                 ax.set_xlabel(curves.AXES["samples"])
+                ax.xaxis.set_major_formatter(SAMPLES)
                 ax.set_ylabel(METRIC_LABELS[key] if column == 0 else "")
                 if row == 1:
                     _annotate_lrs(ax, chosen[chosen["batch_size"] == size])

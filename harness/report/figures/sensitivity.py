@@ -52,7 +52,7 @@ def draw_sensitivity(view: TaskView) -> Figure:
     sizes = sorted(data["batch_size"].dropna().unique())
     titles = batch_names(view.runs)
     with styled():
-        figure = new_figure(max(6.5, 4.6 * len(sizes)), 5.0)
+        figure = new_figure(max(6.5, 4.6 * len(sizes)), 5.0, 1, len(sizes), top=0.9, right=0.9, wgap=0.3)
         panels = figure.subplots(1, len(sizes), squeeze=False, sharey=True)[0]
         has_lost = data["outcome"].isin([DIVERGED, FAILED]).any()
         limits = _limits(data["final_val_loss"], len(present) if has_lost else 0)
@@ -191,7 +191,11 @@ def draw_heatmap(view: TaskView) -> Figure:
     columns = min(4, len(optimizers))
     rows = -(-len(optimizers) // columns)
     with styled():
-        figure = new_figure(3.6 * columns + 1.2, 3.4 * rows + 0.6)
+        width, height = 4.4 * columns + 1.6, 3.4 * rows + 0.6
+        # Margins for lr tick labels like 0.000681 beside every panel, and the colour bar on the right.
+        figure = new_figure(
+            width, height, rows, columns, top=0.6, bottom=0.75, left=1.3, right=1.5, hgap=0.9, wgap=1.4
+        )
         grid = figure.subplots(rows, columns, squeeze=False)
         for ax, name in zip(grid.flat, optimizers):
             _heatmap(ax, configs[configs["optimizer"] == name], norm, colours[name])
@@ -201,8 +205,9 @@ def draw_heatmap(view: TaskView) -> Figure:
         if norm is not None:
             mappable = grid.flat[0].collections[0] if grid.flat[0].collections else None
             if mappable is not None:
+                bar = figure.add_axes((1 - 1.1 / width, 0.75 / height, 0.15 / width, 1 - 1.35 / height))
                 figure.colorbar(
-                    mappable, ax=grid, label="final validation loss (mean over seeds, log colour)", shrink=0.8
+                    mappable, cax=bar, label="final validation loss (mean over seeds, log colour)"
                 )
         figure.suptitle("Final validation loss by learning rate and batch size (lower is better)")
     return figure

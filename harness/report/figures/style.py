@@ -63,8 +63,34 @@ def batch_names(frame: pd.DataFrame) -> dict[int, str]:
     }
 
 
-def new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+def new_figure(
+    width: float,
+    height: float,
+    rows: int = 1,
+    columns: int = 1,
+    *,
+    top: float = 0.7,
+    bottom: float = 0.95,
+    left: float = 0.85,
+    right: float = 0.25,
+    hgap: float = 0.8,
+    wgap: float = 0.55,
+) -> Figure:
+    """A figure whose rows x columns axes sit inside fixed margins and gaps, in inches (top: the title; bottom: the
+    x labels and a one-row legend). No layout engine: measuring every text to place the axes cost as much as
+    drawing the figure, and these figures' labels have known sizes."""
+    figure = Figure(figsize=(width, height))
+    axes_width = (width - left - right - wgap * (columns - 1)) / columns
+    axes_height = (height - top - bottom - hgap * (rows - 1)) / rows
+    figure.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        wspace=wgap / axes_width,
+        hspace=hgap / axes_height,
+    )
+    return figure
 
 
 def save(figure: Figure, directory: Path, name: str) -> dict[str, Path]:
@@ -73,8 +99,6 @@ def save(figure: Figure, directory: Path, name: str) -> dict[str, Path]:
     paths = {kind: directory / f"{name}.{kind}" for kind in ("png", "svg")}
     # compress_level 1: PNG encoding at the default level 6 cost more than drawing some figures; files grow ~20%.
     figure.savefig(paths["png"], dpi=DPI, pil_kwargs={"compress_level": 1})
-    # The layout is done; freezing it halves the cost of the second save (layout is most of a figure's time).
-    figure.set_layout_engine("none")
     figure.savefig(paths["svg"], metadata={"Date": None})  # no timestamp: same data, same file
     return paths
 
@@ -95,16 +119,24 @@ def log_ticks(ax, axis: str = "y") -> None:
 
 
 def optimizer_legend(figure: Figure, colours: dict, labels: dict[str, str] | None = None, extra=()) -> None:
-    """One legend for the whole figure, below the axes: optimizer colours (with `labels`), then `extra` handles."""
+    """One legend for the whole figure, below the axes: optimizer colours (with `labels`), then `extra` handles.
+    Legends of more than one row (over four entries) push the axes up by the rows they add."""
     from matplotlib.lines import Line2D
 
     handles = [
         Line2D([], [], color=colour, lw=2.5, label=(labels or {}).get(name, name))
         for name, colour in colours.items()
     ]
+    entries = len(handles) + len(extra)
+    columns = min(4, entries)
+    rows = -(-entries // max(columns, 1))
+    if rows > 1:
+        height = figure.get_figheight()
+        figure.subplots_adjust(bottom=figure.subplotpars.bottom + 0.25 * (rows - 1) / height)
     figure.legend(
         handles=[*handles, *extra],
-        loc="outside lower center",
-        ncols=min(4, len(handles) + len(extra)),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncols=columns,
         frameon=False,
     )

@@ -52,7 +52,7 @@ def draw_time_to_target(view: TaskView) -> Figure:
     under the report's rule (black bar); under each optimizer, how many runs reached it."""
     order = list(view.present)
     with styled():
-        figure = new_figure(max(7.0, 1.6 * len(order) * 2 + 2), 4.6)
+        figure = new_figure(max(7.0, 1.6 * len(order) * 2 + 2), 5.0, 1, 2, bottom=1.25, left=0.9, wgap=0.9)
         for ax, (column, label) in zip(figure.subplots(1, 2), PANELS.items()):
             _panel(ax, view, column, order)
             ax.set_ylabel(label)
@@ -114,7 +114,7 @@ def draw_profiles(views: list[TaskView]) -> Figure:
     times = pd.concat([view.targets for view in views], ignore_index=True)
     present = {name: views[0].colours[name] for name in sorted(times["optimizer"].unique())}
     with styled():
-        figure = new_figure(11.0, 4.6)
+        figure = new_figure(11.0, 4.6, 1, 2, wgap=0.3)
         for ax, column in zip(figure.subplots(1, 2, sharey=True), UNITS):
             for name, curve in profile(ratios(times, column)).groupby("optimizer", observed=True):
                 ax.step(curve["tau"], curve["rho"], where="post", color=present[name], lw=2)

@@ -65,7 +65,7 @@ def draw_budget(view: TaskView) -> Figure:
     curves = tuning_curves(view.configs)
     present = {name: view.colours[name] for name in sorted(curves["optimizer"].unique())}
     with styled():
-        figure = new_figure(7.5, 5.0)
+        figure = new_figure(7.5, 5.0, top=0.9)
         ax = figure.subplots()
         sns.lineplot(
             data=curves,

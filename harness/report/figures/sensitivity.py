@@ -214,35 +214,39 @@ def draw_heatmap(view: TaskView) -> Figure:
 
 
 def _heatmap(ax: Axes, configs: pd.DataFrame, norm: LogNorm | None, colour) -> None:
+    """One optimizer's cells, largest lr on top. Drawn with pcolormesh rather than seaborn's heatmap, which draws
+    the whole figure once per call to decide whether its tick labels overlap."""
     table = configs.pivot_table(
         index="lr", columns="batch_size", values="val_loss_mean", aggfunc="first", dropna=False
+    ).sort_index(ascending=False)
+    values = table.to_numpy(dtype=float)
+    mesh = ax.pcolormesh(
+        np.ma.masked_invalid(values), cmap="viridis", norm=norm, edgecolors="white", linewidth=0.5
     )
-    table = table.sort_index(ascending=False)
-    notes = _cell_notes(configs, table)
-    sns.heatmap(
-        table,
-        ax=ax,
-        norm=norm,
-        cmap="viridis",
-        annot=notes,
-        fmt="",
-        cbar=False,
-        annot_kws={"fontsize": 7},
-        linewidths=0.5,
-        linecolor="white",
-        yticklabels=[f"{lr:.3g}" for lr in table.index],
-    )
+    mesh.autoscale_None()
     ax.set_facecolor("#e6e6e6")  # cells with no completed seed: grey, labelled by _cell_notes
     ax.grid(False)
-    for (i, j), text in np.ndenumerate(notes.to_numpy()):
-        if np.isnan(table.to_numpy()[i, j]) and text:
-            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color=DIVERGED_COLOR)
+    ax.set_xlim(0, values.shape[1])
+    ax.set_ylim(values.shape[0], 0)  # first row (largest lr) at the top, as a table reads
+    ax.set_xticks(np.arange(values.shape[1]) + 0.5, [str(int(size)) for size in table.columns])
+    ax.set_yticks(np.arange(values.shape[0]) + 0.5, [f"{lr:.3g}" for lr in table.index])
+    ax.tick_params(length=0)
+    for (i, j), text in np.ndenumerate(_cell_notes(configs, table).to_numpy()):
+        if text:
+            ink = DIVERGED_COLOR if np.isnan(values[i, j]) else _ink(mesh.cmap(mesh.norm(values[i, j])))
+            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color=ink)
     best = rank(configs).iloc[0]
     if best["completed"] > 0:
         i, j = list(table.index).index(best["lr"]), list(table.columns).index(best["batch_size"])
         ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor=colour, lw=3, clip_on=False))
     ax.set_xlabel(BATCH_LABEL)
     ax.set_ylabel("effective learning rate")
+
+
+def _ink(rgba) -> str:
+    """Dark text on light cells, white on dark ones (relative luminance, as seaborn's heatmap decides)."""
+    red, green, blue = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3])
+    return "#262626" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.408 else "white"
 
 
 def _cell_notes(configs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:

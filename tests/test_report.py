@@ -478,6 +478,16 @@ def test_an_unfinished_sweep_says_so_at_the_top(store, tmp_path):
     )  # running: not compared
 
 
+def test_a_finished_sweep_with_failed_points_says_its_grid_is_incomplete():
+    grid = load.Grid("FINISHED", 12, 11, 0, {"adam": 1})
+    assert tables.unfinished_banner(grid).startswith(
+        "Incomplete grid: 11 of 12 grid points have a result (the others failed or were killed). Missing points: "
+        "adam 1."
+    )
+    assert tables.unfinished_banner(load.Grid("FINISHED", 12, 12, 0, {})) is None
+    assert "an unknown number of" in tables.unfinished_banner(load.Grid("RUNNING", None, 3, 1, {}))
+
+
 def test_a_sweep_without_finished_runs_is_refused(store, tmp_path, capsys):
     uri = copy_store(store, tmp_path / "store")
     client = MlflowClient(tracking_uri=uri)

@@ -10,19 +10,22 @@ import pandas as pd
 from harness.report import ranking
 from harness.report.load import Grid
 from harness.report.view import TaskView
+from harness.tracking import schema
 
 TOTALS = ["trials", "completed", "diverged", "failed"]
 
 
 def unfinished_banner(grid: Grid) -> str | None:
-    """One paragraph for the top of an unfinished sweep's report (None when the sweep is complete)."""
+    """One paragraph for the top of the report of an unfinished sweep, or of a finished one whose grid has points
+    without a result (failed or killed runs); None when every grid point is in."""
     if not grid.unfinished:
         return None
-    parent = {"RUNNING": "still running", "KILLED": "killed"}.get(
-        grid.parent_status, grid.parent_status.lower()
-    )
     size = "an unknown number of" if grid.size is None else f"{grid.size}"
-    text = f"Unfinished sweep (parent run {parent}): {grid.done} of {size} grid points are in."
+    if grid.parent_status in (schema.RUNNING, schema.KILLED) or grid.running:
+        parent = "still running" if grid.parent_status == schema.RUNNING else grid.parent_status.lower()
+        text = f"Unfinished sweep (parent run {parent}): {grid.done} of {size} grid points are in."
+    else:
+        text = f"Incomplete grid: {grid.done} of {size} grid points have a result (the others failed or were killed)."
     if grid.running:
         text += f" {grid.running} run(s) still running are not compared."
     if grid.missing:

@@ -86,16 +86,20 @@ class SweepData:
     cache_dir: Path | None = None
     history_source: str = ""  # "store" or "cache": where the last histories() came from
     _histories: pd.DataFrame | None = field(default=None, repr=False)
+    _read_keys: tuple[set, set] = field(default=(set(), set()), repr=False)  # the runs and keys in _histories
 
     def histories(self, run_ids, keys=HISTORY_KEYS) -> pd.DataFrame:
         """run_id, key, step, value of `keys` for `run_ids`, one row per point (the latest value at a step wins).
 
-        One read per report: the first call reads every run the caller will need (pass them all at once); the frame
-        is kept, cached as Parquet when every run has ended, and later calls filter it.
+        The first call reads (or takes from the Parquet cache) every run and key asked for: pass all the runs a
+        report needs at once. Later calls filter that frame; runs or keys it lacks are read then, uncached.
         """
-        wanted = sorted(set(map(str, run_ids)))
+        wanted, keys = sorted(set(map(str, run_ids))), list(keys)
         if self._histories is None:
-            self._histories = self._read(wanted, list(keys))
+            self._histories, self._read_keys = self._read(wanted, keys), (set(wanted), set(keys))
+        done_ids, done_keys = self._read_keys
+        if not (set(wanted) <= done_ids and set(keys) <= done_keys):
+            return _read_histories(self.source, wanted, keys)
         frame = self._histories
         return frame[frame["run_id"].isin(wanted) & frame["key"].isin(keys)]
 

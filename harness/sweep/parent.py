@@ -99,13 +99,3 @@ def close_parent(parent: ParentRun) -> str:
     counts = finish(store.client(parent.uri), parent.experiment_id, parent.run_id)
     summary = ", ".join(f"{counts[o]} {o}" for o in schema.OUTCOMES if counts[o])
     return f"[sweep] parent run {parent.run_id}: {counts['total']} grid points: {summary or 'none'}"
-
-
-# --- Until the report reads through harness.tracking.queries (the report branch does): delete at merge. ------------
-def outcome(run: Run):  # noqa: ANN201 - the old ChildOutcome's one field the report reads
-    from types import SimpleNamespace
-
-    return SimpleNamespace(status=schema.outcome(run.info.status, run.data.tags))
-
-
-children = queries.children

@@ -1,0 +1,293 @@
+"""Batched trials (harness.batched): the same computation as each job run alone, recorded the same way."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from harness.batched.engine import train_group
+from harness.batched.spec import ScheduleSpec, TrialSpec, group_key
+from harness.data import make_loader
+from harness.loop import LoopSettings, train
+from harness.optim import create_optimizer, create_scheduler
+from harness.tasks import create_task
+from harness.tracking.base import MemoryTracker
+
+_SPLITS = {}
+
+HPARAMS = {
+    "sgd": {"momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False},
+    "momentum": {"momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False},
+    "nesterov": {"momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0, "nesterov": True},
+    "adam": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False},
+    "adamw": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01, "amsgrad": False},
+}
+
+
+def make_spec(
+    task_name, optimizer, lr, seed, batch_size=32, total_steps=12, eval_every=5, shuffle=True, **kw
+):
+    task = create_task(task_name)
+    if task_name not in _SPLITS:
+        _SPLITS[task_name] = task.make_data()
+    splits = _SPLITS[task_name]
+    size = splits.train[0].shape[0]
+    batch_size = min(batch_size, size)
+    hparams = {**HPARAMS[optimizer], **kw.pop("hparams", {})}
+    return TrialSpec(
+        task=task,
+        splits=splits,
+        optimizer=optimizer,
+        lr=lr,
+        hparams=hparams,
+        seed=seed,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        total_steps=total_steps,
+        steps_per_epoch=-(-size // batch_size),
+        eval_every=eval_every,
+        **kw,
+    )
+
+
+def run_alone(spec: TrialSpec):
+    """The single-run path, as harness.job builds it: seeded model, registry optimizer, DataLoader, harness.loop."""
+    random.seed(spec.seed)
+    np.random.seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    model = spec.task.make_model()
+    optimizer = create_optimizer(spec.optimizer, model.parameters(), spec.lr, spec.hparams)
+    s = spec.scheduler
+    scheduler = create_scheduler(
+        optimizer,
+        s.name,
+        spec.total_steps,
+        step_every=s.step_every,
+        gamma=s.gamma,
+        warmup=s.warmup,
+        min_factor=s.min_factor,
+    )
+    loader = make_loader(spec.splits.train, spec.batch_size, spec.shuffle, spec.seed)
+    settings = LoopSettings(
+        total_steps=spec.total_steps,
+        eval_every=spec.eval_every,
+        divergence_factor=spec.divergence_factor,
+        f_star=spec.task.f_star(spec.splits),
+        target=spec.task.target(spec.splits),
+        steps_per_epoch=spec.steps_per_epoch,
+        batch_size=spec.batch_size,
+    )
+    tracker = MemoryTracker()
+    result = train(spec.task, model, optimizer, loader, spec.splits.val, settings, tracker, scheduler)
+    return tracker, result, [p.detach() for p in model.parameters()]
+
+
+def run_batched(specs, **kw):
+    trackers = [MemoryTracker() for _ in specs]
+    results = train_group(specs, trackers, **kw)
+    return trackers, results
+
+
+def rel_diff(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-30))) if a.size else 0.0
+
+
+def run_group(specs, sync_every=256):
+    """The engine's group directly, to read the trials' final parameters too."""
+    from harness.batched.engine import _Group
+
+    trackers = [MemoryTracker() for _ in specs]
+    group = _Group(specs, trackers, sync_every)
+    results = group.run()
+    return trackers, results, [group.params_of(i) for i in range(len(specs))]
+
+
+PER_STEP = ("train/loss", "train/suboptimality")
+COMPARED = (*PER_STEP, "val/loss", "val/accuracy")
+EXACT_TASKS = ("quadratic", "rosenbrock", "linreg_origin", "linreg_1d", "digits_mlp")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+LRS = {"sgd": (0.01, 0.03), "momentum": (0.01, 0.003), "nesterov": (0.01, 0.003), "adam": (0.01, 0.001)}
+
+
+def _specs(task, optimizer, steps=12, **kw):
+    lrs = LRS.get(optimizer, (0.01, 0.001))
+    return [make_spec(task, optimizer, lr, seed, total_steps=steps, **kw) for lr in lrs for seed in (0, 1)]
+
+
+def _assert_same_run(alone, batched, tolerance=0.0):
+    (t1, r1, p1), (t2, r2, p2) = alone, batched
+    for key in COMPARED:
+        assert [s for s, _ in t2.history[key]] == [s for s, _ in t1.history[key]], key
+        if tolerance == 0.0:
+            assert t2.values(key) == t1.values(key), key
+        else:
+            assert rel_diff(t2.values(key), t1.values(key)) <= tolerance, key
+    assert [s for s, _ in t2.history["grad_norm"]] == [s for s, _ in t1.history["grad_norm"]]
+    assert rel_diff(t2.values("grad_norm"), t1.values("grad_norm")) <= 1e-6  # summation order differs
+    assert (r2.status, r2.steps, r2.divergence) == (r1.status, r1.steps, r1.divergence)
+    assert r2.steps_to_target == r1.steps_to_target
+    if p2 is not None:
+        for a, b in zip(p2, p1):
+            if tolerance == 0.0:
+                assert torch.equal(a, b)
+            else:
+                assert rel_diff(a.numpy(), b.numpy()) <= 1e-4  # elementwise, near-zero weights included
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("task", EXACT_TASKS)
+def test_bitwise_equal_to_the_single_run(task, optimizer):
+    """Every per-step loss, every evaluation and the final parameters equal the job run alone, bit for bit."""
+    specs = _specs(task, optimizer)
+    trackers, results, params = run_group(specs, sync_every=5)
+    for i, spec in enumerate(specs):
+        _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
+
+
+@pytest.mark.parametrize("optimizer", ("sgd", "adam"))
+@pytest.mark.parametrize("task", ("linreg_10d", "logreg_cancer", "digits_cnn", "rastrigin"))
+def test_within_1e6_where_kernels_differ(task, optimizer):
+    """Tiny out=1 layers (gemv vs bmm), BCE's sigmoid, vmap convolutions, vectorised cos: <= 1e-6 per step."""
+    specs = _specs(task, optimizer, steps=10)
+    trackers, results, params = run_group(specs)
+    for i, spec in enumerate(specs):
+        _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]), tolerance=1e-6)
+
+
+def test_float64_model_adam_with_amsgrad_and_l2_decay_is_bitwise():
+    specs = _specs("linreg_1d", "adam", hparams={"amsgrad": True, "weight_decay": 0.1})
+    trackers, results, params = run_group(specs)
+    for i, spec in enumerate(specs):
+        _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
+
+
+def test_per_trial_hyperparameters_and_a_schedule_are_bitwise():
+    """Betas, eps, momentum and weight decay differ per trial; a cosine schedule logs lr per step."""
+    cosine = ScheduleSpec("warmup_cosine", warmup=0.2)
+    specs = [
+        make_spec(
+            "digits_mlp", "adamw", 0.003, 0, hparams={"betas": [0.8, 0.99], "eps": 1e-6}, scheduler=cosine
+        ),
+        make_spec("digits_mlp", "adamw", 0.001, 1, hparams={"weight_decay": 0.1}, scheduler=cosine),
+        make_spec("digits_mlp", "adamw", 0.002, 2, scheduler=cosine),
+    ]
+    trackers, results, params = run_group(specs, sync_every=4)
+    for i, spec in enumerate(specs):
+        alone = run_alone(spec)
+        _assert_same_run(alone, (trackers[i], results[i], params[i]))
+        assert trackers[i].values("lr") == alone[0].values("lr")  # lr per step: base lr x multiplier
+    sgd = [
+        make_spec("linreg_1d", "momentum", 0.05, s, hparams={"momentum": m}) for s, m in ((0, 0.5), (1, 0.9))
+    ]
+    trackers, results, params = run_group(sgd)
+    for i, spec in enumerate(sgd):
+        _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
+
+
+def test_a_diverged_trial_stops_at_its_step_and_the_others_go_on():
+    """Quadratic, SGD: lr 1.5 gives x <- -2x, so the loss grows 4x per step and passes 1e4 x initial at step 7."""
+    specs = [make_spec("quadratic", "sgd", lr, 0, total_steps=20, eval_every=3) for lr in (0.1, 1.5, 0.2)]
+    for sync_every in (1, 4, 256):  # the chunked check: the divergence lands inside, at the end, or mid-chunk
+        trackers, results, params = run_group(specs, sync_every=sync_every)
+        assert [r.status for r in results] == ["completed", "diverged", "completed"]
+        assert results[1].steps == 7 and results[1].divergence.startswith("loss 2.6e+05 at step 7")
+        assert [s for s, _ in trackers[1].history["train/loss"]] == list(range(8))
+        assert [s for s, _ in trackers[1].history["val/loss"]] == [0, 3, 6]
+        assert params[1] is None and results[1].final_val == {}
+        for i, spec in enumerate(specs):
+            _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
+
+
+def test_non_finite_validation_loss_ends_a_trial_at_that_evaluation():
+    """Rosenbrock from its start with SGD lr 1: the iterate overflows to inf; the loop stops at the evaluation."""
+    specs = [make_spec("rosenbrock", "sgd", lr, 0, total_steps=30, eval_every=1) for lr in (1e-3, 1.0)]
+    trackers, results, params = run_group(specs, sync_every=7)
+    for i, spec in enumerate(specs):
+        alone = run_alone(spec)
+        assert results[i].status == alone[1].status
+        assert results[i].steps == alone[1].steps
+        assert [s for s, _ in trackers[i].history["train/loss"]] == [
+            s for s, _ in alone[0].history["train/loss"]
+        ]
+    assert results[1].status == "diverged"
+
+
+def test_split_by_max_trials_gives_the_same_trials():
+    specs = [make_spec("linreg_1d", "adam", 0.01 * (i + 1), i) for i in range(5)]
+    whole_trackers, _ = run_batched(specs)
+    split_trackers, results = run_batched(specs, max_trials=2)
+    assert len(results) == 5
+    for a, b in zip(whole_trackers, split_trackers):
+        assert a.history["train/loss"] == b.history["train/loss"]
+
+
+def test_record_names_steps_and_evaluation_points():
+    """Per step: train/loss, grad_norm, time/wall_s (+ suboptimality); at eval points: val/*, epoch, samples, lr."""
+    spec = make_spec("linreg_1d", "sgd", 0.1, 0, batch_size=32, total_steps=9, eval_every=4)
+    (tracker,), (result,) = run_batched([spec])
+    steps = lambda key: [s for s, _ in tracker.history[key]]  # noqa: E731
+    for key in ("train/loss", "grad_norm", "time/wall_s", "train/suboptimality"):
+        assert steps(key) == list(range(9))
+    for key in ("val/loss", "epoch", "samples_seen", "lr"):
+        assert steps(key) == [0, 4, 8, 9]
+    assert tracker.values("epoch") == [0.0, 1.0, 2.0, 2.25]  # 100 samples / 32 = 4 steps per epoch
+    assert tracker.values("samples_seen") == [0.0, 128.0, 256.0, 288.0]
+    assert tracker.values("lr") == [0.1] * 4
+    walls = tracker.values("time/wall_s")
+    assert walls == sorted(walls) and result.wall_s == walls[-1]
+    assert result.final_val["loss"] == tracker.values("val/loss")[-1]
+    assert result.best_val_loss == min(tracker.values("val/loss"))
+
+
+def test_unshuffled_batches_and_full_batch():
+    specs = [make_spec("linreg_1d", "sgd", lr, 0, shuffle=False, batch_size=30) for lr in (0.1, 0.2)]
+    specs += [make_spec("linreg_1d", "sgd", 0.1, 3, batch_size=100)]
+    for spec in specs:
+        trackers, results, params = run_group([spec, spec])
+        _assert_same_run(run_alone(spec), (trackers[0], results[0], params[0]))
+
+
+def test_group_keys():
+    base = make_spec("quadratic", "adam", 0.1, 0)
+    same = [make_spec("quadratic", "adam", 0.3, 5, hparams={"betas": [0.8, 0.9], "eps": 1e-6})]
+    assert group_key(base) is not None and group_key(same[0]) == group_key(base)
+    assert group_key(make_spec("quadratic", "adam", 0.1, 0, batch_size=1, total_steps=13)) != group_key(base)
+    assert group_key(make_spec("quadratic", "adam", 0.1, 0, hparams={"amsgrad": True})) != group_key(base)
+    assert group_key(make_spec("quadratic", "adamw", 0.1, 0)) != group_key(base)
+    lbfgs = dataclasses_replace(
+        base, optimizer="lbfgs", hparams={"max_iter": 5, "history_size": 5, "line_search_fn": None}
+    )
+    assert group_key(lbfgs) is None
+
+
+def test_user_tasks_batch_through_the_building_blocks_or_fall_back():
+    import user_tasks  # noqa: F401 - registers the user's tasks
+
+    quartic = make_spec("user_quartic", "sgd", 0.01, 0)
+    assert group_key(quartic) is not None  # only `objective` is its own: vmap batches it
+    trackers, results, params = run_group([quartic])
+    _assert_same_run(run_alone(quartic), (trackers[0], results[0], params[0]))
+    failing = dataclasses_replace(quartic, task=create_task("user_failing"))
+    assert group_key(failing) is None  # its own `loss`: the batched form cannot know what it does
+
+
+def dataclasses_replace(spec, **changes):
+    import dataclasses
+
+    return dataclasses.replace(spec, **changes)
+
+
+def test_memory_per_digits_mlp_adam_trial_under_1_mib():
+    from harness.batched.engine import trial_bytes
+
+    assert trial_bytes(make_spec("digits_mlp", "adam", 1e-3, 0)) <= 2**20
+
+
+def test_not_one_group_is_refused():
+    with pytest.raises(ValueError, match="one group key"):
+        train_group(
+            [make_spec("quadratic", "sgd", 0.1, 0), make_spec("linreg_1d", "sgd", 0.1, 0)],
+            [MemoryTracker(), MemoryTracker()],
+        )

@@ -57,11 +57,11 @@ class _Trial:
 
 def trial_bytes(spec: TrialSpec) -> int:
     """Memory one trial adds to a group, beyond the shared data: parameters, gradients, optimizer state and
-    workspaces (6 copies covers Adam), and the activations of a training batch and of the validation pass."""
+    workspaces (6 copies covers Adam), and the activations of a training batch. (Evaluation runs over slices of a
+    few trials, so its activations do not grow with K.)"""
     form = batched_form(spec.task)
     itemsize = 8 if spec.task.dtype == torch.float64 else 4
-    n_val = spec.splits.val[0].shape[0]
-    return 6 * form.param_count() * itemsize + form.per_sample_bytes * (spec.batch_size + n_val)
+    return 6 * form.param_count() * itemsize + form.per_sample_bytes * spec.batch_size
 
 
 def max_group_size(spec: TrialSpec, memory_budget_mb: float) -> int:

@@ -125,23 +125,51 @@ def function_form(task: FunctionTask) -> BatchedForm | None:
 # --- Stacks of linear layers --------------------------------------------------------------------------------------
 
 
+EVAL_SLICE = 8  # trials evaluated at once
+NAIVE_BMM_MACS = 400  # below this many multiply-adds per trial, ATen's bmm runs its own loop (no BLAS call)
+
+
 class StackedLinear(torch.autograd.Function):
-    """y_k = x_k W_k^T + b_k for K trials; backward as F.linear's: dW = g^T x, dx = g W, db = sum over samples."""
+    """y_k = x_k W_k^T + b_k for K trials; backward as F.linear's: dW = g^T x, dx = g W, db = sum over samples.
+
+    Layers big enough for BLAS make, per trial, the very call the single run makes (addmm, mm): a batched GEMM
+    rounds some elements differently, depending on the data (seen on digits_mlp's last layer). Tiny layers (under
+    NAIVE_BMM_MACS) use one bmm: a Python loop over K would cost more than the layer, and they are not bitwise
+    anyway when out=1 (the single run's BLAS takes a gemv path there).
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        if bias is None:
-            return torch.bmm(x, weight.transpose(1, 2))
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        k, n, _ = x.shape
+        ctx.per_trial = n * weight.shape[1] * weight.shape[2] >= NAIVE_BMM_MACS
+        if not ctx.per_trial:
+            if bias is None:
+                return torch.bmm(x, weight.transpose(1, 2))
+            return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        out = x.new_empty(k, n, weight.shape[1])
+        for i in range(k):
+            if bias is None:
+                torch.mm(x[i], weight[i].t(), out=out[i])
+            else:
+                torch.addmm(bias[i], x[i], weight[i].t(), out=out[i])
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        grad_w = torch.bmm(grad.transpose(1, 2), x)
         grad_b = grad.sum(1) if ctx.has_bias else None
+        need_x = ctx.needs_input_grad[0]
+        if not ctx.per_trial:
+            grad_x = torch.bmm(grad, weight) if need_x else None
+            return grad_x, torch.bmm(grad.transpose(1, 2), x), grad_b
+        grad_w = torch.empty_like(weight)
+        grad_x = torch.empty_like(x) if need_x else None
+        for i in range(x.shape[0]):
+            torch.mm(grad[i].t(), x[i], out=grad_w[i])
+            if need_x:
+                torch.mm(grad[i], weight[i], out=grad_x[i])
         return grad_x, grad_w, grad_b
 
 
@@ -166,13 +194,25 @@ class StackedNet(BatchedModel):
 
     @torch.no_grad()
     def evaluate(self, val: Batch) -> dict[str, Tensor]:
-        inputs, targets = val
+        """Over slices of EVAL_SLICE trials: the validation activations are held for a slice, not for all K."""
         k = self.params[0].shape[0]
-        outputs = self.forward(inputs.unsqueeze(0).expand(k, *inputs.shape))
-        stacked_targets = targets.unsqueeze(0).expand(k, *targets.shape)
+        parts = [
+            self._evaluate_slice(val, start, min(start + EVAL_SLICE, k)) for start in range(0, k, EVAL_SLICE)
+        ]
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+    def _evaluate_slice(self, val: Batch, start: int, stop: int) -> dict[str, Tensor]:
+        inputs, targets = val
+        full = self.params
+        self.params = [p[start:stop] for p in full]
+        try:
+            outputs = self.forward(inputs.unsqueeze(0).expand(stop - start, *inputs.shape))
+        finally:
+            self.params = full
+        stacked_targets = targets.unsqueeze(0).expand(stop - start, *targets.shape)
         metrics = {"loss": self.criterion(outputs, stacked_targets)}
         if self.task.classification:
-            correct = [self.task.correct(outputs[i], targets) for i in range(k)]
+            correct = [self.task.correct(out, targets) for out in outputs]
             metrics["accuracy"] = torch.stack([c.float().mean() for c in correct])
         return metrics
 

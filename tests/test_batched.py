@@ -113,7 +113,8 @@ LRS = {"sgd": (0.01, 0.03), "momentum": (0.01, 0.003), "nesterov": (0.01, 0.003)
 
 def _specs(task, optimizer, steps=12, **kw):
     lrs = LRS.get(optimizer, (0.01, 0.001))
-    return [make_spec(task, optimizer, lr, seed, total_steps=steps, **kw) for lr in lrs for seed in (0, 1)]
+    pairs = [(lrs[0], 0), (lrs[1], 1), (lrs[0], 1)]  # trials differ in lr, in seed, and in both
+    return [make_spec(task, optimizer, lr, seed, total_steps=steps, **kw) for lr, seed in pairs]
 
 
 def _assert_same_run(alone, batched, tolerance=0.0):
@@ -147,8 +148,14 @@ def test_bitwise_equal_to_the_single_run(task, optimizer):
         _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
 
 
-@pytest.mark.parametrize("optimizer", ("sgd", "adam"))
-@pytest.mark.parametrize("task", ("linreg_10d", "logreg_cancer", "digits_cnn", "rastrigin"))
+@pytest.mark.parametrize(
+    ("task", "optimizer"),
+    [
+        *[(t, o) for t in ("linreg_10d", "logreg_cancer", "rastrigin") for o in ("sgd", "adam")],
+        ("digits_cnn", "adam"),
+        pytest.param("digits_cnn", "sgd", marks=pytest.mark.slow),
+    ],
+)
 def test_within_1e6_where_kernels_differ(task, optimizer):
     """Tiny out=1 layers (gemv vs bmm), BCE's sigmoid, vmap convolutions, vectorised cos: <= 1e-6 per step."""
     specs = _specs(task, optimizer, steps=10)

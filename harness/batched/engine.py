@@ -210,13 +210,11 @@ class _Group:
         return evals, (losses, sq_norms, died, val_died, walls)
 
     def _sq_norm(self) -> Tensor:
-        """Per trial, the squared L2 norm of all gradients (float64 accumulation of per-tensor sums)."""
-        total = None
-        for p in self.model.params:
-            g = p.grad.reshape(p.shape[0], -1).double()
-            part = (g * g).sum(1)
-            total = part if total is None else total + part
-        return total
+        """Per trial, the squared global gradient norm: per-tensor norms, then the norm of those (as harness.loop's
+        _grad_norm on main computes it), squared in float64."""
+        norms = [torch.linalg.vector_norm(p.grad.reshape(p.shape[0], -1), dim=1) for p in self.model.params]
+        total = torch.linalg.vector_norm(torch.stack(norms, dim=1), dim=1).double()
+        return total * total
 
     # --- recording ----------------------------------------------------------------------------------------------
 

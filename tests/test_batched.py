@@ -299,3 +299,17 @@ def test_not_one_group_is_refused():
             [make_spec("quadratic", "sgd", 0.1, 0), make_spec("linreg_1d", "sgd", 0.1, 0)],
             [MemoryTracker(), MemoryTracker()],
         )
+
+
+def test_spec_from_a_composed_config_trains_as_the_job_does():
+    """The launcher's path: Config + harness.job.plan -> TrialSpec; its trajectory is the single run's."""
+    from conftest import compose_config
+
+    from harness.batched.spec import spec_from_config
+    from harness.job import JobContext, plan
+
+    cfg = compose_config("task=linreg_1d", "optimizer=adam", "optimizer.lr_scale=2", "trainer.max_steps=7", "seed=3")
+    spec = spec_from_config(cfg, plan(cfg, JobContext()))
+    assert (spec.lr, spec.total_steps, spec.seed, spec.batch_size) == (0.002, 7, 3, 32)
+    trackers, results, params = run_group([spec])
+    _assert_same_run(run_alone(spec), (trackers[0], results[0], params[0]))

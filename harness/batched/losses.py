@@ -75,12 +75,13 @@ def _nll_runs(size: int) -> list[list[list[int]]]:
     return runs
 
 
-_PLANS: dict[int, list[Tensor]] = {}
+_PLANS: dict[tuple[int, str], list[Tensor]] = {}
 
 
-def _nll_plan(size: int) -> list[Tensor]:
+def _nll_plan(size: int, device: torch.device) -> list[Tensor]:
     """Per level, the runs as an index (R, W) into that level's items, padded with the index of a zero slot."""
-    if size not in _PLANS:
+    key = (size, str(device))
+    if key not in _PLANS:
         plan = []
         for level in _nll_runs(size):
             n_items = sum(len(run) for run in level)
@@ -103,7 +104,7 @@ def cascade_neg_sum(picked: Tensor) -> Tensor:
     """
     items = -picked  # level 0 subtracts each value: 0 - v - w == (0 + -v) + -w exactly
     total = picked.new_zeros(picked.shape[0])
-    for index in _nll_plan(picked.shape[1]):
+    for index in _nll_plan(picked.shape[1], picked.device):
         slots = torch.cat([items, items.new_zeros(items.shape[0], 1)], dim=1)
         gathered = slots[:, index]  # (K, R, W)
         acc = picked.new_zeros(gathered.shape[:2])

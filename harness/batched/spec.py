@@ -77,6 +77,30 @@ class TrialSpec:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
+def spec_from_config(cfg, plan) -> TrialSpec:
+    """The TrialSpec of a job given its validated Config and its harness.job.Plan (what the single path trains)."""
+    from harness.config import optimizer_hparams
+    from harness.job import effective_lr
+
+    s = cfg.scheduler
+    return TrialSpec(
+        task=plan.task,
+        splits=plan.splits,
+        optimizer=cfg.optimizer.name,
+        lr=effective_lr(cfg),
+        hparams=optimizer_hparams(cfg),
+        seed=cfg.seed,
+        batch_size=plan.batch_size,
+        shuffle=cfg.data.shuffle,
+        total_steps=plan.total_steps,
+        steps_per_epoch=plan.steps_per_epoch,
+        eval_every=plan.eval_every,
+        divergence_factor=cfg.trainer.divergence_factor,
+        scheduler=ScheduleSpec(s.name, s.step_every, s.gamma, s.warmup, s.min_factor),
+        device=plan.device,
+    )
+
+
 def task_identity(task: Task) -> tuple[str, str]:
     """Same class and same constructor state: the same problem (the key harness.job shares data by)."""
     cls = type(task)

@@ -308,8 +308,36 @@ def test_spec_from_a_composed_config_trains_as_the_job_does():
     from harness.batched.spec import spec_from_config
     from harness.job import JobContext, plan
 
-    cfg = compose_config("task=linreg_1d", "optimizer=adam", "optimizer.lr_scale=2", "trainer.max_steps=7", "seed=3")
+    cfg = compose_config(
+        "task=linreg_1d", "optimizer=adam", "optimizer.lr_scale=2", "trainer.max_steps=7", "seed=3"
+    )
     spec = spec_from_config(cfg, plan(cfg, JobContext()))
     assert (spec.lr, spec.total_steps, spec.seed, spec.batch_size) == (0.002, 7, 3, 32)
     trackers, results, params = run_group([spec])
     _assert_same_run(run_alone(spec), (trackers[0], results[0], params[0]))
+
+
+def test_trials_recorded_in_a_real_mlflow_store(store):
+    """A group writes each trial to its own MLflow run (SQLite): the single run's points, and its outcome tags."""
+    from conftest import history, mlflow_client
+
+    from harness.job import record_result
+    from harness.tracking import store as stores
+    from harness.tracking.mlflow_tracker import MlflowTracker
+
+    client = stores.client(store)
+    experiment = stores.ensure_experiment(client, "batched")
+    specs = [make_spec("quadratic", "sgd", lr, 0, total_steps=20, eval_every=3) for lr in (0.1, 1.5)]
+    trackers = [MlflowTracker.start(client, experiment, f"lr={s.lr}", {}) for s in specs]
+    results = train_group(specs, trackers, sync_every=6)
+    for tracker, result in zip(trackers, results):
+        record_result(tracker, result)
+    for spec, tracker in zip(specs, trackers):
+        alone, alone_result, _ = run_alone(spec)
+        for key in ("train/loss", "val/loss", "train/suboptimality"):
+            assert history(store, tracker.run_id, key) == alone.history[key]
+        run = mlflow_client(store).get_run(tracker.run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["harness.status"] == alone_result.status
+        assert run.data.metrics["steps"] == alone_result.steps
+    assert [r.status for r in results] == ["completed", "diverged"]

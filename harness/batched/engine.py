@@ -61,7 +61,8 @@ def trial_bytes(spec: TrialSpec) -> int:
     few trials, so its activations do not grow with K.)"""
     form = batched_form(spec.task)
     itemsize = 8 if spec.task.dtype == torch.float64 else 4
-    return 6 * form.param_count() * itemsize + form.per_sample_bytes * spec.batch_size
+    sample = spec.splits.train[0][:1]
+    return 6 * form.param_count() * itemsize + form.sample_bytes(spec.task, sample) * spec.batch_size
 
 
 def max_group_size(spec: TrialSpec, memory_budget_mb: float) -> int:

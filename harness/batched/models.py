@@ -10,7 +10,6 @@ declaration against what the task really does, so a task that overrides `loss` o
 
 import random
 from collections.abc import Callable, Hashable
-from typing import Any
 
 import numpy as np
 import torch
@@ -65,14 +64,34 @@ class BatchedForm:
     """How a task's model family batches. `key` tells apart structures that cannot share a group."""
 
     key: Hashable = None
-    exact: bool = True  # bitwise equal to the single run on CPU (where its kernels allow, see README)
-    per_sample_bytes: int = 0  # activation bytes per trial and training sample (memory budget)
 
     def build(self, task: Task, seeds: list[int], device: torch.device) -> BatchedModel:
         raise NotImplementedError
 
     def param_count(self) -> int:
         return 0
+
+    def sample_bytes(self, task: Task, sample: Tensor) -> int:
+        """Activation bytes per trial and training sample (for the memory budget): every module output of one
+        model on one sample, kept for backward and met by its gradient, so twice."""
+        model = _probe_model(task)
+        if model is None:
+            return 0
+        sizes: list[int] = []
+        hooks = [
+            m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() * out.element_size()))
+            for m in model.modules()
+            if not list(m.children())
+        ]
+        try:
+            with torch.no_grad():
+                model(sample.to(next(model.parameters()).dtype) if sample.is_floating_point() else sample)
+        except (RuntimeError, TypeError, ValueError):
+            return 0
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return 2 * sum(sizes)
 
 
 def _overrides(task: Task, base: type, *names: str) -> bool:
@@ -96,8 +115,6 @@ class FunctionModel(BatchedModel):
 
 
 class FunctionForm(BatchedForm):
-    exact = True
-
     def __init__(self, task: FunctionTask):
         self.key = ("function", len(task.start))
         self.dim = len(task.start)
@@ -235,8 +252,6 @@ def _layers(model: nn.Module) -> list | None:
 class StackedNetForm(BatchedForm):
     def __init__(self, layers: list, shapes: tuple, n_params: int):
         self.layers, self.key, self.n_params = layers, ("stacked", tuple(layers), shapes), n_params
-        widths = [shape[0] for shape in shapes if len(shape) == 2]
-        self.per_sample_bytes = 3 * 4 * sum(widths)
 
     def build(self, task: Task, seeds: list[int], device: torch.device) -> BatchedModel:
         models = init_models(task, seeds, device)
@@ -264,12 +279,13 @@ def stacked_net_form(task: Task) -> BatchedForm | None:
 
 
 def _probe_model(task: Task) -> nn.Module | None:
-    """One model built without disturbing the global RNG (to read its structure)."""
+    """One model built without disturbing the global RNG (to read its structure); None if it cannot be built
+    (the trial then falls back, and the single path reports the error)."""
     with torch.random.fork_rng(devices=[]):
         try:
             return task.make_model()
-        except (RuntimeError, TypeError, ValueError) as exc:
-            raise ValueError(f"task {task.name!r}: make_model failed: {exc}") from exc
+        except (RuntimeError, TypeError, ValueError, NotImplementedError):
+            return None
 
 
 # --- Anything else through vmap -------------------------------------------------------------------------------------
@@ -311,13 +327,9 @@ class VmapModel(BatchedModel):
 class VmapForm(BatchedForm):
     """Per-trial functional calls of the task's own module under vmap: the same maths, other kernels (≤1e-6)."""
 
-    exact = False
-
-    def __init__(self, task: Task):
-        model = _probe_model(task)
+    def __init__(self, task: Task, model: nn.Module):
         self.key = ("vmap", tuple((n, tuple(p.shape)) for n, p in model.named_parameters()))
         self.n_params = sum(p.numel() for p in model.parameters())
-        self.per_sample_bytes = 4 * 4 * self.n_params // 10
 
     def build(self, task: Task, seeds: list[int], device: torch.device) -> BatchedModel:
         models = init_models(task, seeds, device)
@@ -340,10 +352,9 @@ def vmap_form(task: Task) -> BatchedForm | None:
     model = _probe_model(task)
     if model is None or list(model.buffers()):
         return None
-    return VmapForm(task)
+    return VmapForm(task, model)
 
 
 def form_for(task: Task) -> BatchedForm | None:
     """The task's declared batched form (Task.batched_form), or None: the trial falls back to the single path."""
-    declared: Any = task.batched_form()
-    return declared
+    return task.batched_form()

@@ -36,6 +36,21 @@ DEFAULT_MEMORY_BUDGET_MB = 2048.0
 SYNC_EVERY = 256  # steps between host syncs (one columnar write per trial per sync)
 
 
+class _Chunk:
+    """Up to `sync_every` steps of a group: per-step values and divergence marks on the device until recorded."""
+
+    def __init__(self, first: int, size: int, trials: int, dtype: torch.dtype, device: torch.device):
+        self.first, self.size, self.done = first, size, 0
+        self.losses = torch.empty(size, trials, dtype=dtype, device=device)
+        self.sq_norms = torch.empty(size, trials, dtype=torch.float64, device=device)
+        self.died = torch.full((trials,), -1, dtype=torch.long, device=device)  # the step whose loss diverged
+        self.val_died = torch.full(
+            (trials,), -1, dtype=torch.long, device=device
+        )  # eval with non-finite loss
+        self.walls = [0.0] * size  # group time at the end of each update
+        self.evals: list[tuple[int, dict[str, Tensor], float]] = []
+
+
 @dataclass
 class _Trial:
     """Host-side bookkeeping of one trial."""
@@ -152,6 +167,7 @@ class _Group:
     # --- the run ------------------------------------------------------------------------------------------------
 
     def run(self) -> list[RunResult]:
+        """Train to the end; on an exception (Ctrl-C too) the steps done so far are still recorded, then it raises."""
         self.start = time.perf_counter()
         factors = torch.tensor([t.spec.divergence_factor for t in self.trials], dtype=torch.float64)
         self.factors = factors.to(self.device)
@@ -159,56 +175,55 @@ class _Group:
         evals = [self._evaluate(0)]
         step = 0
         while step < self.total and self.live:
-            n = min(self.sync_every, self.total - step)
-            chunk_evals, done = self._chunk(step, n)
-            self._record(step, done, evals + chunk_evals)
+            chunk = _Chunk(
+                step, min(self.sync_every, self.total - step), len(self.live), self.dtype, self.device
+            )
+            chunk.evals = evals
+            try:
+                self._chunk(chunk)
+            except BaseException:
+                self._record(chunk)
+                raise
+            self._record(chunk)
             evals = []
-            step += n
+            step += chunk.size
         return [self._result(t) for t in self.trials]
 
     def _evaluate(self, k: int) -> tuple[int, dict[str, Tensor], float]:
         metrics = self.model.evaluate(self.val_data)
         return k, metrics, time.perf_counter() - self.start
 
-    def _chunk(self, first: int, n: int):
-        """n steps without a host sync; returns the evaluations made and the per-step device values."""
-        k = len(self.live)
-        losses = torch.empty(n, k, dtype=self.dtype, device=self.device)
-        sq_norms = torch.empty(n, k, dtype=torch.float64, device=self.device)
-        died = torch.full((k,), -1, dtype=torch.long, device=self.device)  # step whose loss diverged
-        val_died = torch.full(
-            (k,), -1, dtype=torch.long, device=self.device
-        )  # eval point with non-finite loss
-        alive = torch.ones(k, dtype=torch.bool, device=self.device)
-        walls = [0.0] * n
-        coeffs = self.opt.coefficients(first, self._lrs(first, n))
-        evals = []
-        for i in range(n):
+    def _chunk(self, chunk: "_Chunk") -> None:
+        """chunk.size steps without a host sync: per-step values and divergence marks stay in device tensors."""
+        first = chunk.first
+        coeffs = self.opt.coefficients(first, self._lrs(first, chunk.size))
+        alive = torch.ones(len(self.live), dtype=torch.bool, device=self.device)
+        for i in range(chunk.size):
             step = first + i
             loss = self.model.losses(self._batch(step))
             loss.sum().backward()  # trials are independent: each gets d(loss_k)/d(params_k) x 1.0
             with torch.no_grad():
                 value = loss.detach()
-                losses[i] = value
-                sq_norms[i] = self._sq_norm()
+                chunk.losses[i] = value
+                chunk.sq_norms[i] = self._sq_norm()
                 if self.limit is None:
                     self.limit = self.factors * value.double().abs().clamp_min(1e-12)
                     self.limit = torch.where(torch.isfinite(value), self.limit, -math.inf)
-                bad = alive & ~(value.double() <= self.limit)
-                died = torch.where(bad, step, died)
+                bad = alive & ~(value.double() <= self.limit)  # NaN fails every comparison
+                chunk.died = torch.where(bad, step, chunk.died)
                 alive = alive & ~bad
-                self.opt.step(coeffs, i, alive.to(self.dtype))
+                self.opt.step(coeffs, i, alive.to(self.dtype))  # a diverged trial's update is scaled by 0
             for p in self.model.params:
                 p.grad = None
-            walls[i] = time.perf_counter() - self.start
+            chunk.walls[i] = time.perf_counter() - self.start
             done = step + 1
             if done % self.eval_every == 0 or done == self.total:
-                k_eval, metrics, at = self._evaluate(done)
-                bad_val = alive & ~torch.isfinite(metrics["loss"])
-                val_died = torch.where(bad_val, done, val_died)
+                evaluation = self._evaluate(done)
+                bad_val = alive & ~torch.isfinite(evaluation[1]["loss"])
+                chunk.val_died = torch.where(bad_val, done, chunk.val_died)
                 alive = alive & ~bad_val
-                evals.append((k_eval, metrics, at))
-        return evals, (losses, sq_norms, died, val_died, walls)
+                chunk.evals.append(evaluation)
+            chunk.done = i + 1
 
     def _sq_norm(self) -> Tensor:
         """Per trial, the squared global gradient norm: per-tensor norms, then the norm of those (as harness.loop's
@@ -219,13 +234,15 @@ class _Group:
 
     # --- recording ----------------------------------------------------------------------------------------------
 
-    def _record(self, first: int, done: tuple, evals: list) -> None:
+    def _record(self, chunk: "_Chunk") -> None:
         """Copy the chunk to the host, write each live trial's record (cut at its divergence), drop the dead."""
-        losses, sq_norms, died, val_died, walls = done
-        losses_h = losses.double().cpu().numpy()
-        norms_h = np.sqrt(sq_norms.cpu().numpy())
-        died_h, val_died_h = died.cpu().tolist(), val_died.cpu().tolist()
-        evals_h = [(k, {key: v.double().cpu().numpy() for key, v in m.items()}, at) for k, m, at in evals]
+        first, walls = chunk.first, chunk.walls[: chunk.done]
+        losses_h = chunk.losses[: chunk.done].double().cpu().numpy()
+        norms_h = np.sqrt(chunk.sq_norms[: chunk.done].cpu().numpy())
+        died_h, val_died_h = chunk.died.cpu().tolist(), chunk.val_died.cpu().tolist()
+        evals_h = [
+            (k, {key: v.double().cpu().numpy() for key, v in m.items()}, at) for k, m, at in chunk.evals
+        ]
         lrs = self._lrs(first, len(walls)) if self.multipliers is not None else None
         keep = []
         for slot, index in enumerate(self.live):
@@ -257,7 +274,7 @@ class _Group:
                 trial.end_s = trial_evals[-1][2]
             else:
                 trial.steps = first + len(walls)
-                trial.end_s = walls[-1]
+                trial.end_s = max([trial.end_s, *walls[-1:], *(at for _, _, at in trial_evals)])
                 keep.append(slot)
         if len(keep) < len(self.live):
             self._compact(keep)

@@ -365,3 +365,33 @@ def test_an_interrupted_group_still_records_the_steps_it_made():
         assert [s for s, _ in tracker.history["train/loss"]] == list(range(11))
         assert [s for s, _ in tracker.history["val/loss"]] == [0, 4, 8]
         assert tracker.values("train/loss") == run_alone(spec)[0].values("train/loss")[:11]
+
+
+@pytest.mark.parametrize(
+    "schedule", [ScheduleSpec("cosine", min_factor=0.1), ScheduleSpec("step", step_every=0.25)]
+)
+def test_sgd_weight_decay_dampening_and_schedules_are_bitwise(schedule):
+    hparams = [
+        {"momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-3},
+        {"momentum": 0.5, "dampening": 0.0, "weight_decay": 1e-2},
+    ]
+    specs = [
+        make_spec("digits_mlp", "momentum", 0.05, i, hparams=h, scheduler=schedule)
+        for i, h in enumerate(hparams)
+    ]
+    trackers, results, params = run_group(specs, sync_every=5)
+    for i, spec in enumerate(specs):
+        alone = run_alone(spec)
+        _assert_same_run(alone, (trackers[i], results[i], params[i]))
+        assert trackers[i].values("lr") == alone[0].values("lr")
+
+
+def test_the_gpu_layer_path_one_bmm_per_layer_within_1e6(monkeypatch):
+    """On CUDA every layer is one bmm (no per-trial BLAS calls); the same code on CPU stays within 1e-6."""
+    import harness.batched.models as models
+
+    monkeypatch.setattr(models, "NAIVE_BMM_MACS", float("inf"))
+    specs = _specs("digits_mlp", "adam", steps=10)
+    trackers, results, params = run_group(specs, sync_every=3)
+    for i, spec in enumerate(specs):
+        _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]), tolerance=1e-6)

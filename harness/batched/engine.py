@@ -119,7 +119,7 @@ class _Group:
 
     def __init__(self, specs: list[TrialSpec], trackers: list[Tracker], sync_every: int):
         first = specs[0]
-        self.task, self.device, self.sync_every = first.task, first.device, max(1, sync_every)
+        self.task, self.device, self.sync_every = first.task, torch.device(first.device), max(1, sync_every)
         self.total, self.eval_every = first.total_steps, first.eval_every
         self.batch_size, self.spe, self.shuffle = first.batch_size, first.steps_per_epoch, first.shuffle
         self.trials = [_Trial(s, t) for s, t in zip(specs, trackers)]
@@ -151,8 +151,10 @@ class _Group:
                 t[position:end].unsqueeze(0).expand(k, *t[position:end].shape) for t in self.train_data
             )
         if step % self.spe == 0:
-            perms = [torch.randperm(self.size, generator=self.generators[i]) for i in self.live]
-            self.orders = torch.stack(perms).to(self.device)
+            perms = torch.stack([torch.randperm(self.size, generator=self.generators[i]) for i in self.live])
+            if self.device.type == "cuda":  # from pinned memory the copy does not wait for the queued steps
+                perms = perms.pin_memory().to(self.device, non_blocking=True)
+            self.orders = perms
         index = self.orders[:, position : position + self.batch_size]
         return tuple(t[index] for t in self.train_data)
 

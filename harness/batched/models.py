@@ -146,28 +146,36 @@ EVAL_SLICE = 8  # trials evaluated at once
 NAIVE_BMM_MACS = 400  # below this many multiply-adds per trial, ATen's bmm runs its own loop (no BLAS call)
 
 
-class StackedLinear(torch.autograd.Function):
-    """y_k = x_k W_k^T + b_k for K trials; backward as F.linear's: dW = g^T x, dx = g W, db = sum over samples.
+def _linear_mode(x: Tensor, weight: Tensor) -> str:
+    """Which kernels run the layer for K trials.
 
-    Layers big enough for BLAS make, per trial, the very call the single run makes (addmm, mm): a batched GEMM
-    rounds some elements differently, depending on the data (seen on digits_mlp's last layer). Tiny layers (under
-    NAIVE_BMM_MACS) use one bmm: a Python loop over K would cost more than the layer, and they are not bitwise
-    anyway when out=1 (the single run's BLAS takes a gemv path there).
+    - "mm" (CPU, BLAS-sized layers): per trial the very addmm/mm the single run calls, so trial k is bitwise the
+      single run's F.linear: a batched GEMM rounds some elements differently, depending on the data (seen on
+      digits_mlp's last layer).
+    - "bmm" (tiny layers, under NAIVE_BMM_MACS, and every layer on a GPU): one call for all trials. ATen's own bmm loop
+      is bitwise for one input feature; with one output feature and several inputs the single run's BLAS takes a gemv
+      path and differs by an ulp (a per-trial addmv matched most but not all steps and halved linreg_10d's
+      throughput). On a GPU one launch beats K, and nothing there is bitwise against the single run anyway.
     """
+    n, (out_features, in_features) = x.shape[1], weight.shape[1:]
+    if x.device.type == "cpu" and n * out_features * in_features >= NAIVE_BMM_MACS and out_features > 1:
+        return "mm"
+    return "bmm"
+
+
+class StackedLinear(torch.autograd.Function):
+    """y_k = x_k W_k^T + b_k for K trials; backward as F.linear's: dW = g^T x, dx = g W, db = sum over samples."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        k, n, _ = x.shape
-        # On a GPU one bmm launch beats K (nothing there is bitwise against the single run anyway).
-        ctx.per_trial = x.device.type == "cpu" and n * weight.shape[1] * weight.shape[2] >= NAIVE_BMM_MACS
-        if not ctx.per_trial:
+        ctx.has_bias, ctx.mode = bias is not None, _linear_mode(x, weight)
+        if ctx.mode == "bmm":
             if bias is None:
                 return torch.bmm(x, weight.transpose(1, 2))
             return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-        out = x.new_empty(k, n, weight.shape[1])
-        for i in range(k):
+        out = x.new_empty(x.shape[0], x.shape[1], weight.shape[1])
+        for i in range(x.shape[0]):
             if bias is None:
                 torch.mm(x[i], weight[i].t(), out=out[i])
             else:
@@ -179,7 +187,7 @@ class StackedLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_b = grad.sum(1) if ctx.has_bias else None
         need_x = ctx.needs_input_grad[0]
-        if not ctx.per_trial:
+        if ctx.mode == "bmm":
             grad_x = torch.bmm(grad, weight) if need_x else None
             return grad_x, torch.bmm(grad.transpose(1, 2), x), grad_b
         grad_w = torch.empty_like(weight)

@@ -395,3 +395,16 @@ def test_the_gpu_layer_path_one_bmm_per_layer_within_1e6(monkeypatch):
     trackers, results, params = run_group(specs, sync_every=3)
     for i, spec in enumerate(specs):
         _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]), tolerance=1e-6)
+
+
+def test_adam_trials_leave_the_group_and_the_rest_stay_bitwise():
+    """Adam at lr 1000 on the quadratic jumps to a loss 1e4 x the initial one; its state leaves the group."""
+    import warnings
+
+    specs = [make_spec("quadratic", "adam", lr, 0, total_steps=12, eval_every=2) for lr in (0.1, 1000.0, 0.3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a workspace of the old group size would be resized with a warning
+        trackers, results, params = run_group(specs, sync_every=3)
+    assert [r.status for r in results] == ["completed", "diverged", "completed"]
+    for i, spec in enumerate(specs):
+        _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))

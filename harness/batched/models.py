@@ -175,11 +175,14 @@ class StackedLinear(torch.autograd.Function):
                 return torch.bmm(x, weight.transpose(1, 2))
             return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
         out = x.new_empty(x.shape[0], x.shape[1], weight.shape[1])
-        for i in range(x.shape[0]):
-            if bias is None:
-                torch.mm(x[i], weight[i].t(), out=out[i])
-            else:
-                torch.addmm(bias[i], x[i], weight[i].t(), out=out[i])
+        # unbind makes the K views in one call: per-trial indexing from Python cost more than small GEMMs.
+        xs, ws, outs = x.unbind(0), weight.transpose(1, 2).unbind(0), out.unbind(0)
+        if bias is None:
+            for xi, wi, oi in zip(xs, ws, outs):
+                torch.mm(xi, wi, out=oi)
+        else:
+            for bi, xi, wi, oi in zip(bias.unbind(0), xs, ws, outs):
+                torch.addmm(bi, xi, wi, out=oi)
         return out
 
     @staticmethod
@@ -191,11 +194,13 @@ class StackedLinear(torch.autograd.Function):
             grad_x = torch.bmm(grad, weight) if need_x else None
             return grad_x, torch.bmm(grad.transpose(1, 2), x), grad_b
         grad_w = torch.empty_like(weight)
-        grad_x = torch.empty_like(x) if need_x else None
-        for i in range(x.shape[0]):
-            torch.mm(grad[i].t(), x[i], out=grad_w[i])
-            if need_x:
-                torch.mm(grad[i], weight[i], out=grad_x[i])
+        for gi, xi, oi in zip(grad.transpose(1, 2).unbind(0), x.unbind(0), grad_w.unbind(0)):
+            torch.mm(gi, xi, out=oi)
+        if not need_x:
+            return None, grad_w, grad_b
+        grad_x = torch.empty_like(x)
+        for gi, wi, oi in zip(grad.unbind(0), weight.unbind(0), grad_x.unbind(0)):
+            torch.mm(gi, wi, out=oi)
         return grad_x, grad_w, grad_b
 
 

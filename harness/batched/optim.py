@@ -205,7 +205,9 @@ class BatchedAdam(BatchedOptimizer):
         self.exp_avg = [t.index_select(0, keep) for t in self.exp_avg]
         self.exp_avg_sq = [t.index_select(0, keep) for t in self.exp_avg_sq]
         self.max_sq = [t.index_select(0, keep) for t in self.max_sq]
-        self.ws_denom = [t.index_select(0, keep) for t in self.ws_denom]  # contents are scratch: shape matters
+        self.ws_denom = [
+            t.index_select(0, keep) for t in self.ws_denom
+        ]  # contents are scratch: shape matters
         self.ws_num = [t.index_select(0, keep) for t in self.ws_num]
 
 

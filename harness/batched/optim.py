@@ -61,6 +61,10 @@ def _bcast(values: Tensor, like: Tensor) -> Tensor:
     return values.view(values.shape[0], *([1] * (like.dim() - 1)))
 
 
+def _maybe_bcast(value: float | Tensor, like: Tensor) -> float | Tensor:
+    return _bcast(value, like) if isinstance(value, Tensor) else value
+
+
 class BatchedOptimizer:
     """Stacked parameters and per-trial hyperparameters; `step` updates all live trials at once."""
 
@@ -154,11 +158,17 @@ class BatchedAdam(BatchedOptimizer):
         self.ws_num = [torch.empty_like(p) for p in self.params]
 
     def _make_hypers(self) -> None:
-        self.one_minus_beta1 = self._hyper(lambda g: 1 - g["betas"][0])
-        self.beta2 = self._hyper(lambda g: g["betas"][1])
-        self.one_minus_beta2 = self._hyper(lambda g: 1 - g["betas"][1])
-        self.eps = self._hyper(lambda g: g["eps"])
+        # A value all trials share stays a Python float: the very scalar op torch.optim runs, and one pass fewer
+        # (addcmul_ with value=) than the per-trial form.
+        self.one_minus_beta1 = self._shared_or_hyper(lambda g: 1 - g["betas"][0])
+        self.beta2 = self._shared_or_hyper(lambda g: g["betas"][1])
+        self.one_minus_beta2 = self._shared_or_hyper(lambda g: 1 - g["betas"][1])
+        self.eps = self._shared_or_hyper(lambda g: g["eps"])
         self.wd = self._hyper(lambda g: g["weight_decay"])
+
+    def _shared_or_hyper(self, fn) -> float | Tensor:
+        values = {fn(g) for g in self.groups}
+        return values.pop() if len(values) == 1 else self._hyper(fn)
 
     def coefficients(self, first_step: int, lrs: np.ndarray) -> dict[str, Tensor]:
         steps = range(first_step + 1, first_step + 1 + lrs.shape[0])  # torch.optim counts from 1
@@ -188,14 +198,17 @@ class BatchedAdam(BatchedOptimizer):
                     param.mul_(_bcast(decay, p))
                 else:
                     grad = torch.addcmul(grad, param, _bcast(self.wd, p), out=num)
-            exp_avg.lerp_(grad, _bcast(self.one_minus_beta1, p))
-            exp_avg_sq.mul_(_bcast(self.beta2, p))
-            torch.mul(grad, _bcast(self.one_minus_beta2, p), out=denom)
-            exp_avg_sq.addcmul_(denom, grad)
+            exp_avg.lerp_(grad, _maybe_bcast(self.one_minus_beta1, p))
+            exp_avg_sq.mul_(_maybe_bcast(self.beta2, p))
+            if not isinstance(self.one_minus_beta2, Tensor):
+                exp_avg_sq.addcmul_(grad, grad, value=self.one_minus_beta2)
+            else:
+                torch.mul(grad, _bcast(self.one_minus_beta2, p), out=denom)
+                exp_avg_sq.addcmul_(denom, grad)
             if self.amsgrad:
                 torch.maximum(self.max_sq[i], exp_avg_sq, out=self.max_sq[i])
             torch.sqrt(self.max_sq[i] if self.amsgrad else exp_avg_sq, out=denom)
-            denom.div_(_bcast(bc2_sqrt, p)).add_(_bcast(self.eps, p))
+            denom.div_(_bcast(bc2_sqrt, p)).add_(_maybe_bcast(self.eps, p))
             torch.mul(exp_avg, _bcast(neg_step_size, p), out=num)
             param.addcdiv_(num, denom)
 

@@ -26,7 +26,7 @@ from harness.loop import DIVERGED, LoopSettings, RunResult, train
 from harness.optim import create_optimizer, create_scheduler, get_optimizer_info
 from harness.progress import progress_for
 from harness.tasks import Splits, Task, create_task
-from harness.tracking import FAILED, FINISHED, KILLED, NullTracker, Tracker
+from harness.tracking import FAILED, FINISHED, KILLED, NullTracker, Tracker, schema
 
 EVALUATIONS_PER_RUN = 20  # default cadence when trainer.eval_every is null
 
@@ -181,6 +181,7 @@ def open_tracker(cfg: Config, ctx: JobContext, p: Plan) -> Tracker:
         return NullTracker()
     tags = run_tags(cfg, ctx, p.task.name, str(p.device), device_description(p.device))
     resolved = {"resolved.total_steps": p.total_steps, "resolved.batch_size": p.batch_size}
+    resolved[schema.RESOLVED_STEPS_PER_EPOCH] = p.steps_per_epoch  # readers derive per-step epoch and samples
     return _start_run(cfg, ctx, p.task.name, tags, resolved)
 
 

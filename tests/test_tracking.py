@@ -8,9 +8,8 @@ import torch
 from conftest import all_runs, compose_config, history, mlflow_client
 
 from harness.job import JobContext, run_job
-from harness.tracking.sinks import MAX_METRICS_PER_BATCH
-
 from harness.tracking import schema
+from harness.tracking.sinks import MAX_METRICS_PER_BATCH
 
 STEP_KEYS = [schema.TRAIN_LOSS, schema.GRAD_NORM, schema.WALL_S]  # every step (+ suboptimality when f* is known)
 EVAL_KEYS = [schema.VAL_LOSS, schema.EPOCH, schema.SAMPLES_SEEN, schema.LR]  # at evaluation points

@@ -128,8 +128,11 @@ class Gradients:
         if self.flat is None:
             if self.bindable:
                 self._bind()
-        elif any(p.grad is not v for p, v in zip(self.params, self.views)):
-            self._rebind()
+        else:
+            for p, v in zip(self.params, self.views):  # a plain loop: a generator here costs more than the check
+                if p.grad is not v:
+                    self._rebind()
+                    return
 
     def sq_norm(self) -> Tensor:
         """The squared global norm as a 0-d tensor (no host sync)."""

@@ -24,6 +24,7 @@ so evaluations are written after the train steps before them. Two ways to fill a
   into a device tensor; nothing in the step waits for the device. Divergence is checked on the device once per chunk,
   the chunk crosses to the host in one copy, the record is cut at the diverged step (no metric after it), and the
   run stops there, as it would have on the host path (the steps run after it in that chunk are discarded).
+  `time/wall_s` is then the host's clock when the step was issued; the device catches up at each chunk's copy.
 """
 
 import math
@@ -391,7 +392,7 @@ class _Run:
             if target.reached(metrics[target.metric]):
                 self.target_s, self.target_step = time.perf_counter() - self.start, k
         loss = metrics[schema.VAL_LOSS]
-        if not math.isfinite(loss):  # the last update blew up the parameters
+        if not math.isfinite(loss) and k > 0:  # the last update blew up the parameters
             self.status, self.divergence, self.diverged_at = DIVERGED, f"val/loss {loss} after {k} steps", k
         else:
             self.best_val = loss if math.isnan(self.best_val) else min(self.best_val, loss)

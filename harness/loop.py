@@ -130,7 +130,8 @@ class Gradients:
             if self.bindable:
                 self._bind()
         else:
-            for p, v in zip(self.params, self.views):  # a plain loop: a generator here costs more than the check
+            # A plain loop: a generator here would cost more than the check.
+            for p, v in zip(self.params, self.views):
                 if p.grad is not v:
                     self._rebind()
                     return

@@ -11,8 +11,9 @@ from harness.job import JobContext, run_job
 from harness.tracking import schema
 from harness.tracking.sinks import MAX_METRICS_PER_BATCH
 
-STEP_KEYS = [schema.TRAIN_LOSS, schema.GRAD_NORM, schema.WALL_S]  # every step (+ suboptimality when f* is known)
-EVAL_KEYS = [schema.VAL_LOSS, schema.EPOCH, schema.SAMPLES_SEEN, schema.LR]  # at evaluation points
+# Every step (+ suboptimality when f* is known), and at evaluation points.
+STEP_KEYS = [schema.TRAIN_LOSS, schema.GRAD_NORM, schema.WALL_S]
+EVAL_KEYS = [schema.VAL_LOSS, schema.EPOCH, schema.SAMPLES_SEEN, schema.LR]
 
 
 def run(tmp_path, *overrides, **ctx):
@@ -64,7 +65,9 @@ def test_every_step_and_evaluation_is_logged_exactly_once(store, tmp_path):
     assert r.data.metrics["final/val_loss"] == pytest.approx(result.final_val["loss"])
     # 800 samples / 32 = 25 steps per epoch.
     assert r.data.params[schema.RESOLVED_STEPS_PER_EPOCH] == "25"
-    assert [v for _, v in history(store, r.info.run_id, schema.SAMPLES_SEEN)] == [32.0 * k for k in evaluations]
+    assert [v for _, v in history(store, r.info.run_id, schema.SAMPLES_SEEN)] == [
+        32.0 * k for k in evaluations
+    ]
     assert [v for _, v in history(store, r.info.run_id, schema.EPOCH)] == [k / 25 for k in evaluations]
     assert {v for _, v in history(store, r.info.run_id, schema.LR)} == {0.01}
     walls = [v for _, v in history(store, r.info.run_id, schema.WALL_S)]
@@ -122,7 +125,10 @@ def test_the_columnar_sqlite_path_stores_exactly_what_log_batch_stores(store):
         Columns([0, 10, 20], {"val/loss": [9.0, 8.0, 7.0]}, [2000, 2001, 2002]),
     ]
     # A later batch with an older point (must not become the latest) and a newer one (must).
-    second = [Columns([2], {"train/loss": [0.5]}, [999]), Columns([30], {"val/loss": [-float("inf")]}, [3000])]
+    second = [
+        Columns([2], {"train/loss": [0.5]}, [999]),
+        Columns([30], {"val/loss": [-float("inf")]}, [3000]),
+    ]
     runs = []
     for sink in (ClientSink(client), sink_for(client)):
         run_id = client.create_run(experiment_id).info.run_id

@@ -69,13 +69,12 @@ def in_process(args, store: Path) -> None:
         "plain b1": lambda e: plain_loop(e, 1),
         "harness b1": harness_run(store, args.threads, 1),
     }
+    if not args.b1_rounds:
+        runs = {k: v for k, v in runs.items() if k.endswith("b32")}
     for run in runs.values():  # warm-up: imports, store creation, first-call costs
         run(1)
     big = {k: v for k, v in runs.items() if k.endswith("b32")}
     small = {k: v for k, v in runs.items() if k.endswith("b1")}
-    samples = interleaved_marginals(big, args.short, args.long, args.rounds)
-    samples.update(interleaved_marginals(small, 1, 1 + args.long_b1, args.rounds))
-    print(f"in-process, threads={args.threads}, median of {args.rounds} interleaved rounds")
     rows = [
         ("plain loop, batch 32", "plain b32", None, None),
         ("harness + MLflow, batch 32", "harness b32", "plain b32", 1.05),
@@ -83,6 +82,14 @@ def in_process(args, store: Path) -> None:
         ("plain loop, batch 1", "plain b1", None, None),
         ("harness + MLflow, batch 1", "harness b1", "plain b1", 1.10),
     ]
+    samples = interleaved_marginals(big, args.short, args.long, args.rounds)
+    if args.b1_rounds:
+        samples.update(interleaved_marginals(small, 1, 1 + args.long_b1, args.b1_rounds))
+    else:
+        rows = rows[:3]
+    print(
+        f"in-process, threads={args.threads}, median of {args.rounds} interleaved rounds ({args.b1_rounds} at batch 1)"
+    )
     print(f"  {'':38s} {'wall ms/epoch':>14s} {'ratio':>7s}   {'CPU ms/epoch':>13s} {'ratio':>7s}   target")
     for label, name, baseline, target in rows:
         line = f"  {label:38s} {statistics.median(samples[name]) * 1e3:14.2f} "
@@ -170,11 +177,15 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=2)
     parser.add_argument("--long", type=int, default=12)
     parser.add_argument("--long-b1", type=int, default=2, help="extra epochs of the batch-1 runs")
+    parser.add_argument(
+        "--b1-rounds", type=int, default=None, help="rounds at batch 1 (default --rounds; 0: skip)"
+    )
     parser.add_argument("--processes", action="store_true", help="also compare whole processes")
     parser.add_argument("--process-long", type=int, default=60)
     parser.add_argument("--gpu-epochs", type=int, default=20)
     parser.add_argument("--lightning", action="store_true", help="also PyTorch Lightning (needs `.[bench]`)")
     args = parser.parse_args()
+    args.b1_rounds = args.rounds if args.b1_rounds is None else args.b1_rounds
     register_configs()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -144,3 +144,19 @@ def test_the_columnar_sqlite_path_stores_exactly_what_log_batch_stores(store):
         assert all(x[2] == y[2] or (math.isnan(x[2]) and math.isnan(y[2])) for x, y in zip(a, b))
     latest = [client.get_run(r).data.metrics for r in runs]
     assert latest[0] == latest[1] == {"train/loss": 1.0, "val/loss": -1.7976931348623157e308, "lr": 0.1}
+
+
+def test_the_columnar_path_refuses_a_schema_it_was_not_written_for(tmp_path):
+    import sqlite3
+
+    from harness.tracking.sinks import SqliteColumnSink
+
+    missing = tmp_path / "missing.db"
+    with pytest.raises(RuntimeError, match="no SQLite database"):
+        SqliteColumnSink(str(missing))
+    assert not missing.exists()  # probing created nothing
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE metrics (key TEXT, value REAL, step INTEGER)")
+    with pytest.raises(RuntimeError, match="unexpected MLflow schema of metrics"):
+        SqliteColumnSink(str(other))

@@ -268,10 +268,8 @@ class _Run:
             # Ctrl-C or an error inside a step: the steps already done are still recorded.
             self._write(first, self._columns_done())
             raise
-        if bad is not None:
-            columns = {
-                key: values[: bad + 1] for key, values in columns.items()
-            }  # nothing after the diverged step
+        if bad is not None:  # nothing after the diverged step
+            columns = {key: values[: bad + 1] for key, values in columns.items()}
         self._write(first, columns)
         losses = columns[schema.TRAIN_LOSS]
         if bad is not None:

@@ -63,31 +63,41 @@ def marginal_per_epoch(run: Callable[[int], object], short: int, long: int, repe
     return statistics.median(samples)
 
 
-def timed_both(fn: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process, all threads) of one call."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
+def process_clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process's threads)."""
+    return time.perf_counter(), time.process_time()
+
+
+def children_clock() -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the finished child processes): for timing whole processes."""
+    times = os.times()
+    return time.perf_counter(), times.children_user + times.children_system
 
 
 def interleaved_marginals(
-    runs: dict[str, Callable[[int], object]], short: int, long: int, rounds: int, clock: str = "wall"
+    runs: dict[str, Callable[[int], object]],
+    short: int,
+    long: int,
+    rounds: int,
+    clock: Callable[[], tuple[float, float]] = process_clock,
 ) -> dict[str, list[float]]:
     """Marginal seconds per epoch of each run, round after round, the order rotating every round.
 
     Interleaving puts every variant under the same load drift, so per-round ratios stay comparable on a busy machine.
-    `clock="both"` also returns CPU time (this process's threads) as `<name> cpu`: on a machine shared with other
-    work, it counts the work done rather than the time waited for a core.
+    Returns wall time under each name and CPU time under `<name> cpu`: on a machine shared with other work, CPU time
+    counts the work done rather than the time spent waiting for a core.
     """
     names = list(runs)
     samples: dict[str, list[float]] = {name: [] for name in runs} | {f"{name} cpu": [] for name in runs}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            run = runs[name]
-            long_wall, long_cpu = timed_both(lambda r=run: r(long))
-            short_wall, short_cpu = timed_both(lambda r=run: r(short))
-            samples[name].append((long_wall - short_wall) / (long - short))
-            samples[f"{name} cpu"].append((long_cpu - short_cpu) / (long - short))
+            t0 = clock()
+            runs[name](long)
+            t1 = clock()
+            runs[name](short)
+            t2 = clock()
+            samples[name].append(((t1[0] - t0[0]) - (t2[0] - t1[0])) / (long - short))
+            samples[f"{name} cpu"].append(((t1[1] - t0[1]) - (t2[1] - t1[1])) / (long - short))
     return samples
 
 

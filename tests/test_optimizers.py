@@ -144,7 +144,7 @@ def test_bad_hyperparameters_are_refused_naming_the_key_and_create_no_run(overri
 @pytest.mark.parametrize(
     "schedule,expected",
     [
-        ("none", [1.0] * 5),
+        ("none", [1.0] * 6),  # no scheduler: lr is recorded at the evaluation points, steps 0-5
         ("cosine", [1.0, 0.9045, 0.6545, 0.3455, 0.0955]),
         ("step", [1.0, 1.0, 0.1, 0.1, 0.01]),
         ("warmup_cosine", [0.5, 1.0, 0.8536, 0.5, 0.1464]),

@@ -60,8 +60,12 @@ def test_per_sample_sgd_on_linreg_origin_matches_the_plain_loop_in_order(store, 
     logged = history(store, run_id, "train/loss")
     assert len(logged) == 15
     assert [v for _, v in logged] == pytest.approx(plain_sgd_linreg_origin(0.01, 5), rel=1e-12, abs=1e-15)
-    epochs = [v for _, v in history(store, run_id, "epoch")]
-    assert epochs == [float(e) for e in range(5) for _ in range(3)]
+    # epoch is recorded at evaluation points (here every step: 15 steps / 20 evaluations) as updates / 3 per epoch;
+    # per train step it follows from resolved.steps_per_epoch.
+    assert history(store, run_id, "epoch") == [(k, k / 3) for k in range(16)]
+    [r] = [r for r in all_runs(store) if r.info.run_id == run_id]
+    per_epoch = int(r.data.params["resolved.steps_per_epoch"])
+    assert [s // per_epoch for s, _ in logged] == [e for e in range(5) for _ in range(3)]
 
 
 def test_sgd_on_the_quadratic_follows_x_t_equal_0_8_to_the_t(store, tmp_path):

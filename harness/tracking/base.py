@@ -18,10 +18,18 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Record metrics at an optimizer step. Implementations buffer: this is called every step."""
 
-    def log_columns(self, steps: Sequence[int], columns: Mapping[str, Sequence[float]]) -> None:
+    def log_columns(
+        self,
+        steps: Sequence[int],
+        columns: Mapping[str, Sequence[float]],
+        timestamps: Sequence[int] | None = None,
+    ) -> None:
         """Record a chunk of steps at once: `columns[key][i]` is the value of `key` at `steps[i]`.
 
-        The columnar path of the lean loop and of batched trials: one call per chunk, not per step.
+        The columnar path of the lean loop and of batched trials: one call per chunk, not per step. Values are
+        Python floats (or anything `float()` takes; lists beat tensors here: convert a chunk with `.tolist()`).
+        `timestamps[i]` (ms since the epoch) is when step i happened; None: now. Implementations may keep the
+        sequences until they are written, so pass ones that will not be changed afterwards.
         """
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
@@ -43,7 +51,12 @@ class NullTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         pass
 
-    def log_columns(self, steps: Sequence[int], columns: Mapping[str, Sequence[float]]) -> None:
+    def log_columns(
+        self,
+        steps: Sequence[int],
+        columns: Mapping[str, Sequence[float]],
+        timestamps: Sequence[int] | None = None,
+    ) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -75,7 +88,12 @@ class MemoryTracker:
         for key, value in metrics.items():
             self.history[key].append((step, value))
 
-    def log_columns(self, steps: Sequence[int], columns: Mapping[str, Sequence[float]]) -> None:
+    def log_columns(
+        self,
+        steps: Sequence[int],
+        columns: Mapping[str, Sequence[float]],
+        timestamps: Sequence[int] | None = None,
+    ) -> None:
         for key, values in columns.items():
             self.history[key].extend(zip((int(s) for s in steps), (float(v) for v in values)))
 

@@ -1,7 +1,7 @@
 """The MLflow tracker: one run; metric points buffered and written in batches by a background thread.
 
-One `log_metric` call costs tens of ms on SQLite and ~50 ms over HTTP (FACTS.md), so points are buffered and sent
-1,000 at a time (see sinks.py for how). The client API (not the fluent `mlflow.start_run`) keeps no process-global
+One `log_metric` call costs tens of ms on SQLite and ~50 ms over HTTP, so points are buffered as columnar chunks
+and handed to a writer thread once 1,000 have gathered, or `flush_every_s` has passed (see sinks.py for how). The client API (not the fluent `mlflow.start_run`) keeps no process-global
 active run, so jobs sharing a process cannot leak runs into each other.
 """
 
@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,7 +20,14 @@ from mlflow.entities import Param, RunTag
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from harness.tracking.base import FINISHED
-from harness.tracking.sinks import MAX_METRICS_PER_BATCH, BackgroundWriter, MetricSink, sink_for
+from harness.tracking.sinks import (
+    MAX_METRICS_PER_BATCH,
+    BackgroundWriter,
+    Columns,
+    MetricSink,
+    rows_of,
+    sink_for,
+)
 from harness.tracking.spool import Spool
 
 MAX_PARAMS_PER_BATCH = 100
@@ -47,7 +54,8 @@ class MlflowTracker:
         self.flush_every_s = flush_every_s  # so that the UI shows long runs progressing
         self.spool_dir = spool_dir
         self.spool: Spool | None = None  # set once the server has failed us: everything after goes there
-        self._buffer: list[tuple[str, float, int, int]] = []
+        self._buffer: list[Columns] = []
+        self._points = 0  # in the buffer
         self._last_send = time.monotonic()
         on_error = self._spool_metrics if spool_dir is not None else None
         self._writer = BackgroundWriter(sink or sink_for(mlflow_client), run_id, on_error=on_error)
@@ -84,30 +92,37 @@ class MlflowTracker:
             self.spool.params(params)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        timestamp = int(time.time() * 1000)
-        self._buffer.extend((key, value, timestamp, step) for key, value in metrics.items())
-        if (
-            len(self._buffer) >= MAX_METRICS_PER_BATCH
-            or time.monotonic() - self._last_send > self.flush_every_s
-        ):
-            self._send()
+        values = {key: (float(value),) for key, value in metrics.items()}
+        self._add(Columns((step,), values, (int(time.time() * 1000),)))
 
-    def log_columns(self, steps, columns: Mapping[str, Any]) -> None:
-        timestamp = int(time.time() * 1000)
-        steps = [int(s) for s in steps]
-        for key, values in columns.items():
-            self._buffer.extend((key, float(v), timestamp, s) for s, v in zip(steps, values))
-        if len(self._buffer) >= MAX_METRICS_PER_BATCH:
+    def log_columns(
+        self,
+        steps: Sequence[int],
+        columns: Mapping[str, Sequence[float]],
+        timestamps: Sequence[int] | None = None,
+    ) -> None:
+        """See Tracker.log_columns. The sequences are kept until written: pass ones that will not change."""
+        steps = steps if isinstance(steps, range) else [int(s) for s in steps]
+        if timestamps is None:
+            timestamps = [int(time.time() * 1000)] * len(steps)
+        self._add(Columns(steps, dict(columns), timestamps))
+
+    def _add(self, chunk: Columns) -> None:
+        self._buffer.append(chunk)
+        self._points += len(chunk)
+        if self._points >= MAX_METRICS_PER_BATCH or time.monotonic() - self._last_send > self.flush_every_s:
             self._send()
 
     def _send(self) -> None:
         """Hand the buffer to the writer thread (training goes on while it is written)."""
         if self._buffer:
             if self.spool is not None:
-                self.spool.metrics(self._buffer)  # the server is gone: do not wait on it for every batch
+                self.spool.metrics(
+                    rows_of(self._buffer)
+                )  # the server is gone: do not wait on it for every batch
             else:
                 self._writer.submit(self._buffer)
-            self._buffer = []
+            self._buffer, self._points = [], 0
         self._last_send = time.monotonic()
 
     def flush(self) -> None:
@@ -165,11 +180,11 @@ class MlflowTracker:
             path = self.spool_dir / f"{self.run_id}.jsonl"
             self.spool = Spool(path, self.run_id, self.client.tracking_uri, self.spool_reason)
 
-    def _spool_metrics(self, rows, exc: Exception) -> None:
+    def _spool_metrics(self, batch: Sequence[Columns], exc: Exception) -> None:
         """Writer-thread hook: a batch the server did not take."""
         with _OFFLINE_LOCK:
             self._go_offline(exc)
-        self.spool.metrics(rows)
+        self.spool.metrics(rows_of(batch))
 
     def _offline_or_try(self, send) -> bool:
         """Send now unless offline; True when sent. Without a spool directory, errors propagate as usual."""

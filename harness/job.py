@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import getpass
 import json
+import logging
 import os
 import random
 import subprocess
@@ -18,17 +19,19 @@ import numpy as np
 import torch
 import yaml
 
-from harness.config import Config, config_hash, flat_params, optimizer_hparams, validate
+from harness.config import Config, config_hash, optimizer_hparams, validate
 from harness.data import make_loader, resolve_batch_size
 from harness.devices import device_description, resolve_device
 from harness.errors import ConfigError
-from harness.loop import DIVERGED, LoopSettings, RunResult, train
+from harness.loop import LoopSettings, RunResult, train
 from harness.optim import create_optimizer, create_scheduler, get_optimizer_info
 from harness.progress import progress_for
 from harness.tasks import Splits, Task, create_task
-from harness.tracking import FAILED, FINISHED, KILLED, NullTracker, Tracker
+from harness.tracking import FAILED, FINISHED, KILLED, NullTracker, Tracker, record, schema
 
 EVALUATIONS_PER_RUN = 20  # default cadence when trainer.eval_every is null
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,14 +85,36 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
     tracker = open_tracker(cfg, ctx, p)
     try:
         result = _build_and_train(cfg, p, tracker)
-        record_result(tracker, result)
+        record_result(tracker, result, run_name(cfg, p.task.name, p.batch_size))
     except KeyboardInterrupt:
         end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
         raise
     except Exception as exc:
         end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         raise
+    # Through Hydra's job logger: on the terminal and in the job's <output dir>/train.log.
+    log.info(summary_line(result, tracker, ctx))
     return result
+
+
+def summary_line(result: RunResult, tracker: Tracker, ctx: JobContext) -> str:
+    """What the run did, in one line: status, steps, final losses, wall time, and where to see the run."""
+    from harness.tracking import store
+
+    where = None
+    if tracker.run_id is not None:
+        uri = tracker.client.tracking_uri
+        default = uri == store.default_uri(ctx.project_dir)
+        where = record.where_to_see(uri, default, tracker.experiment_id, tracker.run_id)
+    return record.summary_line(
+        result.status,
+        result.steps,
+        result.wall_s,
+        result.final_train_loss,
+        result.final_val,
+        tracker.run_id,
+        where,
+    )
 
 
 def _build_and_train(cfg: Config, p: Plan, tracker: Tracker) -> RunResult:
@@ -120,19 +145,17 @@ def _build_and_train(cfg: Config, p: Plan, tracker: Tracker) -> RunResult:
         steps_per_epoch=p.steps_per_epoch,
         batch_size=p.batch_size,
     )
-    progress = progress_for(cfg.tracking.progress, p.total_steps, run_name(cfg))
+    progress = progress_for(cfg.tracking.progress, p.total_steps, run_name(cfg, p.task.name, p.batch_size))
     return train(
         p.task, model, optimizer, loader, val_data, settings, tracker, scheduler, info.needs_closure, progress
     )
 
 
-def record_result(tracker: Tracker, result: RunResult) -> None:
-    """Final metrics and status tags, then end the run FINISHED (diverged runs too: they are outcomes)."""
+def record_result(tracker: Tracker, result: RunResult, name: str) -> None:
+    """Final metrics and status tags, then end the run FINISHED (diverged runs too: they are outcomes, renamed
+    `[diverged] <name>`; see harness.tracking.record)."""
     tracker.log_metrics(result.final_metrics(), step=result.steps)
-    tags = {"harness.status": result.status}
-    if result.status == DIVERGED:
-        tags["harness.divergence"] = result.divergence or ""
-    tracker.set_tags(tags)
+    tracker.set_tags(record.outcome_tags(result.status, result.divergence, name))
     tracker.close(FINISHED)
 
 
@@ -149,30 +172,25 @@ def effective_lr(cfg: Config) -> float:
     return cfg.optimizer.lr * cfg.optimizer.lr_scale
 
 
-def run_name(cfg: Config) -> str:
-    return cfg.tracking.run_name or (
-        f"{cfg.optimizer.name} lr={effective_lr(cfg):.3g} bs={cfg.data.batch_size} seed={cfg.seed}"
-    )
+def run_name(cfg: Config, task_name: str, batch_size: int | str) -> str:
+    """tracking.run_name, else `<task> <optimizer> lr=... bs=<batch size used> seed=...` (credentials redacted)."""
+    if cfg.tracking.run_name:
+        return record.redact(cfg.tracking.run_name)
+    return record.job_run_name(task_name, cfg.optimizer.name, effective_lr(cfg), batch_size, cfg.seed)
 
 
 def run_tags(cfg: Config, ctx: JobContext, task_name: str, device: str, device_name: str) -> dict[str, str]:
-    commit = git_commit(str(ctx.project_dir))
-    tags = {
-        "mlflow.source.name": "harness.train",
-        "mlflow.source.type": "LOCAL",
-        "mlflow.user": _user(),
-        "harness.task": task_name,
-        "harness.optimizer": cfg.optimizer.name,
-        "harness.config_hash": config_hash(cfg),
-        "harness.overrides": " ".join(ctx.overrides),
-        "harness.torch_version": torch.__version__,
-        "harness.device": device,
-        "harness.device_name": device_name,
-        "harness.status": "running",
-    }
-    if commit:
-        tags["mlflow.source.git.commit"] = tags["harness.git_commit"] = commit
-    return tags
+    return record.job_tags(
+        task=task_name,
+        optimizer=cfg.optimizer.name,
+        config_hash=config_hash(cfg),
+        overrides=ctx.overrides,
+        device=device,
+        device_name=device_name,
+        torch_version=torch.__version__,
+        user=_user(),
+        git_commit=git_commit(str(ctx.project_dir)),
+    )
 
 
 def open_tracker(cfg: Config, ctx: JobContext, p: Plan) -> Tracker:
@@ -180,17 +198,32 @@ def open_tracker(cfg: Config, ctx: JobContext, p: Plan) -> Tracker:
     if not cfg.tracking.enabled:
         return NullTracker()
     tags = run_tags(cfg, ctx, p.task.name, str(p.device), device_description(p.device))
-    resolved = {"resolved.total_steps": p.total_steps, "resolved.batch_size": p.batch_size}
-    return _start_run(cfg, ctx, p.task.name, tags, resolved)
+    resolved = {
+        schema.RESOLVED_TOTAL_STEPS: p.total_steps,
+        schema.RESOLVED_BATCH_SIZE: p.batch_size,
+        schema.RESOLVED_STEPS_PER_EPOCH: p.steps_per_epoch,
+    }
+    dataset = record.dataset_record(p.task, p.splits)
+    name = run_name(cfg, p.task.name, p.batch_size)
+    return _start_run(cfg, ctx, p.task.name, tags, resolved, name, dataset)
 
 
 def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
     """Inside a sweep, a config the job refused (a device that is not there...) still shows as a FAILED run."""
     tags = run_tags(cfg, ctx, cfg.task.name, cfg.device, "")
-    end_run(_start_run(cfg, ctx, cfg.task.name, tags, {}), FAILED, message)
+    name = run_name(cfg, cfg.task.name, cfg.data.batch_size)
+    end_run(_start_run(cfg, ctx, cfg.task.name, tags, {}, name), FAILED, message)
 
 
-def _start_run(cfg: Config, ctx: JobContext, task_name: str, tags: dict, resolved: dict) -> Tracker:
+def _start_run(
+    cfg: Config,
+    ctx: JobContext,
+    task_name: str,
+    tags: dict,
+    resolved: dict,
+    name: str,
+    dataset: record.DatasetRecord | None = None,
+) -> Tracker:
     from harness.tracking import store
     from harness.tracking.mlflow_tracker import MlflowTracker
 
@@ -202,14 +235,17 @@ def _start_run(cfg: Config, ctx: JobContext, task_name: str, tags: dict, resolve
     # A remote server may go away mid-run: what it cannot take is kept locally for `python -m harness.sync`.
     spool_dir = Path(ctx.project_dir) / "mlruns" / "unsent" if store.is_remote(uri) else None
     tracker = MlflowTracker.start(
-        client, experiment_id, run_name(cfg), tags, parent_run_id=cfg.sweep.parent_run_id, spool_dir=spool_dir
+        client, experiment_id, name, tags, parent_run_id=cfg.sweep.parent_run_id, spool_dir=spool_dir
     )
     try:
-        params = flat_params(cfg)
-        params.update({"resolved.lr": effective_lr(cfg), **resolved})
-        tracker.log_params(params)
+        config = dataclasses.asdict(cfg)
+        tracker.log_params(record.job_params(config, {schema.RESOLVED_LR: effective_lr(cfg), **resolved}))
         # yaml.safe_dump, not OmegaConf.to_yaml: the same text for a plain dict, ~15 ms cheaper per job.
-        tracker.log_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), "config.yaml")
+        tracker.log_text(
+            yaml.safe_dump(record.redact_config(config), sort_keys=False), schema.CONFIG_ARTIFACT
+        )
+        if dataset is not None:
+            tracker.log_inputs([record.dataset_input(dataset)])
     except Exception as exc:
         end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}")
         raise

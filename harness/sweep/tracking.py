@@ -5,11 +5,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from mlflow.entities import Param
 from omegaconf import DictConfig
 
 from harness.sweep import grid, parent
 from harness.sweep.state import SweepState, replace
-from harness.tracking import store
+from harness.tracking import record, schema, store
 
 DONE = ("completed", "diverged")  # outcomes a resumed sweep does not run again
 
@@ -38,15 +39,24 @@ def open_parent(config: DictConfig, base: SweepState) -> SweepState:
     else:
         tags = {
             "harness.sweep_key": key,
-            "harness.sweep_overrides": " ".join(grid.sweep_arguments(config)),
+            "harness.sweep_overrides": record.redact(" ".join(grid.sweep_arguments(config))),
             "harness.grid_size": str(base.total_jobs) if base.total_jobs is not None else "unknown",
             "harness.launcher": str(config.hydra.launcher.get("_target_", "")),
         }
-        parent_run_id = parent.create_parent(client, experiment_id, grid.sweep_name(config), tags)
+        parent_run_id = parent.create_parent(
+            client, experiment_id, grid.sweep_name(config, base.total_jobs), tags
+        )
+        # What varied over which values: the parent's row in the runs table is not blank.
+        params = grid.parent_params(config, base.total_jobs)
+        client.log_batch(parent_run_id, params=[Param(k, v) for k, v in params.items()])
         jobs = grid.expand_grid(config)
         if jobs is not None:
-            client.log_text(parent_run_id, json.dumps(jobs, indent=1), "sweep_grid.json")
-        print(f"[sweep] parent run {parent_run_id} in experiment {experiment!r} ({uri})", file=sys.stderr)
+            redacted = [[record.redact(override) for override in job] for job in jobs]
+            client.log_text(parent_run_id, json.dumps(redacted, indent=1), schema.GRID_ARTIFACT)
+        print(
+            f"[sweep] parent run {parent_run_id} in experiment {experiment!r} ({record.redact(uri)})",
+            file=sys.stderr,
+        )
     return replace(
         base,
         uri=uri,
@@ -60,8 +70,22 @@ def open_parent(config: DictConfig, base: SweepState) -> SweepState:
 def close_parent(state: SweepState) -> str:
     client = store.client(state.uri)
     outcomes = parent.finish(client, state.experiment_id, state.parent_run_id)
+    log_headline(client, state.parent_run_id, outcomes)
     counts = Counter(o.status for o in outcomes)
     summary = ", ".join(
         f"{counts[s]} {s}" for s in ("completed", "diverged", "failed", "killed") if counts[s]
     )
     return f"[sweep] parent run {state.parent_run_id}: {len(outcomes)} grid points: {summary or 'none'}"
+
+
+def log_headline(client, parent_run_id: str, outcomes: list) -> None:
+    """Counts and the best completed run on the parent, as metrics and tags (the report later adds its own)."""
+    best = record.best_of((o.run_id, o.final_val_loss) for o in outcomes if o.status == schema.COMPLETED)
+    optimizer = client.get_run(best[0]).data.tags.get(schema.OPTIMIZER) if best else None
+    headline = record.SweepHeadline(
+        counts=schema.count_outcomes(o.status for o in outcomes),
+        best_val_loss=best[1] if best else None,
+        best_optimizer=optimizer,
+        best_run_id=best[0] if best else None,
+    )
+    record.log_sweep_headline(client, parent_run_id, headline)

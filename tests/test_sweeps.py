@@ -183,4 +183,5 @@ def test_named_sweeps_expand_to_their_grids(name, size, optimizers):
     assert grid.experiment_name(config) == name
     if not optimizers:
         assert config.optimizer.name == "sgd"
-    assert grid.sweep_name(config) == f"sweep {name}"
+    assert grid.sweep_name(config, size).startswith(f"sweep {name}: ")
+    assert grid.sweep_name(config, size).endswith(f" ({size} points)")

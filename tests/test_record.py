@@ -257,3 +257,13 @@ def test_log_sweep_headline_writes_the_reports_numbers_on_the_parent(store):
         "best/accuracy": 0.97,
     }
     assert run.data.tags[schema.BEST_OPTIMIZER] == "adam" and run.data.tags[schema.BEST_RUN_ID] == "r9"
+
+
+def test_an_unreachable_server_is_named_without_its_credentials(tmp_path):
+    proc = run_cli("tracking=server", f"tracking.uri={FAKE}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "secret" not in proc.stdout + proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert line.startswith(
+        "error: tracking.uri='http://***@127.0.0.1:1/' is not allowed: a running MLflow tracking"
+    )

@@ -20,6 +20,7 @@ from mlflow.entities import Param, RunTag
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from harness.tracking.base import FINISHED
+from harness.tracking.record import redact
 from harness.tracking.sinks import MAX_METRICS_PER_BATCH, BackgroundWriter, MetricSink, sink_for
 from harness.tracking.spool import Spool
 
@@ -168,7 +169,9 @@ class MlflowTracker:
 
     def _go_offline(self, exc: Exception) -> None:
         if self.spool is None:
-            self.spool_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            # MLflow's REST errors quote the request URL, credentials included: redacted before printing or spooling.
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.spool_reason = redact(reason)[:300]
             path = self.spool_dir / f"{self.run_id}.jsonl"
             self.spool = Spool(path, self.run_id, self.client.tracking_uri, self.spool_reason)
 

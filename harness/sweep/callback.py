@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from harness.sweep import grid, progress
 from harness.sweep import state as sweep_state
 from harness.sweep.state import SweepState
+from harness.tracking import record
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.state is not None:
-            print(end_sweep(self.state), file=sys.stderr, flush=True)
+            # The re-run commands repeat each job's overrides: a tracking URI's credentials are redacted.
+            print(record.redact(end_sweep(self.state)), file=sys.stderr, flush=True)
             self.state = None
 
 

@@ -84,6 +84,9 @@ def test_sweep_name_and_parent_params():
         "trainer.max_steps": "25",
         "grid.points": "4",
     }
+    odd = record.parent_params({"optimizer@opt": ["sgd", "adam"], "optimizer.lr": ["0.1"] * 2000}, {}, 4000)
+    assert set(odd) == {"grid.optimizer_opt", "grid.optimizer.lr", "grid.points"}
+    assert len(odd["grid.optimizer.lr"]) == 6000 and odd["grid.optimizer.lr"].endswith("…")
 
 
 def test_summary_line_says_what_the_run_did_and_where_to_see_it():

@@ -308,7 +308,21 @@ def parent_params(
     params.update(fixed)
     if points is not None:
         params[schema.GRID_POINTS_PARAM] = str(points)
-    return redact_values(params)
+    return {_param_key(key): _param_value(value) for key, value in redact_values(params).items()}
+
+
+# MLflow refuses a param whose name holds other characters (`optimizer@opt=...` is valid Hydra) or whose value is
+# longer than 6,000 characters (a grid of thousands of values): the sweep must start anyway.
+_NOT_IN_PARAM_NAME = re.compile(r"[^/\w.\- :]")
+MAX_PARAM_VALUE = 6000
+
+
+def _param_key(key: str) -> str:
+    return _NOT_IN_PARAM_NAME.sub("_", key).strip("/") or "_"
+
+
+def _param_value(value: str) -> str:
+    return value if len(value) <= MAX_PARAM_VALUE else value[: MAX_PARAM_VALUE - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -1,266 +1,119 @@
-"""One training job from a validated Config: build the parts, track the run, train, record the outcome.
+"""One training job: plan it, build its parts, open its MLflow run, train, record the outcome.
 
-Everything that can reject the config runs before the MLflow run is created, so bad input leaves no run behind.
+Everything that can refuse the config (the plan's checks, then torch's own checks when the optimizer is built on the
+real model) runs before the MLflow run is created, so bad input leaves no run behind. Callable without Hydra:
+`run_job(cfg, JobContext(...))`.
 """
 
-import dataclasses
-import functools
-import getpass
-import json
+import contextlib
 import logging
-import os
 import random
-import subprocess
 import traceback
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import yaml
 
-from harness.config import Config, config_hash, optimizer_hparams, validate
-from harness.data import make_loader, resolve_batch_size
-from harness.devices import device_description, resolve_device
+from harness.config import Config
+from harness.context import JobContext
+from harness.data import make_loader
 from harness.errors import ConfigError
+from harness.job_run import end_run, open_run, record_result, run_name, summary_line
 from harness.loop import LoopSettings, RunResult, train
-from harness.optim import create_optimizer, create_scheduler, get_optimizer_info
-from harness.progress import progress_for
-from harness.tasks import Splits, Task, create_task
-from harness.tracking import FAILED, FINISHED, KILLED, NullTracker, Tracker, record, schema
-
-EVALUATIONS_PER_RUN = 20  # default cadence when trainer.eval_every is null
+from harness.optim import create_scheduler
+from harness.plan import Plan, make_plan
+from harness.progress_bar import progress_for
+from harness.tracking import FAILED, KILLED, Tracker
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class JobContext:
-    """What the launcher knows about this job, beyond its config."""
+class Parts:
+    """What a plan builds before its run is opened."""
 
-    project_dir: Path = field(default_factory=Path.cwd)  # the launch directory: default store and git commit
-    overrides: tuple[str, ...] = ()  # the command-line overrides of this job, as typed
-    job_index: int | None = None  # position in a sweep (spreads jobs over GPUs)
-    parallel_jobs: int = 1  # jobs running at once on this machine (sets the default thread count)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything derived from the config before training: validated, nothing tracked yet."""
-
-    task: Task
-    splits: Splits
-    device: torch.device
-    batch_size: int
-    total_steps: int
-    steps_per_epoch: int
-    eval_every: int
-    threads: int  # torch CPU threads when the config does not say: cores / parallel jobs, capped by the task
-
-
-def plan(cfg: Config, ctx: JobContext) -> Plan:
-    """Validate the config and resolve everything that can still reject it. Raises ConfigError."""
-    validate(cfg)
-    device = resolve_device(cfg.device, ctx.job_index)
-    task = create_task(cfg.task.name, cfg.task.module, cfg.task.kwargs)
-    splits = _load_splits(task)
-    size = splits.train[0].shape[0]
-    batch_size = resolve_batch_size(cfg.data.batch_size, size)
-    steps_per_epoch = -(-size // batch_size)
-    epochs, max_steps = cfg.trainer.epochs, cfg.trainer.max_steps
-    if epochs is None and max_steps is None:
-        epochs, max_steps = task.default_budget.epochs, task.default_budget.max_steps
-    limits = [n for n in (max_steps, None if epochs is None else epochs * steps_per_epoch) if n is not None]
-    total_steps = min(limits)
-    eval_every = cfg.trainer.eval_every or max(1, -(-total_steps // EVALUATIONS_PER_RUN))
-    threads = max(1, (os.cpu_count() or 1) // ctx.parallel_jobs)  # no oversubscription across parallel jobs
-    if task.max_threads is not None:
-        threads = min(threads, task.max_threads)
-    return Plan(task, splits, device, batch_size, total_steps, steps_per_epoch, eval_every, threads)
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
 
 
 def run_job(cfg: Config, ctx: JobContext) -> RunResult:
-    """Plan, track, build and train one run. Exceptions propagate after the run is ended FAILED or KILLED."""
-    p = plan(cfg, ctx)  # everything that can refuse the config runs before the MLflow run exists
-    tracker = open_tracker(cfg, ctx, p)
+    """Plan, build, track and train one run. Exceptions propagate after the run is ended FAILED or KILLED.
+
+    Raises:
+        ConfigError: the config was refused; no MLflow run was created.
+    """
+    plan = make_plan(cfg, ctx)
     try:
-        result = _build_and_train(cfg, p, tracker)
-        record_result(tracker, result, run_name(cfg, p.task.name, p.batch_size))
+        parts = build(plan)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - e.g. a user's task whose model does not build: still a FAILED run
+        with recorded(open_run(plan, ctx)):
+            raise
+    tracker = open_run(plan, ctx)
+    with recorded(tracker):
+        result = train_plan(plan, parts, tracker)
+        record_result(tracker, result, run_name(cfg, plan.task.name, plan.batch_size))
+    # Through Hydra's job logger: on the terminal and in the job's <output dir>/train.log.
+    log.info(summary_line(result, tracker, ctx))
+    return result
+
+
+def build(plan: Plan) -> Parts:
+    """Seed, then build the model, the optimizer (torch's own checks refuse a config here) and the schedule."""
+    torch.set_num_threads(plan.threads)
+    _seed_everything(plan.cfg.seed)
+    model = plan.task.make_model().to(plan.device)
+    optimizer = plan.optimizer.create(model.parameters(), plan.lr, plan.hparams)
+    scheduler = create_scheduler(optimizer, plan.schedule.name, plan.total_steps, plan.schedule_params)
+    return Parts(model, optimizer, scheduler)
+
+
+def train_plan(plan: Plan, parts: Parts, tracker: Tracker) -> RunResult:
+    """The training loop over the plan's data, reporting to `tracker`."""
+    cfg = plan.cfg
+    train_data = tuple(t.to(plan.device) for t in plan.splits.train)
+    val_data = tuple(t.to(plan.device) for t in plan.splits.val)
+    loader = make_loader(train_data, plan.batch_size, cfg.data.shuffle, cfg.seed, cfg.data.num_workers)
+    settings = LoopSettings(
+        total_steps=plan.total_steps,
+        eval_every=plan.eval_every,
+        divergence_factor=cfg.trainer.divergence_factor,
+        f_star=plan.task.f_star(plan.splits),
+        target=plan.task.target(plan.splits),
+        steps_per_epoch=plan.steps_per_epoch,
+        batch_size=plan.batch_size,
+    )
+    progress = progress_for(
+        cfg.tracking.progress, plan.total_steps, run_name(cfg, plan.task.name, plan.batch_size)
+    )
+    return train(
+        plan.task,
+        parts.model,
+        parts.optimizer,
+        loader,
+        val_data,
+        settings,
+        tracker,
+        parts.scheduler,
+        plan.optimizer.needs_closure,
+        progress,
+    )
+
+
+@contextlib.contextmanager
+def recorded(tracker: Tracker) -> Iterator[None]:
+    """End the run KILLED on Ctrl-C, FAILED (with the traceback) on an exception; re-raise either."""
+    try:
+        yield
     except KeyboardInterrupt:
         end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
         raise
     except Exception as exc:
         end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())
         raise
-    # Through Hydra's job logger: on the terminal and in the job's <output dir>/train.log.
-    log.info(summary_line(result, tracker, ctx))
-    return result
-
-
-def summary_line(result: RunResult, tracker: Tracker, ctx: JobContext) -> str:
-    """What the run did, in one line: status, steps, final losses, wall time, and where to see the run."""
-    from harness.tracking import store
-
-    where = None
-    if tracker.run_id is not None:
-        uri = tracker.client.tracking_uri
-        default = uri == store.default_uri(ctx.project_dir)
-        where = record.where_to_see(uri, default, tracker.experiment_id, tracker.run_id)
-    return record.summary_line(
-        result.status,
-        result.steps,
-        result.wall_s,
-        result.final_train_loss,
-        result.final_val,
-        tracker.run_id,
-        where,
-    )
-
-
-def _build_and_train(cfg: Config, p: Plan, tracker: Tracker) -> RunResult:
-    torch.set_num_threads(cfg.threads or p.threads)
-    _seed_everything(cfg.seed)
-    model = p.task.make_model().to(p.device)
-    info = get_optimizer_info(cfg.optimizer.name)
-    optimizer = create_optimizer(info.name, model.parameters(), effective_lr(cfg), optimizer_hparams(cfg))
-    s = cfg.scheduler
-    scheduler = create_scheduler(
-        optimizer,
-        s.name,
-        p.total_steps,
-        step_every=s.step_every,
-        gamma=s.gamma,
-        warmup=s.warmup,
-        min_factor=s.min_factor,
-    )
-    train_data = tuple(t.to(p.device) for t in p.splits.train)
-    val_data = tuple(t.to(p.device) for t in p.splits.val)
-    loader = make_loader(train_data, p.batch_size, cfg.data.shuffle, cfg.seed, cfg.data.num_workers)
-    settings = LoopSettings(
-        total_steps=p.total_steps,
-        eval_every=p.eval_every,
-        divergence_factor=cfg.trainer.divergence_factor,
-        f_star=p.task.f_star(p.splits),
-        target=p.task.target(p.splits),
-        steps_per_epoch=p.steps_per_epoch,
-        batch_size=p.batch_size,
-    )
-    progress = progress_for(cfg.tracking.progress, p.total_steps, run_name(cfg, p.task.name, p.batch_size))
-    return train(
-        p.task, model, optimizer, loader, val_data, settings, tracker, scheduler, info.needs_closure, progress
-    )
-
-
-def record_result(tracker: Tracker, result: RunResult, name: str) -> None:
-    """Final metrics and status tags, then end the run FINISHED (diverged runs too: they are outcomes, renamed
-    `[diverged] <name>`; see harness.tracking.record)."""
-    tracker.log_metrics(result.final_metrics(), step=result.steps)
-    tracker.set_tags(record.outcome_tags(result.status, result.divergence, name))
-    tracker.close(FINISHED)
-
-
-def end_run(tracker: Tracker, status: str, message: str, details: str | None = None) -> None:
-    """End a run that did not finish: FAILED or KILLED, with the error as a tag (and the traceback as a file)."""
-    tracker.set_tags({"harness.status": status.lower(), "harness.error": message})
-    if details:
-        tracker.log_text(details, "error.txt")
-    tracker.close(status)
-
-
-def effective_lr(cfg: Config) -> float:
-    """optimizer.lr x optimizer.lr_scale: a sweep over lr_scale spans each optimizer's own default lr."""
-    return cfg.optimizer.lr * cfg.optimizer.lr_scale
-
-
-def run_name(cfg: Config, task_name: str, batch_size: int | str) -> str:
-    """tracking.run_name, else `<task> <optimizer> lr=... bs=<batch size used> seed=...` (credentials redacted)."""
-    if cfg.tracking.run_name:
-        return record.redact(cfg.tracking.run_name)
-    return record.job_run_name(task_name, cfg.optimizer.name, effective_lr(cfg), batch_size, cfg.seed)
-
-
-def run_tags(cfg: Config, ctx: JobContext, task_name: str, device: str, device_name: str) -> dict[str, str]:
-    return record.job_tags(
-        task=task_name,
-        optimizer=cfg.optimizer.name,
-        config_hash=config_hash(cfg),
-        overrides=ctx.overrides,
-        device=device,
-        device_name=device_name,
-        torch_version=torch.__version__,
-        user=_user(),
-        git_commit=git_commit(str(ctx.project_dir)),
-    )
-
-
-def open_tracker(cfg: Config, ctx: JobContext, p: Plan) -> Tracker:
-    """Create the MLflow run (a child run inside a sweep) with params, tags and the resolved config."""
-    if not cfg.tracking.enabled:
-        return NullTracker()
-    tags = run_tags(cfg, ctx, p.task.name, str(p.device), device_description(p.device))
-    resolved = {
-        schema.RESOLVED_TOTAL_STEPS: p.total_steps,
-        schema.RESOLVED_BATCH_SIZE: p.batch_size,
-        schema.RESOLVED_STEPS_PER_EPOCH: p.steps_per_epoch,
-    }
-    dataset = record.dataset_record(p.task, p.splits)
-    name = run_name(cfg, p.task.name, p.batch_size)
-    return _start_run(cfg, ctx, p.task.name, tags, resolved, name, dataset)
-
-
-def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
-    """Inside a sweep, a config the job refused (a device that is not there...) still shows as a FAILED run."""
-    tags = run_tags(cfg, ctx, cfg.task.name, cfg.device, "")
-    name = run_name(cfg, cfg.task.name, cfg.data.batch_size)
-    end_run(_start_run(cfg, ctx, cfg.task.name, tags, {}, name), FAILED, message)
-
-
-def _start_run(
-    cfg: Config,
-    ctx: JobContext,
-    task_name: str,
-    tags: dict,
-    resolved: dict,
-    name: str,
-    dataset: record.DatasetRecord | None = None,
-) -> Tracker:
-    from harness.tracking import store
-    from harness.tracking.mlflow_tracker import MlflowTracker
-
-    uri = store.resolve_uri(cfg.tracking.uri, ctx.project_dir)
-    client = store.client(uri)
-    experiment_id = cfg.sweep.experiment_id or store.ensure_experiment(
-        client, cfg.tracking.experiment or task_name
-    )
-    # A remote server may go away mid-run: what it cannot take is kept locally for `python -m harness.sync`.
-    spool_dir = Path(ctx.project_dir) / "mlruns" / "unsent" if store.is_remote(uri) else None
-    tracker = MlflowTracker.start(
-        client, experiment_id, name, tags, parent_run_id=cfg.sweep.parent_run_id, spool_dir=spool_dir
-    )
-    try:
-        config = dataclasses.asdict(cfg)
-        tracker.log_params(record.job_params(config, {schema.RESOLVED_LR: effective_lr(cfg), **resolved}))
-        # yaml.safe_dump, not OmegaConf.to_yaml: the same text for a plain dict, ~15 ms cheaper per job.
-        tracker.log_text(
-            yaml.safe_dump(record.redact_config(config), sort_keys=False), schema.CONFIG_ARTIFACT
-        )
-        if dataset is not None:
-            tracker.log_inputs([record.dataset_input(dataset)])
-    except Exception as exc:
-        end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}")
-        raise
-    return tracker
-
-
-_SPLITS: dict[tuple[str, str], Splits] = {}
-
-
-def _load_splits(task: Task) -> Splits:
-    """Tasks' data is deterministic and never written to, so jobs in one process share it."""
-    key = (type(task).__qualname__, json.dumps(vars(task), sort_keys=True, default=str))
-    if key not in _SPLITS:
-        _SPLITS[key] = task.make_data()
-    return _SPLITS[key]
 
 
 def _seed_everything(seed: int) -> None:
@@ -270,22 +123,4 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@functools.cache
-def git_commit(directory: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-__all__ = ["ConfigError", "JobContext", "Plan", "plan", "run_job"]
+__all__ = ["ConfigError", "JobContext", "Plan", "build", "make_plan", "run_job", "train_plan"]

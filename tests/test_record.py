@@ -40,17 +40,13 @@ def test_redact_strips_credentials_and_nothing_else(text, expected):
     assert record.redact(text) == expected
 
 
-def test_job_params_have_no_none_no_idle_scheduler_no_sweep_ids_and_no_credentials():
+def test_job_params_have_no_none_no_idle_scheduler_and_no_credentials():
     cfg = compose_config("task=digits_mlp", "optimizer=adam", f"tracking.uri={FAKE}")
-    cfg = dataclasses.replace(
-        cfg, sweep=dataclasses.replace(cfg.sweep, parent_run_id="abc", experiment_id="1")
-    )
     params = record.job_params(
         dataclasses.asdict(cfg), {schema.RESOLVED_BATCH_SIZE: 32, "resolved.none": None}
     )
     assert "None" not in params.values() and "resolved.none" not in params
     assert not [k for k in params if k.startswith("scheduler.")]
-    assert not set(schema.SWEEP_ID_PARAMS) & set(params)
     assert params[schema.TRACKING_URI_PARAM] == "http://***@127.0.0.1:1/"
     assert params["optimizer.betas"] == "[0.9, 0.999]" and params[schema.RESOLVED_BATCH_SIZE] == "32"
     assert "task.kwargs" not in params and "trainer.epochs" not in params  # {} and null

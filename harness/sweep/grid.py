@@ -7,12 +7,11 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from harness.config import in_identity
 from harness.tracking import record
 
-# Overrides that change how a sweep is launched or recorded, not which jobs it holds.
-_NOT_IN_KEY = ("hydra", "sweep.rerun", "tracking.progress", "threads")
-# Not shown in the parent run's name and params: launcher, store and the named sweep itself (it names the run).
-_NOT_IN_RECORD = ("hydra", "tracking", "sweep", "threads")
+# The named sweep (`+sweep=demo`) is part of a sweep's identity but not of its parent's params: it names the run.
+_NAMED_SWEEP = "sweep"
 
 
 def sweep_arguments(config: DictConfig) -> list[str]:
@@ -39,8 +38,8 @@ def grid_size(config: DictConfig) -> int | None:
 
 
 def sweep_key(config: DictConfig, experiment: str) -> str:
-    """Same experiment and same sweep overrides (launcher and resume options aside) -> same sweep, resumed."""
-    arguments = sorted(a for a in sweep_arguments(config) if not a.lstrip("+~").startswith(_NOT_IN_KEY))
+    """Same experiment and same sweep overrides (those outside a run's identity aside) -> same sweep, resumed."""
+    arguments = sorted(a for a in sweep_arguments(config) if in_identity(a))
     return hashlib.sha256(json.dumps([experiment, arguments]).encode()).hexdigest()[:16]
 
 
@@ -76,7 +75,8 @@ def sweep_axes(config: DictConfig) -> tuple[dict[str, list[str]], dict[str, str]
     fixed: dict[str, str] = {}
     for override in OverridesParser.create().parse_overrides(sweep_arguments(config)):
         key = override.get_key_element().lstrip("+~")
-        if key.startswith(_NOT_IN_RECORD) or override.is_delete():
+        # Launcher, store and thread options are no grid point's business (config.in_identity), nor the named sweep.
+        if not in_identity(key) or key.split(".", 1)[0] == _NAMED_SWEEP or override.is_delete():
             continue
         typed = override.input_line.split("=", 1)[1] if override.input_line else ""
         if not override.is_sweep_override():

@@ -1,7 +1,7 @@
 """What a job's and a sweep's MLflow record contains, as an MLflow user reads it.
 
 Pure functions from plain values to the names, params, tags and lines that end up in MLflow or on the terminal;
-the writers (harness.job, harness.sweep.tracking) call them, the names come from schema.py. MLflow itself is imported
+the writers (harness.job_run, harness.sweep.parent) call them, the names come from schema.py. MLflow itself is imported
 only by the functions that build MLflow objects (`dataset_input`, `log_sweep_headline`).
 
 Conventions an MLflow user can rely on (README, "The MLflow record"):
@@ -96,7 +96,7 @@ def job_params(config: Mapping[str, Any], resolved: Mapping[str, Any]) -> dict[s
     """A job's params: its config flattened to dotted keys, then the resolved facts (`resolved.*`).
 
     Without noise: no null values (no 'None' strings), no empty dicts, no `scheduler.*` when the scheduler is
-    `none`, no sweep ids (MLflow's `mlflow.parentRunId` tag already links a child to its sweep); credentials redacted.
+    `none`; credentials redacted.
     Lists and dicts are JSON (`optimizer.betas = [0.9, 0.999]`).
 
     Args:
@@ -107,8 +107,6 @@ def job_params(config: Mapping[str, Any], resolved: Mapping[str, Any]) -> dict[s
     _flatten("", config, flat)
     if flat.get(schema.SCHEDULER_NAME_PARAM) == schema.NO_SCHEDULER:
         flat = {k: v for k, v in flat.items() if not k.startswith(schema.SCHEDULER_PARAM_PREFIX)}
-    for key in schema.SWEEP_ID_PARAMS:
-        flat.pop(key, None)
     flat.update({key: str(value) for key, value in resolved.items() if value is not None})
     return redact_values(flat)
 

@@ -49,6 +49,7 @@ SWEEP_KEY = "harness.sweep_key"
 SWEEP_OVERRIDES = "harness.sweep_overrides"
 GRID_SIZE = "harness.grid_size"
 LAUNCHER = "harness.launcher"
+STOPPED = "harness.stopped"  # why a search stopped before its end (the HPO failure budget)
 JOB_COUNT_PREFIX = "harness.jobs."  # harness.jobs.<outcome> and harness.jobs.total
 BEST_OPTIMIZER = "harness.best_optimizer"  # the sweep's headline (record.log_sweep_headline)
 BEST_RUN_ID = "harness.best_run_id"  # the child with the lowest final val loss
@@ -63,9 +64,7 @@ RESOLVED_LR = "resolved.lr"  # optimizer.lr x optimizer.lr_scale: what the optim
 RESOLVED_BATCH_SIZE = "resolved.batch_size"  # "full" and oversize batches resolved to a number
 RESOLVED_TOTAL_STEPS = "resolved.total_steps"  # the step budget
 RESOLVED_STEPS_PER_EPOCH = "resolved.steps_per_epoch"  # batches per pass over the training set
-# Config keys a job never logs as params (record.job_params): the sweep ids repeat mlflow.parentRunId and the
-# experiment; scheduler.* is dropped when the scheduler is `none`.
-SWEEP_ID_PARAMS = ("sweep.experiment_id", "sweep.parent_run_id")
+# Config keys a job never logs as params (record.job_params): scheduler.* is dropped when the scheduler is `none`.
 SCHEDULER_PARAM_PREFIX, SCHEDULER_NAME_PARAM, NO_SCHEDULER = "scheduler.", "scheduler.name", "none"
 TRACKING_URI_PARAM = "tracking.uri"  # the configured URI, credentials redacted
 # On the parent run: grid.<key> = the values it took (comma-separated, as typed), grid.points = the grid's size;

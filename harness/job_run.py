@@ -1,0 +1,171 @@
+"""The MLflow run of one job: its name, tags, params and config artifact, and how it ends.
+
+Written from the Plan (what the job resolved), with the names of harness.tracking.schema. MLflow is imported only
+when a run is created, so `tracking.enabled=false` never pays for it.
+"""
+
+import dataclasses
+import functools
+import getpass
+import subprocess
+from pathlib import Path
+
+import torch
+import yaml
+
+from harness.config import Config, config_hash, effective_lr
+from harness.context import JobContext
+from harness.devices import device_description
+from harness.loop import RunResult
+from harness.plan import Plan
+from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, record, schema
+
+
+def open_run(plan: Plan, ctx: JobContext) -> Tracker:
+    """Create the MLflow run (a child run inside a sweep) with params, tags and the resolved config."""
+    cfg = plan.cfg
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    tags = run_tags(
+        cfg, ctx, plan.task.name, plan.config_hash, str(plan.device), device_description(plan.device)
+    )
+    resolved = {
+        schema.RESOLVED_LR: plan.lr,
+        schema.RESOLVED_TOTAL_STEPS: plan.total_steps,
+        schema.RESOLVED_BATCH_SIZE: plan.batch_size,
+        schema.RESOLVED_STEPS_PER_EPOCH: plan.steps_per_epoch,
+    }
+    name = run_name(cfg, plan.task.name, plan.batch_size)
+    dataset = record.dataset_record(plan.task, plan.splits)
+    return _start_run(cfg, ctx, plan.task.name, tags, resolved, name, dataset)
+
+
+def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
+    """Inside a sweep, a config the job refused (a device that is not there...) still shows as a FAILED run."""
+    tags = run_tags(cfg, ctx, cfg.task.name, config_hash(cfg), cfg.device, "")
+    name = run_name(cfg, cfg.task.name, cfg.data.batch_size)
+    resolved = {schema.RESOLVED_LR: effective_lr(cfg)}
+    end_run(_start_run(cfg, ctx, cfg.task.name, tags, resolved, name), FAILED, message)
+
+
+def record_result(tracker: Tracker, result: RunResult, name: str) -> None:
+    """Final metrics and status tags, then end the run FINISHED (diverged runs too: they are outcomes, renamed
+    `[diverged] <name>`; see harness.tracking.record)."""
+    tracker.log_metrics(result.final_metrics(), step=result.steps)
+    tracker.set_tags(record.outcome_tags(result.status, result.divergence, name))
+    tracker.close(FINISHED)
+
+
+def summary_line(result: RunResult, tracker: Tracker, ctx: JobContext) -> str:
+    """What the run did, in one line: status, steps, final losses, wall time, and where to see the run."""
+    from harness.tracking import store
+
+    where = None
+    if tracker.run_id is not None:
+        uri = tracker.client.tracking_uri
+        default = uri == store.default_uri(ctx.project_dir)
+        where = record.where_to_see(uri, default, tracker.experiment_id, tracker.run_id)
+    return record.summary_line(
+        result.status,
+        result.steps,
+        result.wall_s,
+        result.final_train_loss,
+        result.final_val,
+        tracker.run_id,
+        where,
+    )
+
+
+def end_run(tracker: Tracker, status: str, message: str, details: str | None = None) -> None:
+    """End a run that did not finish: FAILED or KILLED, with the error as a tag (and the traceback as a file)."""
+    tracker.set_tags({schema.STATUS: status.lower(), schema.ERROR: message})
+    if details:
+        tracker.log_text(details, schema.ERROR_ARTIFACT)
+    tracker.close(status)
+
+
+def run_name(cfg: Config, task_name: str, batch_size: int | str) -> str:
+    """tracking.run_name, else `<task> <optimizer> lr=... bs=<batch size used> seed=...` (credentials redacted)."""
+    if cfg.tracking.run_name:
+        return record.redact(cfg.tracking.run_name)
+    return record.job_run_name(task_name, cfg.optimizer.name, effective_lr(cfg), batch_size, cfg.seed)
+
+
+def run_tags(
+    cfg: Config, ctx: JobContext, task_name: str, identity: str, device: str, device_name: str
+) -> dict[str, str]:
+    return record.job_tags(
+        task=task_name,
+        optimizer=cfg.optimizer.name,
+        config_hash=identity,
+        overrides=ctx.overrides,
+        device=device,
+        device_name=device_name,
+        torch_version=torch.__version__,
+        user=_user(),
+        git_commit=git_commit(str(ctx.project_dir)),
+    )
+
+
+def _start_run(
+    cfg: Config,
+    ctx: JobContext,
+    task_name: str,
+    tags: dict,
+    resolved: dict,
+    name: str,
+    dataset: record.DatasetRecord | None = None,
+) -> Tracker:
+    from harness.tracking import store
+    from harness.tracking.mlflow_tracker import MlflowTracker
+
+    parent = ctx.parent
+    uri = parent.uri if parent else store.resolve_uri(cfg.tracking.uri, ctx.project_dir)
+    client = store.client(uri)
+    experiment_id = (
+        parent.experiment_id
+        if parent
+        else store.ensure_experiment(client, cfg.tracking.experiment or task_name)
+    )
+    # A remote server may go away mid-run: what it cannot take is kept locally for `python -m harness.sync`.
+    spool_dir = Path(ctx.project_dir) / "mlruns" / "unsent" if store.is_remote(uri) else None
+    tracker = MlflowTracker.start(
+        client,
+        experiment_id,
+        name,
+        tags,
+        parent_run_id=parent.run_id if parent else None,
+        spool_dir=spool_dir,
+    )
+    try:
+        config = dataclasses.asdict(cfg)
+        tracker.log_params(record.job_params(config, resolved))
+        # yaml.safe_dump, not OmegaConf.to_yaml: the same text for a plain dict, and cheaper per job.
+        tracker.log_text(
+            yaml.safe_dump(record.redact_config(config), sort_keys=False), schema.CONFIG_ARTIFACT
+        )
+        if dataset is not None:
+            tracker.log_inputs([record.dataset_input(dataset)])
+    except Exception as exc:
+        end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    return tracker
+
+
+@functools.cache
+def git_commit(directory: str) -> str | None:
+    """The launch directory's git commit, once per process (every job of a sweep shares it)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -34,9 +34,6 @@ def per_config(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: run counts by outcome, and mean/std of the results over seeds."""
     completed = runs["outcome"] == schema.COMPLETED
     frame = runs.assign(
-        _completed=completed,
-        _diverged=runs["outcome"] == schema.DIVERGED,
-        _failed=runs["outcome"].isin(LOST),
         _ok_loss=runs["final_val_loss"].where(completed),
         _ok_acc=runs["final_val_accuracy"].where(completed),
         _ok_time=runs["time_s"].where(completed),
@@ -48,11 +45,7 @@ def per_config(runs: pd.DataFrame) -> pd.DataFrame:
     table = (
         frame.groupby(CONFIG, dropna=False, observed=True, sort=True)
         .agg(
-            runs=("run_id", "size"),
             seeds=("seed", "nunique"),
-            completed=("_completed", "sum"),
-            diverged=("_diverged", "sum"),
-            failed=("_failed", "sum"),
             val_loss_mean=("_ok_loss", "mean"),
             val_loss_std=("_ok_loss", "std"),
             val_acc_mean=("_ok_acc", "mean"),
@@ -69,6 +62,7 @@ def per_config(runs: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
+    table = pd.concat([table, outcome_counts(runs, CONFIG)], axis=1)  # both in the groupby's order
     finished = table["completed"] + table["diverged"]
     table["diverged_share"] = (table["diverged"] / finished).where(finished > 0)  # NaN: no run finished
     return table
@@ -91,25 +85,33 @@ def best_per(configs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return rank(configs).groupby(by, observed=True, sort=False).head(1).reset_index(drop=True)
 
 
+def outcome_counts(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of `by` (in groupby order, missing keys a group of their own): runs, completed, diverged and failed
+    (failed or killed), by schema.count_outcomes."""
+    groups = runs.groupby(by, dropna=False, observed=True, sort=True)["outcome"]
+    counts = [schema.count_outcomes(group) for _, group in groups]
+    return pd.DataFrame(
+        {
+            "runs": [c["total"] for c in counts],
+            "completed": [c[schema.COMPLETED] for c in counts],
+            "diverged": [c[schema.DIVERGED] for c in counts],
+            "failed": [c[schema.FAILED_OUTCOME] + c[schema.KILLED_OUTCOME] for c in counts],
+        },
+        dtype="int64",
+    )
+
+
 def optimizer_totals(runs: pd.DataFrame) -> pd.DataFrame:
     """Per optimizer: runs by outcome over the whole grid, seeds, step budgets and the lrs tried."""
-    counts = runs.groupby("optimizer", observed=True)["outcome"].apply(schema.count_outcomes).unstack()
-    sets = runs.groupby("optimizer", observed=True).agg(
+    counts = outcome_counts(runs, ["optimizer"]).rename(columns={"runs": "trials"})
+    sets = runs.groupby("optimizer", dropna=False, observed=True, sort=True).agg(
         seed_set=("seed", lambda s: tuple(sorted(s.dropna().unique()))),
         budget_set=("total_steps", lambda s: tuple(sorted(s.dropna().unique()))),
         lr_min=("lr", "min"),
         lr_max=("lr", "max"),
         lrs=("lr", "nunique"),
     )
-    totals = pd.DataFrame(
-        {
-            "trials": counts["total"],
-            "completed": counts[schema.COMPLETED],
-            "diverged": counts[schema.DIVERGED],
-            "failed": counts[schema.FAILED_OUTCOME] + counts[schema.KILLED_OUTCOME],
-        }
-    ).astype(int)
-    return totals.join(sets).reset_index()
+    return pd.concat([sets.reset_index(), counts], axis=1)  # both in the groupby's order
 
 
 def ranked(configs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:

@@ -80,13 +80,13 @@ def fairness_line(view: TaskView) -> str:
 
 def _failures(runs: pd.DataFrame) -> str:
     """Failed runs are not compared (no result); say so, with the first error, so nobody misses them."""
-    failed = runs[runs["outcome"].isin(ranking.LOST)]
-    if failed.empty:
+    counts = schema.count_outcomes(runs["outcome"])
+    lost = counts[schema.FAILED_OUTCOME] + counts[schema.KILLED_OUTCOME]
+    if not lost:
         return ""
+    failed = runs[runs["outcome"].isin(ranking.LOST)]
     first = failed["error"].dropna().loc[lambda s: s != ""].head(1).tolist()
-    return f" {len(failed)} run(s) failed and are not compared" + (
-        f" (first error: {first[0]})." if first else "."
-    )
+    return f" {lost} run(s) failed and are not compared" + (f" (first error: {first[0]})." if first else ".")
 
 
 def _set_text(value) -> str:

@@ -6,6 +6,7 @@ real model) runs before the MLflow run is created, so bad input leaves no run be
 """
 
 import contextlib
+import logging
 import random
 import traceback
 from collections.abc import Iterator
@@ -18,12 +19,14 @@ from harness.config import Config
 from harness.context import JobContext
 from harness.data import make_loader
 from harness.errors import ConfigError
-from harness.job_run import end_run, open_run, record_result, run_name
+from harness.job_run import end_run, open_run, record_result, run_name, summary_line
 from harness.loop import LoopSettings, RunResult, train
 from harness.optim import create_scheduler
 from harness.plan import Plan, make_plan
 from harness.progress_bar import progress_for
 from harness.tracking import FAILED, KILLED, Tracker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,9 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
     tracker = open_run(plan, ctx)
     with recorded(tracker):
         result = train_plan(plan, parts, tracker)
-        record_result(tracker, result)
+        record_result(tracker, result, run_name(cfg, plan.task.name, plan.batch_size))
+    # Through Hydra's job logger: on the terminal and in the job's <output dir>/train.log.
+    log.info(summary_line(result, tracker, ctx))
     return result
 
 
@@ -81,7 +86,9 @@ def train_plan(plan: Plan, parts: Parts, tracker: Tracker) -> RunResult:
         steps_per_epoch=plan.steps_per_epoch,
         batch_size=plan.batch_size,
     )
-    progress = progress_for(cfg.tracking.progress, plan.total_steps, run_name(cfg))
+    progress = progress_for(
+        cfg.tracking.progress, plan.total_steps, run_name(cfg, plan.task.name, plan.batch_size)
+    )
     return train(
         plan.task,
         parts.model,

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.config import Config, config_hash, effective_lr, flat_params
+from harness.config import Config, config_hash, effective_lr
 from harness.context import JobContext
 from harness.devices import device_description
 from harness.loop import RunResult
 from harness.plan import Plan
-from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, schema
+from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, record, schema
 
 
 def open_run(plan: Plan, ctx: JobContext) -> Tracker:
@@ -35,25 +35,45 @@ def open_run(plan: Plan, ctx: JobContext) -> Tracker:
         schema.RESOLVED_BATCH_SIZE: plan.batch_size,
         schema.RESOLVED_STEPS_PER_EPOCH: plan.steps_per_epoch,
     }
-    return _start_run(cfg, ctx, plan.task.name, tags, resolved)
+    name = run_name(cfg, plan.task.name, plan.batch_size)
+    dataset = record.dataset_record(plan.task, plan.splits)
+    return _start_run(cfg, ctx, plan.task.name, tags, resolved, name, dataset)
 
 
 def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
     """Inside a sweep, a config the job refused (a device that is not there...) still shows as a FAILED run."""
     tags = run_tags(cfg, ctx, cfg.task.name, config_hash(cfg), cfg.device, "")
-    end_run(
-        _start_run(cfg, ctx, cfg.task.name, tags, {schema.RESOLVED_LR: effective_lr(cfg)}), FAILED, message
-    )
+    name = run_name(cfg, cfg.task.name, cfg.data.batch_size)
+    resolved = {schema.RESOLVED_LR: effective_lr(cfg)}
+    end_run(_start_run(cfg, ctx, cfg.task.name, tags, resolved, name), FAILED, message)
 
 
-def record_result(tracker: Tracker, result: RunResult) -> None:
-    """Final metrics and status tags, then end the run FINISHED (diverged runs too: they are outcomes)."""
+def record_result(tracker: Tracker, result: RunResult, name: str) -> None:
+    """Final metrics and status tags, then end the run FINISHED (diverged runs too: they are outcomes, renamed
+    `[diverged] <name>`; see harness.tracking.record)."""
     tracker.log_metrics(result.final_metrics(), step=result.steps)
-    tags = {schema.STATUS: result.status}
-    if result.status == schema.DIVERGED:
-        tags[schema.DIVERGENCE] = result.divergence or ""
-    tracker.set_tags(tags)
+    tracker.set_tags(record.outcome_tags(result.status, result.divergence, name))
     tracker.close(FINISHED)
+
+
+def summary_line(result: RunResult, tracker: Tracker, ctx: JobContext) -> str:
+    """What the run did, in one line: status, steps, final losses, wall time, and where to see the run."""
+    from harness.tracking import store
+
+    where = None
+    if tracker.run_id is not None:
+        uri = tracker.client.tracking_uri
+        default = uri == store.default_uri(ctx.project_dir)
+        where = record.where_to_see(uri, default, tracker.experiment_id, tracker.run_id)
+    return record.summary_line(
+        result.status,
+        result.steps,
+        result.wall_s,
+        result.final_train_loss,
+        result.final_val,
+        tracker.run_id,
+        where,
+    )
 
 
 def end_run(tracker: Tracker, status: str, message: str, details: str | None = None) -> None:
@@ -64,35 +84,38 @@ def end_run(tracker: Tracker, status: str, message: str, details: str | None = N
     tracker.close(status)
 
 
-def run_name(cfg: Config) -> str:
-    return cfg.tracking.run_name or (
-        f"{cfg.optimizer.name} lr={effective_lr(cfg):.3g} bs={cfg.data.batch_size} seed={cfg.seed}"
-    )
+def run_name(cfg: Config, task_name: str, batch_size: int | str) -> str:
+    """tracking.run_name, else `<task> <optimizer> lr=... bs=<batch size used> seed=...` (credentials redacted)."""
+    if cfg.tracking.run_name:
+        return record.redact(cfg.tracking.run_name)
+    return record.job_run_name(task_name, cfg.optimizer.name, effective_lr(cfg), batch_size, cfg.seed)
 
 
 def run_tags(
     cfg: Config, ctx: JobContext, task_name: str, identity: str, device: str, device_name: str
 ) -> dict[str, str]:
-    tags = {
-        schema.SOURCE_NAME: "harness.train",
-        schema.SOURCE_TYPE: "LOCAL",
-        schema.USER: _user(),
-        schema.TASK: task_name,
-        schema.OPTIMIZER: cfg.optimizer.name,
-        schema.CONFIG_HASH: identity,
-        schema.OVERRIDES: " ".join(ctx.overrides),
-        schema.TORCH_VERSION: torch.__version__,
-        schema.DEVICE: device,
-        schema.DEVICE_NAME: device_name,
-        schema.STATUS: schema.RUNNING_OUTCOME,
-    }
-    commit = git_commit(str(ctx.project_dir))
-    if commit:
-        tags[schema.SOURCE_GIT_COMMIT] = tags[schema.GIT_COMMIT] = commit
-    return tags
+    return record.job_tags(
+        task=task_name,
+        optimizer=cfg.optimizer.name,
+        config_hash=identity,
+        overrides=ctx.overrides,
+        device=device,
+        device_name=device_name,
+        torch_version=torch.__version__,
+        user=_user(),
+        git_commit=git_commit(str(ctx.project_dir)),
+    )
 
 
-def _start_run(cfg: Config, ctx: JobContext, task_name: str, tags: dict, resolved: dict) -> Tracker:
+def _start_run(
+    cfg: Config,
+    ctx: JobContext,
+    task_name: str,
+    tags: dict,
+    resolved: dict,
+    name: str,
+    dataset: record.DatasetRecord | None = None,
+) -> Tracker:
     from harness.tracking import store
     from harness.tracking.mlflow_tracker import MlflowTracker
 
@@ -109,15 +132,20 @@ def _start_run(cfg: Config, ctx: JobContext, task_name: str, tags: dict, resolve
     tracker = MlflowTracker.start(
         client,
         experiment_id,
-        run_name(cfg),
+        name,
         tags,
         parent_run_id=parent.run_id if parent else None,
         spool_dir=spool_dir,
     )
     try:
-        tracker.log_params({**flat_params(cfg), **resolved})
+        config = dataclasses.asdict(cfg)
+        tracker.log_params(record.job_params(config, resolved))
         # yaml.safe_dump, not OmegaConf.to_yaml: the same text for a plain dict, and cheaper per job.
-        tracker.log_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), schema.CONFIG_ARTIFACT)
+        tracker.log_text(
+            yaml.safe_dump(record.redact_config(config), sort_keys=False), schema.CONFIG_ARTIFACT
+        )
+        if dataset is not None:
+            tracker.log_inputs([record.dataset_input(dataset)])
     except Exception as exc:
         end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}")
         raise

@@ -157,7 +157,7 @@ def test_an_optuna_search_is_one_parent_with_a_child_per_trial_and_finds_a_good_
     counts = [tags[f"harness.{k}"] for k in ("grid_size", "jobs.total", "jobs.completed", "jobs.failed")]
     assert counts == ["8", "8", "8", "0"]
     assert "optimizer.lr=tag(log, interval(1e-4, 1))" in tags["harness.sweep_overrides"]
-    assert tags["mlflow.runName"].startswith("sweep +hparams_search=optuna")
+    assert tags["mlflow.runName"] == "sweep quadratic: optimizer.lr x data.batch_size (8 points)"
     lrs = [float(c.data.params["optimizer.lr"]) for c in children]
     assert len(set(lrs)) == 8 and all(1e-4 <= lr <= 1 for lr in lrs)
     assert {c.data.params["data.batch_size"] for c in children} <= {"16", "32", "64", "128"}

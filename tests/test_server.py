@@ -72,6 +72,7 @@ def server():
     if started.returncode != 0:
         srv.run("stop")
         pytest.fail("scripts/server.sh start failed: " + started.stderr[-3000:])
+    srv.started = started
     yield srv
     srv.run("stop")
     shutil.rmtree(directory, ignore_errors=True)
@@ -200,3 +201,42 @@ def test_the_server_lost_mid_sweep_loses_nothing(server, tmp_path):
     assert parent.info.status == "FINISHED"
     for child in completed:
         assert len(history(server.uri, child.info.run_id, "train/loss")) == 400
+
+
+def test_the_database_takes_no_password_less_connection_and_mlflow_is_no_superuser(server):
+    import psycopg2
+
+    directory = Path(server.env["SERVER_DIR"])
+    port = int(server.env["PG_PORT"])
+    hba = (directory / "pgdata" / "pg_hba.conf").read_text()
+    assert not [ln for ln in hba.splitlines() if "trust" in ln.split("#")[0]]
+    pgpass = directory / "pgpass"
+    assert pgpass.stat().st_mode & 0o777 == 0o600
+    password = pgpass.read_text().strip().split(":")[-1]
+    assert len(password) == 48
+    # Never printed, never on the server's command line, never in its log.
+    assert password not in server.started.stdout + server.started.stderr
+    pid = int((directory / "mlflow.pid").read_text())
+    assert password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert password not in (directory / "mlflow.log").read_text()
+
+    def connect(user: str, secret: str | None, database: str = "mlflow"):
+        return psycopg2.connect(
+            host="127.0.0.1", port=port, user=user, password=secret, dbname=database, connect_timeout=10
+        )
+
+    for user, secret, database in [
+        ("postgres", None, "postgres"),
+        ("postgres", "", "mlflow"),
+        ("mlflow", None, "mlflow"),
+        ("mlflow", "wrong", "mlflow"),
+        ("mlflow", password, "postgres"),
+    ]:
+        with pytest.raises(psycopg2.OperationalError):
+            connect(user, secret, database).close()
+    with connect("mlflow", password) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user"
+        )
+        assert cursor.fetchone() == (False, False, False)
+    connection.close()

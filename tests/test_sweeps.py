@@ -183,7 +183,8 @@ def test_named_sweeps_expand_to_their_grids(name, size, optimizers):
     assert grid.experiment_name(config) == name
     if not optimizers:
         assert config.optimizer.name == "sgd"
-    assert grid.sweep_name(config) == f"sweep {name}"
+    assert grid.sweep_name(config, size).startswith(f"sweep {name}: ")
+    assert grid.sweep_name(config, size).endswith(f" ({size} points)")
 
 
 def test_one_identity_rule_for_the_config_hash_and_the_sweep_key():

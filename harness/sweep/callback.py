@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from harness.errors import ConfigError
 from harness.sweep import grid, progress
 from harness.sweep.state import SweepState
-from harness.tracking import schema
+from harness.tracking import record, schema
 
 RERUN = ("failed", "all")
 
@@ -48,7 +48,8 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.state is not None:
-            print(end_sweep(self.state), file=sys.stderr, flush=True)
+            # The re-run commands repeat each job's overrides: a tracking URI's credentials are redacted.
+            print(record.redact(end_sweep(self.state)), file=sys.stderr, flush=True)
             self.state = None
 
 

@@ -8,6 +8,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import in_identity
+from harness.tracking import record
+
+# The named sweep (`+sweep=demo`) is part of a sweep's identity but not of its parent's params: it names the run.
+_NAMED_SWEEP = "sweep"
 
 
 def sweep_arguments(config: DictConfig) -> list[str]:
@@ -54,10 +58,45 @@ def experiment_name(config: DictConfig) -> str:
     return "sweeps" if varies_task(config) else str(config.task.name)
 
 
-def sweep_name(config: DictConfig) -> str:
-    """The parent run's name: the named sweep, else the command line's overrides."""
+def named_sweep(config: DictConfig) -> str | None:
+    """`demo` for `+sweep=demo`, else None."""
     named = [o.split("=", 1)[1] for o in config.hydra.overrides.task if o.lstrip("+").startswith("sweep=")]
-    if named:
-        return f"sweep {named[0]}"
-    arguments = [a for a in config.hydra.overrides.task if not a.startswith("hydra")]
-    return "sweep " + " ".join(arguments) if arguments else "sweep"
+    return named[0] if named else None
+
+
+def sweep_axes(config: DictConfig) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(what varies over which values, what the sweep fixes), from the sweep's overrides as typed.
+
+    `optimizer=sgd,adam seed=range(0,2) trainer.max_steps=25` -> ({optimizer: [sgd, adam], seed: [0, 1]},
+    {trainer.max_steps: 25}); an optuna range stays as typed (`optimizer.lr: [tag(log, interval(1e-4, 1))]`).
+    Launcher, tracking and sweep options are left out.
+    """
+    axes: dict[str, list[str]] = {}
+    fixed: dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(sweep_arguments(config)):
+        key = override.get_key_element().lstrip("+~")
+        # Launcher, store and thread options are no grid point's business (config.in_identity), nor the named sweep.
+        if not in_identity(key) or key.split(".", 1)[0] == _NAMED_SWEEP or override.is_delete():
+            continue
+        typed = override.input_line.split("=", 1)[1] if override.input_line else ""
+        if not override.is_sweep_override():
+            fixed[key] = typed
+        elif override.is_discrete_sweep():
+            axes[key] = list(override.sweep_string_iterator())
+        else:
+            axes[key] = [typed]
+    return axes, fixed
+
+
+def sweep_name(config: DictConfig, points: int | None = None) -> str:
+    """The parent run's name, short: `sweep demo: optimizer x optimizer.lr x seed (144 points)`,
+    `sweep quadratic: optimizer=sgd,adam seed=0,1 (4 points)` (see record.sweep_name)."""
+    axes, _ = sweep_axes(config)
+    task = "" if varies_task(config) else str(config.task.name)
+    return record.sweep_name(named_sweep(config), task, axes, points)
+
+
+def parent_params(config: DictConfig, points: int | None = None) -> dict[str, str]:
+    """The parent run's params: `grid.<key>` = the values it varies over, the fixed overrides, `grid.points`."""
+    axes, fixed = sweep_axes(config)
+    return record.parent_params(axes, fixed, points)

@@ -20,6 +20,7 @@ from mlflow.entities import Param, RunTag
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from harness.tracking.base import FINISHED
+from harness.tracking.record import redact
 from harness.tracking.sinks import (
     MAX_METRICS_PER_BATCH,
     BackgroundWriter,
@@ -60,6 +61,7 @@ class MlflowTracker:
         on_error = self._spool_metrics if spool_dir is not None else None
         self._writer = BackgroundWriter(sink or sink_for(mlflow_client), run_id, on_error=on_error)
         self.artifact_uri: str | None = None  # known from create_run: local artifacts then need no run lookup
+        self.experiment_id: str | None = None  # known from create_run (to point users at the run's page)
 
     @classmethod
     def start(
@@ -78,6 +80,7 @@ class MlflowTracker:
         run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=tags)
         tracker = cls(mlflow_client, run.info.run_id, spool_dir=spool_dir)
         tracker.artifact_uri = run.info.artifact_uri
+        tracker.experiment_id = experiment_id
         return tracker
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -90,6 +93,11 @@ class MlflowTracker:
 
         if not self._offline_or_try(send):
             self.spool.params(params)
+
+    def log_inputs(self, datasets: list) -> None:
+        """MLflow dataset inputs (mlflow.entities.DatasetInput), as `mlflow.log_input` logs them. Offline (the server
+        went away), they are left out: the spool keeps what a report needs (metrics, tags), not inputs."""
+        self._offline_or_try(lambda: self.client.log_inputs(self.run_id, datasets=datasets))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         values = {key: (float(value),) for key, value in metrics.items()}
@@ -176,7 +184,9 @@ class MlflowTracker:
 
     def _go_offline(self, exc: Exception) -> None:
         if self.spool is None:
-            self.spool_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            # MLflow's REST errors quote the request URL, credentials included: redacted before printing or spooling.
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.spool_reason = redact(reason)[:300]
             path = self.spool_dir / f"{self.run_id}.jsonl"
             self.spool = Spool(path, self.run_id, self.client.tracking_uri, self.spool_reason)
 

@@ -38,6 +38,8 @@ DEVICE, DEVICE_NAME = "harness.device", "harness.device_name"
 TORCH_VERSION = "harness.torch_version"
 GIT_COMMIT = "harness.git_commit"
 ENGINE = "harness.engine"  # which code path trained the run (single, batched)
+DIVERGED_MARK = "harness.diverged"  # "true" on diverged runs: findable without reading harness.status
+DIVERGED_NAME_PREFIX = "[diverged] "  # a diverged run's name starts with this (it stays FINISHED)
 # MLflow's own tags, set by the job as `mlflow run` would.
 SOURCE_NAME, SOURCE_TYPE = "mlflow.source.name", "mlflow.source.type"
 SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
@@ -49,6 +51,8 @@ GRID_SIZE = "harness.grid_size"
 LAUNCHER = "harness.launcher"
 STOPPED = "harness.stopped"  # why a search stopped before its end (the HPO failure budget)
 JOB_COUNT_PREFIX = "harness.jobs."  # harness.jobs.<outcome> and harness.jobs.total
+BEST_OPTIMIZER = "harness.best_optimizer"  # the sweep's headline (record.log_sweep_headline)
+BEST_RUN_ID = "harness.best_run_id"  # the child with the lowest final val loss
 
 
 def job_count_tag(outcome: str) -> str:
@@ -60,6 +64,14 @@ RESOLVED_LR = "resolved.lr"  # optimizer.lr x optimizer.lr_scale: what the optim
 RESOLVED_BATCH_SIZE = "resolved.batch_size"  # "full" and oversize batches resolved to a number
 RESOLVED_TOTAL_STEPS = "resolved.total_steps"  # the step budget
 RESOLVED_STEPS_PER_EPOCH = "resolved.steps_per_epoch"  # batches per pass over the training set
+# Config keys a job never logs as params (record.job_params): scheduler.* is dropped when the scheduler is `none`.
+SCHEDULER_PARAM_PREFIX, SCHEDULER_NAME_PARAM, NO_SCHEDULER = "scheduler.", "scheduler.name", "none"
+TRACKING_URI_PARAM = "tracking.uri"  # the configured URI, credentials redacted
+# On the parent run: grid.<key> = the values it took (comma-separated, as typed), grid.points = the grid's size;
+# the sweep's fixed overrides under their own keys (trainer.max_steps = 25).
+GRID_PARAM_PREFIX = "grid."
+GRID_POINTS_PARAM = "grid.points"
+SWEEP_NAME_MAX_AXES_CHARS = 60  # beyond this a parent's name lists the varied keys only, not their values
 
 # --- Metrics ----------------------------------------------------------------------------------------------------------
 # Per optimizer step t (step = t, from 0): the loss at the parameters before update t.
@@ -82,6 +94,7 @@ FINAL_VAL_ACCURACY = "final/val_accuracy"
 BEST_VAL_LOSS = "best/val_loss"
 STEPS = "steps"
 TOTAL_S = "time/total_s"
+JOB_COUNT_METRIC_PREFIX = "jobs/"  # on the parent: jobs/<outcome>, jobs/total (the counts, as metrics too)
 TIME_TO_TARGET_S = "time_to_target_s"  # absent when the target was never reached
 STEPS_TO_TARGET = "steps_to_target"
 
@@ -89,6 +102,16 @@ STEPS_TO_TARGET = "steps_to_target"
 CONFIG_ARTIFACT = "config.yaml"
 ERROR_ARTIFACT = "error.txt"
 GRID_ARTIFACT = "sweep_grid.json"
+
+# --- Dataset inputs (MlflowClient.log_inputs, as mlflow.log_input records them) ----------------------------------------
+DATASET_CONTEXT = "mlflow.data.context"
+DATASET_CONTEXT_TRAINING = "training"
+DATASET_SOURCE_TYPE = "code"  # the data is built by the task's code (harness.tasks), not read from a file
+DATASET_SOURCE_CODE = "harness.task.make_data"  # in the source's tags: which function builds the data
+
+# --- Where a project's runs are -------------------------------------------------------------------------------------
+# The default store (harness.tracking.store.default_uri), as `mlflow ui` in the launch directory reads it.
+DEFAULT_STORE_URI_RELATIVE = "sqlite:///mlruns/mlflow.db"
 
 
 def outcome(mlflow_status: str, tags: Mapping[str, str]) -> str:

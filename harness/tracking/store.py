@@ -75,9 +75,11 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
             response.read()
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        from harness.tracking.record import redact  # credentials never reach the terminal
+
         raise ConfigError(
             "tracking.uri",
-            uri,
+            redact(uri),
             f"a running MLflow tracking server (none answered: {reason}; `make server` starts one)",
         ) from None
 

@@ -26,7 +26,7 @@ from harness.loop import DIVERGED, LoopSettings, RunResult, train
 from harness.optim import create_optimizer, create_scheduler, get_optimizer_info
 from harness.progress import progress_for
 from harness.tasks import Splits, Task, create_task
-from harness.tracking import FAILED, FINISHED, KILLED, NullTracker, Tracker
+from harness.tracking import FAILED, FINISHED, KILLED, NullTracker, Tracker, schema
 
 EVALUATIONS_PER_RUN = 20  # default cadence when trainer.eval_every is null
 
@@ -169,17 +169,22 @@ def run_tags(cfg: Config, ctx: JobContext, task_name: str, device: str, device_n
         "harness.device": device,
         "harness.device_name": device_name,
         "harness.status": "running",
+        schema.ENGINE: schema.ENGINE_SINGLE,
+        schema.BATCH_TRIALS: "1",
     }
     if commit:
         tags["mlflow.source.git.commit"] = tags["harness.git_commit"] = commit
     return tags
 
 
-def open_tracker(cfg: Config, ctx: JobContext, p: Plan) -> Tracker:
-    """Create the MLflow run (a child run inside a sweep) with params, tags and the resolved config."""
+def open_tracker(cfg: Config, ctx: JobContext, p: Plan, extra_tags: dict[str, str] | None = None) -> Tracker:
+    """Create the MLflow run (a child run inside a sweep) with params, tags and the resolved config.
+
+    `extra_tags` replace or add to the run's tags (the batched engine's `harness.engine`, `harness.batch_trials`).
+    """
     if not cfg.tracking.enabled:
         return NullTracker()
-    tags = run_tags(cfg, ctx, p.task.name, str(p.device), device_description(p.device))
+    tags = run_tags(cfg, ctx, p.task.name, str(p.device), device_description(p.device)) | (extra_tags or {})
     resolved = {"resolved.total_steps": p.total_steps, "resolved.batch_size": p.batch_size}
     return _start_run(cfg, ctx, p.task.name, tags, resolved)
 

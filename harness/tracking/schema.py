@@ -38,6 +38,8 @@ DEVICE, DEVICE_NAME = "harness.device", "harness.device_name"
 TORCH_VERSION = "harness.torch_version"
 GIT_COMMIT = "harness.git_commit"
 ENGINE = "harness.engine"  # which code path trained the run (single, batched)
+ENGINE_SINGLE, ENGINE_BATCHED = "single", "batched"
+BATCH_TRIALS = "harness.batch_trials"  # K: how many trials trained together with this one (1: alone)
 # On the parent run.
 SWEEP_KEY = "harness.sweep_key"
 SWEEP_OVERRIDES = "harness.sweep_overrides"

@@ -50,7 +50,7 @@ def overhead(small: int, large: int, launchers: list[str], optimizer: str, repea
 
         def timed(n: int, tag: str, launcher: str) -> float:
             args = [*base, f"seed=range(0,{n})", f"tracking.experiment={tag}", *LAUNCHER_ARGS[launcher]]
-            return sweep([*args, "sweep.rerun=all"], tmp)
+            return sweep([*args, "hydra.callbacks.sweep.rerun=all"], tmp)
 
         for round_ in range(repeats):
             for name in launchers:
@@ -90,7 +90,7 @@ def demo(repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sweep(["task=quadratic", "trainer.max_steps=1", "tracking.experiment=warm"], tmp)  # create the DB
         for round_ in range(repeats):
-            common = ["+sweep=demo", "sweep.rerun=all", f"tracking.experiment=demo-{round_}"]
+            common = ["+sweep=demo", "hydra.callbacks.sweep.rerun=all", f"tracking.experiment=demo-{round_}"]
             joblib = sweep([*common, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp)
             batched = sweep([*common, "hydra/launcher=batched"], tmp)
             ratios.append(batched / joblib)

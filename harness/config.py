@@ -1,13 +1,15 @@
-"""Typed config schema (dataclasses in Hydra's ConfigStore) and the range checks that types cannot express.
+"""The typed config (dataclasses in Hydra's ConfigStore), the range checks types cannot express, and a run's identity.
 
-Hydra rejects unknown keys and wrong types before any job runs. `validate` adds the ranges: it runs before
-anything is built or tracked, so a bad value creates no MLflow run.
+Hydra rejects unknown keys and wrong types before any job runs. The `optimizer`, `scheduler` and `task` groups are
+generated from their registries (harness.optim, harness.tasks): no YAML repeats what a record says. `validate` adds
+the ranges: it runs before anything is built or tracked, so a bad value creates no MLflow run.
 """
 
 import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +17,20 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from harness.errors import ConfigError
-from harness.optim import OPTIMIZERS, SCHEDULERS, validate_hparams
+from harness.optim import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    OptimInfo,
+    ScheduleInfo,
+    get_optimizer_info,
+    get_schedule_info,
+)
+from harness.tasks import TASKS
 
 
 @dataclass
 class TaskConfig:
-    name: str = MISSING  # a registered task (harness.tasks), one YAML per task in conf/task/
+    name: str = MISSING  # a registered task (harness.tasks): task=<name>
     module: str | None = None  # imported first, so that a user's own task can register itself
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the task's constructor
 
@@ -41,15 +51,6 @@ class TrainerConfig:
 
 
 @dataclass
-class SchedulerConfig:
-    name: str = "none"  # none | cosine | step | warmup_cosine
-    step_every: float = 0.3  # step: decay every this fraction of the run
-    gamma: float = 0.1  # step: decay factor
-    warmup: float = 0.05  # warmup_cosine: linear warm-up over this fraction of the run
-    min_factor: float = 0.0  # cosine schedules end at this fraction of the base lr
-
-
-@dataclass
 class TrackingConfig:
     enabled: bool = True  # false: no MLflow at all (not even imported)
     uri: str | None = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlruns/mlflow.db
@@ -59,50 +60,54 @@ class TrackingConfig:
 
 
 @dataclass
-class SweepConfig:
-    # Set by the sweep callback in the launching process; jobs receive the ids and never create experiments.
-    experiment_id: str | None = None
-    parent_run_id: str | None = None
-    rerun: str = (
-        "failed"  # failed: skip grid points with a completed run (resume) | all: run everything again
-    )
-
-
-@dataclass
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
-    optimizer: Any = MISSING  # one schema per optimizer, generated from the registry (see below)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    optimizer: Any = (
+        MISSING  # one schema per optimizer, generated from its registry record (optimizer=<name>)
+    )
+    scheduler: Any = MISSING  # one schema per schedule kind, generated from its record (scheduler=<name>)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0  # model initialisation and batch order; never the data (tasks fix their own data seed)
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto (CUDA, then MPS, then CPU)
     threads: int | None = None  # torch CPU threads; null: cores / parallel jobs
 
 
-def optimizer_schema(name: str) -> type:
-    """A dataclass for one optimizer's config: name, lr and the hyperparameters its registry entry accepts.
+def optimizer_schema(info: OptimInfo) -> type:
+    """The typed config of one optimizer, defaults included: name, lr, its hyperparameters, lr_scale."""
+    fields = [
+        ("name", str, field(default=info.name)),
+        ("lr", float, field(default=info.lr)),
+        *[(key, h.annotation(), field(default_factory=h.fresh_default)) for key, h in info.hparams.items()],
+        # Multiplies lr: one sweep grid over lr_scale spans each optimizer's own default learning rate.
+        ("lr_scale", float, field(default=1.0)),
+    ]
+    return dataclasses.make_dataclass(f"{info.name.capitalize()}OptimizerConfig", fields)
 
-    Values come from conf/optimizer/<name>.yaml, so the YAML is the one place that holds defaults.
-    """
-    fields = [("name", str, field(default=MISSING)), ("lr", float, field(default=MISSING))]
-    fields += [(key, typ, field(default=MISSING)) for key, typ in OPTIMIZERS[name].hparams.items()]
-    # Multiplies lr: one sweep grid over lr_scale spans each optimizer's own default learning rate.
-    fields += [("lr_scale", float, field(default=1.0))]
-    return dataclasses.make_dataclass(f"{name.capitalize()}OptimizerConfig", fields)
+
+def scheduler_schema(info: ScheduleInfo) -> type:
+    """The typed config of one schedule kind: its name and its parameters with their defaults."""
+    fields = [("name", str, field(default=info.name))]
+    fields += [
+        (key, h.annotation(), field(default_factory=h.fresh_default)) for key, h in info.params.items()
+    ]
+    return dataclasses.make_dataclass(f"{info.name.capitalize()}SchedulerConfig", fields)
 
 
 def register_configs() -> None:
-    """Put the schemas into Hydra's ConfigStore (YAML files extend them through their defaults lists)."""
+    """Put the schemas into Hydra's ConfigStore, one group option per registry entry.
+
+    Call it again after registering more entries (a plugin): storing a node again replaces it.
+    """
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    cs.store(group="scheduler", name="base_scheduler", node=SchedulerConfig)
-    cs.store(group="task", name="base_task", node=TaskConfig)
-    cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
-    for name in OPTIMIZERS:
-        cs.store(group="optimizer", name=f"base_{name}", node=optimizer_schema(name))
+    for name, info in OPTIMIZERS.items():
+        cs.store(group="optimizer", name=name, node=optimizer_schema(info))
+    for name, info in SCHEDULERS.items():
+        cs.store(group="scheduler", name=name, node=scheduler_schema(info))
+    for name in TASKS:
+        cs.store(group="task", name=name, node=TaskConfig(name=name))
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -111,9 +116,20 @@ def to_config(cfg: DictConfig) -> Config:
 
 
 def optimizer_hparams(cfg: Config) -> dict[str, Any]:
-    """The optimizer's hyperparameters besides name and lr."""
+    """The optimizer's hyperparameters besides name, lr and lr_scale."""
     values = dataclasses.asdict(cfg.optimizer)
     return {k: v for k, v in values.items() if k not in ("name", "lr", "lr_scale")}
+
+
+def scheduler_params(cfg: Config) -> dict[str, Any]:
+    """The schedule's parameters besides its name."""
+    return {k: v for k, v in dataclasses.asdict(cfg.scheduler).items() if k != "name"}
+
+
+def effective_lr(cfg: Config) -> float:
+    """optimizer.lr x optimizer.lr_scale: what the optimizer is built with (a sweep over lr_scale spans each
+    optimizer's own default lr)."""
+    return cfg.optimizer.lr * cfg.optimizer.lr_scale
 
 
 def _positive_int_or_none(key: str, value: Any) -> None:
@@ -133,15 +149,27 @@ def validate(cfg: Config) -> None:
     if not (cfg.trainer.divergence_factor > 1 and math.isfinite(cfg.trainer.divergence_factor)):
         raise ConfigError("trainer.divergence_factor", cfg.trainer.divergence_factor, "a finite number > 1")
     _positive_int_or_none("threads", cfg.threads)
-    if cfg.scheduler.name not in SCHEDULERS:
-        raise ConfigError("scheduler.name", cfg.scheduler.name, f"one of {list(SCHEDULERS)}")
-    if cfg.sweep.rerun not in ("failed", "all"):
-        raise ConfigError("sweep.rerun", cfg.sweep.rerun, "'failed' or 'all'")
-    if not isinstance(cfg.optimizer.lr, float) or not math.isfinite(cfg.optimizer.lr):
-        raise ConfigError("optimizer.lr", cfg.optimizer.lr, "a finite number > 0")
+    _validate_optimizer(cfg)
+    schedule = get_schedule_info(cfg.scheduler.name)
+    _same_keys("scheduler", schedule.name, schedule.params, scheduler_params(cfg))
+    schedule.check(scheduler_params(cfg))
+
+
+def _validate_optimizer(cfg: Config) -> None:
+    info = get_optimizer_info(cfg.optimizer.name)
+    hparams = optimizer_hparams(cfg)
+    _same_keys("optimizer", info.name, info.hparams, hparams)
+    info.check(cfg.optimizer.lr, hparams)
     if not (cfg.optimizer.lr_scale > 0 and math.isfinite(cfg.optimizer.lr_scale)):
         raise ConfigError("optimizer.lr_scale", cfg.optimizer.lr_scale, "a finite number > 0")
-    validate_hparams(cfg.optimizer.name, cfg.optimizer.lr * cfg.optimizer.lr_scale, optimizer_hparams(cfg))
+
+
+def _same_keys(group: str, name: str, records: dict, values: dict) -> None:
+    """`optimizer.name=adam` over `optimizer=sgd` would keep SGD's keys: refuse it."""
+    if set(records) != set(values):
+        raise ConfigError(
+            f"{group}.name", name, f"a {group} chosen as {group}=<name>, not by renaming another"
+        )
 
 
 def flat_params(cfg: Config) -> dict[str, str]:
@@ -159,11 +187,20 @@ def flat_params(cfg: Config) -> dict[str, str]:
     return flat
 
 
-# Fields that change where or how a run is recorded or scheduled, not what it computes.
-_NOT_HASHED = ("tracking", "sweep", "threads")
+# A run's identity is what it computes: its config minus the fields that only say where it is recorded (tracking)
+# or how it is scheduled (threads). Hydra's own keys (hydra.*, hydra/launcher=...) are never part of a Config. This
+# one rule serves the config hash (a grid point: resume skips it once done) and the sweep key (a sweep: run again,
+# it continues its parent run).
+NOT_IDENTITY = ("tracking", "threads", "hydra")
+
+
+def in_identity(key: str) -> bool:
+    """Whether a config key or override (`optimizer.lr`, `+tracking.uri=...`, `hydra/launcher=joblib`) is part of a
+    run's identity."""
+    return re.split(r"[./=]", key.lstrip("+~"), maxsplit=1)[0] not in NOT_IDENTITY
 
 
 def config_hash(cfg: Config) -> str:
-    """Identity of a grid point: the resolved config minus tracking, sweep and launcher fields."""
-    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_HASHED}
+    """Identity of a grid point: the resolved config minus what `in_identity` leaves out."""
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if in_identity(k)}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -18,8 +18,7 @@ from torch import nn
 
 from harness.tasks.base import Batch, Target, Task
 from harness.tracking.base import Tracker
-
-COMPLETED, DIVERGED = "completed", "diverged"
+from harness.tracking.schema import COMPLETED, DIVERGED
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,38 @@
 """Entry point: `python -m harness.train [overrides]` (or `harness-train`); `-m` runs a sweep.
 
 Thin on purpose: compose config -> plain dataclasses -> run the job; bad values end with one line and exit 2.
+Plugins ($HARNESS_PLUGINS) are imported and the typed configs registered at import, before Hydra composes: in the
+launching process and in every worker process that unpickles `main`.
 """
 
 import os
 import sys
-import time
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from harness import plugins
 from harness.config import register_configs, to_config
+from harness.context import JobContext
 from harness.errors import ConfigError
-from harness.job import JobContext, run_job
+from harness.job import run_job
 from harness.sweep import state as sweep_state
 from harness.sweep.run import run_in_sweep
-from harness.sweep.state import SweepState
 
-register_configs()
+
+def _register() -> None:
+    try:
+        plugins.load()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    register_configs()
+
+
+_register()
 
 
 def job_context() -> JobContext:
@@ -32,7 +45,7 @@ def job_context() -> JobContext:
     if parallel is None or parallel < 1:
         parallel = 1
     return JobContext(
-        project_dir=hydra.utils.get_original_cwd(),
+        project_dir=Path(hydra.utils.get_original_cwd()),
         overrides=tuple(hc.overrides.task),
         job_index=hc.job.get("num"),
         parallel_jobs=int(parallel),
@@ -42,9 +55,10 @@ def job_context() -> JobContext:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     ctx = job_context()
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
         # Failures are recorded, never raised: Hydra would stop at the end with exit 1.
-        state = sweep_state.current() or SweepState(None, time.time(), os.devnull)
+        state = sweep_state.load(Path(hc.runtime.cwd) / hc.sweep.dir)
         return run_in_sweep(to_config(cfg), ctx, state)
     try:
         result = run_job(to_config(cfg), ctx)

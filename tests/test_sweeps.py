@@ -85,7 +85,7 @@ def test_running_the_sweep_again_skips_what_is_done_and_reruns_failures(store, t
     parents, children = parents_and_children(store)
     assert len(parents) == 1
     assert sorted(c.info.status for c in children) == ["FAILED", "FAILED", "FINISHED"]  # the cpu job ran once
-    third = run_cli(*args, "sweep.rerun=all", cwd=tmp_path)
+    third = run_cli(*args, "hydra.callbacks.sweep.rerun=all", cwd=tmp_path)
     assert third.returncode == 0
     parents, children = parents_and_children(store)
     assert len(parents) == 2 and len(children) == 5  # rerun=all: a fresh parent with every job

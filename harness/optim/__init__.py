@@ -1,20 +1,15 @@
-"""Optimizer factory: the only place that knows optimizer names."""
+"""Optimizer factory and LR schedules: the only code that knows optimizer and schedule names."""
 
-from harness.optim.registry import (
-    OPTIMIZERS,
-    OptimInfo,
-    create_optimizer,
-    get_optimizer_info,
-    validate_hparams,
-)
-from harness.optim.schedulers import SCHEDULERS, create_scheduler
+from harness.optim.registry import OPTIMIZERS, OptimInfo, get_optimizer_info, register
+from harness.optim.schedulers import SCHEDULERS, ScheduleInfo, create_scheduler, get_schedule_info
 
 __all__ = [
     "OPTIMIZERS",
     "OptimInfo",
     "SCHEDULERS",
-    "create_optimizer",
+    "ScheduleInfo",
     "create_scheduler",
     "get_optimizer_info",
-    "validate_hparams",
+    "get_schedule_info",
+    "register",
 ]

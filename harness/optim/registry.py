@@ -1,17 +1,35 @@
-"""Registry of optimizers by name: small frozen records, like timm's OptimInfo.
+"""The optimizer registry: one frozen record per optimizer, like timm's OptimInfo, and the only code that knows
+optimizer names.
 
-Defaults live in `conf/optimizer/<name>.yaml`; this module says which hyperparameters each optimizer accepts (and
-their types, from which the typed Hydra schema is built), how to build it, and which values are in range.
+A record holds everything about an optimizer: how to build it, its default lr, each hyperparameter's default,
+allowed range and meaning, and whether its step needs a closure. harness.config turns every record into a typed
+Hydra config (`optimizer=<name>`, `optimizer.<key>=...`), `python -m harness.optim` prints the README table from
+them, and range errors quote them. Adding an optimizer is one `register(OptimInfo(...))`, here or in a module of
+your own named in $HARNESS_PLUGINS (see harness.plugins).
 """
 
 import importlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from omegaconf import MISSING
 
 from harness.errors import ConfigError
+from harness.optim.hparams import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Hparam,
+    Range,
+    at_least,
+    check,
+    described,
+    one_of,
+    pair,
+    unit,
+)
 from harness.optim.muon import MuonWithAdamW
 
 Params = Iterable[torch.nn.Parameter]
@@ -21,25 +39,51 @@ Params = Iterable[torch.nn.Parameter]
 class OptimInfo:
     """One optimizer the harness can build."""
 
-    name: str
+    name: str  # what users type: optimizer=<name>
+    doc: str  # one line, for --help's table in the README
     build: Callable[..., torch.optim.Optimizer]  # build(params, lr=..., **hparams)
-    hparams: Mapping[str, Any] = field(default_factory=dict)  # accepted hyperparameters -> type (besides lr)
+    lr: float  # default learning rate
+    hparams: Mapping[str, Hparam] = field(default_factory=dict)  # accepted hyperparameters besides lr
     needs_closure: bool = False  # step(closure) re-evaluates the loss (L-BFGS line search)
+
+    def defaults(self) -> dict[str, Any]:
+        return {key: h.fresh_default() for key, h in self.hparams.items()}
+
+    def check(self, lr: float, hparams: Mapping[str, Any]) -> None:
+        """Range checks from the record, before anything is built. Raises ConfigError naming `optimizer.<key>`."""
+        check("optimizer", {"lr": LR, **self.hparams}, {"lr": lr, **hparams})
+
+    def create(self, params: Params, lr: float, hparams: Mapping[str, Any]) -> torch.optim.Optimizer:
+        """Build over `params`; what torch itself refuses becomes a ConfigError."""
+        try:
+            return self.build(list(params), lr=lr, **dict(hparams))
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise ConfigError("optimizer", dict(hparams), f"rejected by {self.name}: {exc}") from None
 
 
 OPTIMIZERS: dict[str, OptimInfo] = {}
 
 
 def register(info: OptimInfo) -> OptimInfo:
-    """Add an optimizer to the registry (names are unique)."""
-    if info.name in OPTIMIZERS:
+    """Add an optimizer (names are unique). It becomes `optimizer=<name>` once harness.config registers configs."""
+    if info.name in OPTIMIZERS and OPTIMIZERS[info.name] is not info:
         raise ValueError(f"optimizer {info.name!r} is already registered")
     OPTIMIZERS[info.name] = info
     return info
 
 
-def _tuple_args(cls: type, *names: str) -> Callable[..., torch.optim.Optimizer]:
-    """YAML gives lists; torch wants tuples for betas, etas and the like."""
+def get_optimizer_info(name: str) -> OptimInfo:
+    """Look up an optimizer by name, or fail naming the choices."""
+    try:
+        return OPTIMIZERS[name]
+    except KeyError:
+        raise ConfigError("optimizer.name", name, f"one of {sorted(OPTIMIZERS)}") from None
+
+
+def tuple_args(cls: type, *names: str) -> Callable[..., torch.optim.Optimizer]:
+    """Configs give lists; torch wants tuples for betas, etas and the like."""
 
     def build(params: Params, **kw: Any) -> torch.optim.Optimizer:
         for name in names:
@@ -66,129 +110,214 @@ def _build_custom(params: Params, lr: float, target: str, kwargs: Mapping[str, A
     return _import_optimizer(target)(params, lr=lr, **dict(kwargs))
 
 
-_SGD = {"momentum": float, "dampening": float, "weight_decay": float, "nesterov": bool}
-_ADAM = {"betas": list[float], "eps": float, "weight_decay": float}
+# Hyperparameters several optimizers share; defaults are torch.optim's unless a record says otherwise.
+LR = Hparam(
+    MISSING, "learning rate", Range(lambda v: v > 0 and math.isfinite(v), "a finite number > 0"), float
+)
+_BETAS_RANGE = pair(lambda b1, b2: 0 <= b1 < 1 and 0 <= b2 < 1, "in [0, 1)")
+BETAS = Hparam([0.9, 0.999], "decay rates of the gradient and squared-gradient averages", _BETAS_RANGE)
+EPS = Hparam(1e-8, "added to the denominator for numerical stability", POSITIVE)
+
+
+def weight_decay(default: float = 0.0) -> Hparam:
+    return Hparam(default, "L2 penalty (decoupled for AdamW-style optimizers)", NON_NEGATIVE)
+
+
+def _sgd(momentum: float, nesterov: bool) -> dict[str, Hparam]:
+    return {
+        "momentum": Hparam(momentum, "heavy-ball momentum factor", unit()),
+        "dampening": Hparam(0.0, "dampening of the momentum", unit(closed=True)),
+        "weight_decay": weight_decay(),
+        "nesterov": Hparam(nesterov, "Nesterov momentum (needs momentum > 0, dampening 0)"),
+    }
+
+
+def _adam(wd: float = 0.0) -> dict[str, Hparam]:
+    return {"betas": BETAS, "eps": EPS, "weight_decay": weight_decay(wd)}
+
+
+_AMSGRAD = Hparam(False, "the AMSGrad variant (max of past squared-gradient averages)")
+_DECOUPLED = Hparam(False, "decoupled weight decay, as AdamW")
+_PAIR_EPS = pair(lambda a, b: (a is None or a > 0) and b > 0, "null or > 0, then > 0")
 
 for _info in [
-    OptimInfo("sgd", torch.optim.SGD, _SGD),
-    OptimInfo("momentum", torch.optim.SGD, _SGD),
-    OptimInfo("nesterov", torch.optim.SGD, _SGD),
+    OptimInfo("sgd", "stochastic gradient descent", torch.optim.SGD, 0.01, _sgd(0.0, False)),
+    OptimInfo("momentum", "SGD with heavy-ball momentum", torch.optim.SGD, 0.01, _sgd(0.9, False)),
+    OptimInfo("nesterov", "SGD with Nesterov momentum", torch.optim.SGD, 0.01, _sgd(0.9, True)),
     OptimInfo(
         "adagrad",
+        "Adagrad: per-coordinate steps shrinking with the summed squared gradients",
         torch.optim.Adagrad,
-        {"lr_decay": float, "weight_decay": float, "initial_accumulator_value": float, "eps": float},
+        0.01,
+        {
+            "lr_decay": Hparam(0.0, "learning-rate decay per step", NON_NEGATIVE),
+            "weight_decay": weight_decay(),
+            "initial_accumulator_value": Hparam(0.0, "initial sum of squared gradients", NON_NEGATIVE),
+            "eps": Hparam(1e-10, "added to the denominator for numerical stability", POSITIVE),
+        },
     ),
-    OptimInfo("adadelta", torch.optim.Adadelta, {"rho": float, "eps": float, "weight_decay": float}),
+    OptimInfo(
+        "adadelta",
+        "Adadelta: Adagrad with running averages and a unit-free step",
+        torch.optim.Adadelta,
+        1.0,
+        {
+            "rho": Hparam(0.9, "decay of the running averages", unit(closed=True)),
+            "eps": Hparam(1e-6, "added to the denominator for numerical stability", POSITIVE),
+            "weight_decay": weight_decay(),
+        },
+    ),
     OptimInfo(
         "rmsprop",
+        "RMSprop: steps divided by a running RMS of the gradients",
         torch.optim.RMSprop,
-        {"alpha": float, "eps": float, "weight_decay": float, "momentum": float, "centered": bool},
+        0.01,
+        {
+            "alpha": Hparam(0.99, "decay of the squared-gradient average", NON_NEGATIVE),
+            "eps": EPS,
+            "weight_decay": weight_decay(),
+            "momentum": Hparam(0.0, "momentum factor", unit()),
+            "centered": Hparam(False, "divide by the gradient's variance estimate instead"),
+        },
     ),
-    OptimInfo("adam", _tuple_args(torch.optim.Adam, "betas"), {**_ADAM, "amsgrad": bool}),
-    OptimInfo("adamw", _tuple_args(torch.optim.AdamW, "betas"), {**_ADAM, "amsgrad": bool}),
-    OptimInfo("adamax", _tuple_args(torch.optim.Adamax, "betas"), _ADAM),
+    OptimInfo(
+        "adam",
+        "Adam: bias-corrected averages of the gradient and its square",
+        tuple_args(torch.optim.Adam, "betas"),
+        1e-3,
+        {**_adam(), "amsgrad": _AMSGRAD},
+    ),
+    OptimInfo(
+        "adamw",
+        "AdamW: Adam with decoupled weight decay",
+        tuple_args(torch.optim.AdamW, "betas"),
+        1e-3,
+        {**_adam(0.01), "amsgrad": _AMSGRAD},
+    ),
+    OptimInfo(
+        "adamax",
+        "Adamax: Adam with the infinity norm",
+        tuple_args(torch.optim.Adamax, "betas"),
+        2e-3,
+        _adam(),
+    ),
     OptimInfo(
         "nadam",
-        _tuple_args(torch.optim.NAdam, "betas"),
-        {**_ADAM, "momentum_decay": float, "decoupled_weight_decay": bool},
+        "NAdam: Adam with Nesterov momentum",
+        tuple_args(torch.optim.NAdam, "betas"),
+        2e-3,
+        {
+            **_adam(),
+            "momentum_decay": Hparam(0.004, "momentum decay", NON_NEGATIVE),
+            "decoupled_weight_decay": _DECOUPLED,
+        },
     ),
-    OptimInfo("radam", _tuple_args(torch.optim.RAdam, "betas"), {**_ADAM, "decoupled_weight_decay": bool}),
-    OptimInfo("asgd", torch.optim.ASGD, {"lambd": float, "alpha": float, "t0": float, "weight_decay": float}),
+    OptimInfo(
+        "radam",
+        "RAdam: Adam with a rectified warm-up of the adaptive term",
+        tuple_args(torch.optim.RAdam, "betas"),
+        1e-3,
+        {**_adam(), "decoupled_weight_decay": _DECOUPLED},
+    ),
+    OptimInfo(
+        "asgd",
+        "averaged SGD",
+        torch.optim.ASGD,
+        0.01,
+        {
+            "lambd": Hparam(1e-4, "decay term", NON_NEGATIVE),
+            "alpha": Hparam(0.75, "power for the eta update", NON_NEGATIVE),
+            "t0": Hparam(1e6, "step at which averaging starts", NON_NEGATIVE),
+            "weight_decay": weight_decay(),
+        },
+    ),
     OptimInfo(
         "rprop",
-        _tuple_args(torch.optim.Rprop, "etas", "step_sizes"),
-        {"etas": list[float], "step_sizes": list[float]},
+        "Rprop: sign-based steps with per-coordinate adaptive sizes (full batch)",
+        tuple_args(torch.optim.Rprop, "etas", "step_sizes"),
+        0.01,
+        {
+            "etas": Hparam(
+                [0.5, 1.2],
+                "step-size decrease and increase factors",
+                pair(lambda a, b: 0 < a < 1 < b, "0 < a < 1 < b"),
+            ),
+            "step_sizes": Hparam(
+                [1e-6, 50.0],
+                "smallest and largest step size",
+                pair(lambda a, b: 0 < a <= b, "0 < min <= max"),
+            ),
+        },
     ),
     OptimInfo(
         "lbfgs",
+        "L-BFGS: quasi-Newton steps from a gradient history (needs a closure)",
         torch.optim.LBFGS,
-        {"max_iter": int, "history_size": int, "line_search_fn": str | None},
+        1.0,
+        {
+            "max_iter": Hparam(20, "inner iterations per step(closure)", at_least(1)),
+            "history_size": Hparam(100, "number of past updates kept", at_least(1)),
+            "line_search_fn": Hparam(
+                None, "line search: null or strong_wolfe", one_of(None, "strong_wolfe"), str | None
+            ),
+        },
         needs_closure=True,
     ),
     OptimInfo(
         "adafactor",
-        _tuple_args(torch.optim.Adafactor, "eps"),
-        {"beta2_decay": float, "eps": list[float | None], "d": float, "weight_decay": float},
+        "Adafactor: factored second moments (memory-light Adam)",
+        tuple_args(torch.optim.Adafactor, "eps"),
+        0.01,
+        {
+            "beta2_decay": Hparam(
+                -0.8, "decay rate of the second moment's beta2", Range(lambda v: v <= 0, "<= 0")
+            ),
+            "eps": Hparam(
+                [None, 1e-3], "epsilons of the denominator and the update", _PAIR_EPS, list[float | None]
+            ),
+            "d": Hparam(1.0, "clipping threshold of the update's RMS", POSITIVE),
+            "weight_decay": weight_decay(),
+        },
     ),
     OptimInfo(
         "muon",
+        "Muon (orthogonalised momentum) on 2-D weights, AdamW on every other parameter",
         MuonWithAdamW,
+        0.02,
         {
-            "weight_decay": float,
-            "momentum": float,
-            "nesterov": bool,
-            "ns_steps": int,
-            "adamw_lr": float,
-            "adamw_betas": list[float],
-            "adamw_eps": float,
-            "adamw_weight_decay": float,
+            "weight_decay": weight_decay(0.1),
+            "momentum": Hparam(0.95, "momentum factor", unit()),
+            "nesterov": Hparam(True, "Nesterov momentum"),
+            "ns_steps": Hparam(5, "Newton-Schulz iterations", at_least(1)),
+            "adamw_lr": Hparam(1e-3, "AdamW's learning rate (biases, vectors)", POSITIVE),
+            "adamw_betas": Hparam([0.9, 0.999], "AdamW's betas", _BETAS_RANGE),
+            "adamw_eps": Hparam(1e-8, "AdamW's eps", POSITIVE),
+            "adamw_weight_decay": Hparam(0.01, "AdamW's weight decay", NON_NEGATIVE),
         },
     ),
-    OptimInfo("custom", _build_custom, {"target": str, "kwargs": dict[str, Any]}),
+    OptimInfo(
+        "custom",
+        "any torch.optim.Optimizer subclass by import path: optimizer.target=pkg.mod.Class",
+        _build_custom,
+        0.01,
+        {
+            "target": Hparam(
+                MISSING, "import path of a torch.optim.Optimizer subclass (runs that import)", type=str
+            ),
+            "kwargs": Hparam({}, "extra constructor arguments: +optimizer.kwargs.momentum=0.9"),
+        },
+    ),
 ]:
     register(_info)
 
 
-def get_optimizer_info(name: str) -> OptimInfo:
-    """Look up an optimizer by name, or fail naming the choices."""
-    try:
-        return OPTIMIZERS[name]
-    except KeyError:
-        raise ConfigError("optimizer.name", name, f"one of {sorted(OPTIMIZERS)}") from None
-
-
-# Range rules by hyperparameter name: predicate on the value, and the allowed range in words.
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lr": (lambda v: v > 0, "> 0"),
-    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "dampening": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "weight_decay": (lambda v: v >= 0, ">= 0"),
-    "adamw_weight_decay": (lambda v: v >= 0, ">= 0"),
-    "adamw_lr": (lambda v: v > 0, "> 0"),
-    "eps": (lambda v: all(e is None or e > 0 for e in (v if isinstance(v, list) else [v])), "> 0"),
-    "adamw_eps": (lambda v: v > 0, "> 0"),
-    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two values in [0, 1)"),
-    "adamw_betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two values in [0, 1)"),
-    "alpha": (lambda v: v >= 0, ">= 0"),
-    "rho": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "lr_decay": (lambda v: v >= 0, ">= 0"),
-    "initial_accumulator_value": (lambda v: v >= 0, ">= 0"),
-    "momentum_decay": (lambda v: v >= 0, ">= 0"),
-    "lambd": (lambda v: v >= 0, ">= 0"),
-    "t0": (lambda v: v >= 0, ">= 0"),
-    "etas": (lambda v: len(v) == 2 and 0 < v[0] < 1 < v[1], "two values 0 < eta- < 1 < eta+"),
-    "step_sizes": (lambda v: len(v) == 2 and 0 < v[0] <= v[1], "two values 0 < min <= max"),
-    "max_iter": (lambda v: v >= 1, ">= 1"),
-    "history_size": (lambda v: v >= 1, ">= 1"),
-    "ns_steps": (lambda v: v >= 1, ">= 1"),
-    "line_search_fn": (lambda v: v in (None, "strong_wolfe"), "null or 'strong_wolfe'"),
-    "beta2_decay": (lambda v: v <= 0, "<= 0"),
-    "d": (lambda v: v > 0, "> 0"),
-}
-
-
-def validate_hparams(name: str, lr: float, hparams: Mapping[str, Any]) -> None:
-    """Check lr and each hyperparameter against its range; then let torch validate by building on a dummy tensor.
-
-    Raises:
-        ConfigError: naming `optimizer.<key>`, the value and the allowed range.
-    """
-    info = get_optimizer_info(name)
-    for key, value in {"lr": lr, **hparams}.items():
-        rule = _RULES.get(key)
-        if rule is not None and not rule[0](value):
-            raise ConfigError(f"optimizer.{key}", value, rule[1])
-    dummy = [torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2))]
-    try:
-        info.build(dummy, lr=lr, **dict(hparams))
-    except ConfigError:
-        raise
-    except (ValueError, TypeError, RuntimeError) as exc:
-        raise ConfigError("optimizer", dict(hparams), f"rejected by {name}: {exc}") from None
-
-
-def create_optimizer(
-    name: str, params: Params, lr: float, hparams: Mapping[str, Any]
-) -> torch.optim.Optimizer:
-    """Build the named optimizer over `params`."""
-    return get_optimizer_info(name).build(list(params), lr=lr, **dict(hparams))
+def markdown_table() -> str:
+    """The README's optimizer table, generated from the records (a test keeps the README equal to it)."""
+    rows = [
+        "| `optimizer=` | what it is | `optimizer.lr` | other keys: default (allowed) |",
+        "|---|---|---|---|",
+    ]
+    for info in OPTIMIZERS.values():
+        keys = ", ".join(described(key, h) for key, h in info.hparams.items())
+        rows.append(f"| `{info.name}` | {info.doc} | {info.lr:g} | {keys} |")
+    return "\n".join(rows)

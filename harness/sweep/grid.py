@@ -7,8 +7,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-# Overrides that change how a sweep is launched or recorded, not which jobs it holds.
-_NOT_IN_KEY = ("hydra", "sweep.rerun", "tracking.progress", "threads")
+from harness.config import in_identity
 
 
 def sweep_arguments(config: DictConfig) -> list[str]:
@@ -35,11 +34,11 @@ def grid_size(config: DictConfig) -> int | None:
 
 
 def sweep_key(config: DictConfig, experiment: str) -> str:
-    """Same experiment and same grid (launcher and resume options aside) -> same sweep, resumed.
+    """Same experiment and same grid (overrides outside a run's identity aside) -> same sweep, resumed.
 
     The grid, not its spelling: `optimizer=sgd,adam seed=0,1` and `seed=1,0 optimizer=adam,sgd` are one sweep.
     """
-    arguments = [a for a in sweep_arguments(config) if not a.lstrip("+~").startswith(_NOT_IN_KEY)]
+    arguments = [a for a in sweep_arguments(config) if in_identity(a)]
     return hashlib.sha256(json.dumps([experiment, canonical_grid(arguments)]).encode()).hexdigest()[:16]
 
 

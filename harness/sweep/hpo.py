@@ -17,6 +17,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
 
+from harness.tracking import schema
+
 
 class FailureBudgetExceeded(RuntimeError):
     """More trials failed or diverged than `hydra.sweeper.max_failure_rate` x `n_trials` allows."""
@@ -50,12 +52,12 @@ def stop_past_failure_budget(config: DictConfig, trial: Trial) -> None:
 def end_parent_run(config: DictConfig, reason: str) -> str:
     """End the sweep's parent run (the one the callback opened for this sweep) with its counts and the reason."""
     from harness.sweep import grid, parent
-    from harness.tracking import store
+    from harness.tracking import queries, store
 
     client = store.client(store.resolve_uri(config.tracking.uri, Path.cwd()))
     experiment = grid.experiment_name(config)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    run = parent.find_parent(client, experiment_id, grid.sweep_key(config, experiment))
-    client.set_tag(run.info.run_id, "harness.stopped", reason)
-    outcomes = parent.finish(client, experiment_id, run.info.run_id)
-    return f"[sweep] parent run {run.info.run_id} ended after {len(outcomes)} trials: {reason}"
+    run = queries.find_parent(client, experiment_id, grid.sweep_key(config, experiment))
+    client.set_tag(run.info.run_id, schema.STOPPED, reason)
+    counts = parent.finish(client, experiment_id, run.info.run_id)
+    return f"[sweep] parent run {run.info.run_id} ended after {counts['total']} trials: {reason}"

@@ -11,8 +11,6 @@ Knows nothing of Hydra: the launcher hands over plain `Config`s and hooks that c
 
 import importlib.util
 import logging
-import os
-import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +19,14 @@ from typing import Protocol
 
 import torch
 
-from harness.config import Config, config_hash, optimizer_hparams
+from harness.config import Config, config_hash
+from harness.context import JobContext
 from harness.errors import ConfigError
-from harness.job import JobContext, Plan, effective_lr, end_run, open_tracker, plan, record_result
 from harness.loop import RunResult
+from harness.plan import Plan, make_plan
+from harness.record import end_run, open_run, record_result
 from harness.sweep import progress
-from harness.sweep import state as sweep_state
-from harness.sweep.run import objective, run_in_sweep, with_sweep_ids
+from harness.sweep.run import objective, run_in_sweep
 from harness.sweep.state import SweepState
 from harness.tracking import FAILED, KILLED, schema
 
@@ -46,9 +45,7 @@ class Hooks(Protocol):
     """What the launcher does around each job (Hydra's on_job_start / on_job_end callbacks)."""
 
     project_dir: str
-
-    def sweep_state(self) -> SweepState | None:
-        """The sweep's state (parent run, completed grid points), known before any job starts."""
+    state: SweepState | None  # what the sweep callback decided before any job (None: no callback configured)
 
     def on_job_start(self, job: InProcessJob) -> None: ...
 
@@ -70,8 +67,7 @@ def is_harness_task(task_function) -> bool:
 def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, batch: bool = True) -> list[object]:
     """Run every job; returns, in job order, what the task function would have returned (or the exception)."""
     values: dict[int, object] = {}
-    state = _state(hooks, jobs)
-    singles, groups = _partition(jobs, state, hooks.project_dir) if batch else (list(jobs), [])
+    singles, groups = _partition(jobs, hooks) if batch else (list(jobs), [])
     order = sorted([(j.index, [j], None) for j in singles] + [(g[0][0].index, *zip(*g)) for g in groups])
     for _, members, plans in order:
         if plans is None:
@@ -81,22 +77,18 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, batch: bool = True) -> 
     return [values[j.index] for j in jobs]
 
 
-def _state(hooks: Hooks, jobs: Sequence[InProcessJob]) -> SweepState:
-    """The sweep's state, as the sweep callback will activate it for each job (a stand-in without the callback)."""
-    return hooks.sweep_state() or SweepState(None, time.time(), os.devnull)
-
-
-def context(job: InProcessJob, project_dir: str) -> JobContext:
+def context(job: InProcessJob, hooks: Hooks) -> JobContext:
+    """The job's context as harness.train builds it from Hydra's runtime, plus the sweep's parent run."""
+    parent = hooks.state.parent if hooks.state is not None else None
     return JobContext(
-        project_dir=Path(project_dir), overrides=job.overrides, job_index=job.index, parallel_jobs=1
+        project_dir=Path(hooks.project_dir), overrides=job.overrides, job_index=job.index, parent=parent
     )
 
 
 def _run_single(job: InProcessJob, hooks: Hooks) -> object:
     hooks.on_job_start(job)
-    state = sweep_state.current() or SweepState(None, time.time(), os.devnull)
     try:
-        value = run_in_sweep(job.config, context(job, hooks.project_dir), state)
+        value = run_in_sweep(job.config, context(job, hooks), hooks.state)
     except Exception as exc:  # noqa: BLE001 - as Hydra's run_job: the failure becomes the job's return
         value = exc
     hooks.on_job_end(job, value)
@@ -115,22 +107,22 @@ def _engine():
     return engine, spec
 
 
-def _partition(jobs, state: SweepState, project_dir: str):
+def _partition(jobs: Sequence[InProcessJob], hooks: Hooks):
     """(jobs to run alone, groups of (job, plan) pairs to train together). Done grid points go alone: they skip."""
     modules = _engine()
     if modules is None:
         return list(jobs), []
     _, spec_module = modules
+    completed = hooks.state.completed if hooks.state is not None else {}
     singles, keyed = [], {}
     for job in jobs:
-        cfg = with_sweep_ids(job.config, state)
-        if config_hash(cfg) in state.completed:
+        if config_hash(job.config) in completed:
             singles.append(job)
             continue
         try:
-            p = plan(cfg, context(job, project_dir))
-            key = spec_module.group_key(trial_spec(cfg, p))
-        except (ConfigError, NotImplementedError, ValueError):
+            p = make_plan(job.config, context(job, hooks))
+            key = spec_module.group_key(trial_spec(p))
+        except (ConfigError, NotImplementedError, ValueError, TypeError):
             key = None  # refused configs are recorded by the single path; others have no batched form
         if key is None:
             singles.append(job)
@@ -145,16 +137,17 @@ def _partition(jobs, state: SweepState, project_dir: str):
     return singles, groups
 
 
-def trial_spec(cfg: Config, p: Plan):
-    """The engine's description of one trial, from the validated config and its plan."""
-    from harness.batched.spec import TrialSpec
+def trial_spec(p: Plan):
+    """The engine's description of one trial, from the job's plan. Raises TypeError for a schedule it lacks."""
+    from harness.batched.spec import ScheduleSpec, TrialSpec
 
+    cfg = p.cfg
     return TrialSpec(
         task=p.task,
         splits=p.splits,
         optimizer=cfg.optimizer.name,
-        lr=effective_lr(cfg),
-        hparams=optimizer_hparams(cfg),
+        lr=p.lr,
+        hparams=p.hparams,
         seed=cfg.seed,
         batch_size=p.batch_size,
         shuffle=cfg.data.shuffle,
@@ -162,7 +155,7 @@ def trial_spec(cfg: Config, p: Plan):
         steps_per_epoch=p.steps_per_epoch,
         eval_every=p.eval_every,
         divergence_factor=cfg.trainer.divergence_factor,
-        scheduler=cfg.scheduler,
+        scheduler=ScheduleSpec(name=p.schedule.name, **p.schedule_params),
         device=p.device,
     )
 
@@ -175,15 +168,14 @@ def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dic
     engine, _ = _engine()
     for job in jobs:
         hooks.on_job_start(job)
-    state = sweep_state.current() or SweepState(None, time.time(), os.devnull)
-    cfgs = [with_sweep_ids(job.config, state) for job in jobs]
+    state = hooks.state
     engine_tags = {schema.ENGINE: schema.ENGINE_BATCHED, schema.BATCH_TRIALS: str(len(jobs))}
     trackers, values = [], {}
     try:
-        for job, cfg, p in zip(jobs, cfgs, plans):
-            trackers.append(open_tracker(cfg, context(job, hooks.project_dir), p, engine_tags))
-        torch.set_num_threads(cfgs[0].threads or plans[0].threads)
-        results = engine.train_group([trial_spec(cfg, p) for cfg, p in zip(cfgs, plans)], trackers)
+        for job, p in zip(jobs, plans):
+            trackers.append(open_run(p, context(job, hooks), engine_tags))
+        torch.set_num_threads(plans[0].threads)
+        results = engine.train_group([trial_spec(p) for p in plans], trackers)
     except KeyboardInterrupt:
         for tracker in trackers:
             end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
@@ -194,7 +186,8 @@ def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dic
         for tracker in trackers:
             end_run(tracker, FAILED, error, details)
         for job in jobs:
-            progress.report(state, "failed", list(job.overrides), error)
+            if state is not None:
+                progress.report(state, schema.FAILED_OUTCOME, list(job.overrides), error)
             values[job.index] = None
             hooks.on_job_end(job, None)
         return values
@@ -204,9 +197,10 @@ def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dic
     return values
 
 
-def _record(job: InProcessJob, tracker, result: RunResult, state: SweepState) -> float | None:
+def _record(job: InProcessJob, tracker, result: RunResult, state: SweepState | None) -> float | None:
     record_result(tracker, result)
-    progress.report(state, result.status, list(job.overrides))
+    if state is not None:
+        progress.report(state, result.status, list(job.overrides))
     return objective(result.final_val.get("loss"))
 
 

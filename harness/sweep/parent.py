@@ -1,107 +1,101 @@
-"""The sweep's parent run in MLflow: created or continued before any job, ended with the outcome counts."""
+"""The sweep's parent run in MLflow: created (or continued, to resume) before any job, ended with the outcome counts.
 
+Reads the store through harness.tracking.queries, as the report does; writes with harness.tracking.schema's names.
+"""
+
+import json
+import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus, RunTag
+from omegaconf import DictConfig
 
-SWEEP_ROLE = "sweep"
-
-
-@dataclass(frozen=True)
-class ChildOutcome:
-    run_id: str
-    config_hash: str
-    status: str  # completed | diverged | failed | killed
-    overrides: str
-    error: str
-    final_val_loss: float | None
+from harness.context import ParentRun
+from harness.sweep import grid
+from harness.sweep.state import SweepState
+from harness.tracking import queries, schema, store
 
 
-def find_parent(client: MlflowClient, experiment_id: str, key: str) -> Run | None:
-    """The latest parent run of this sweep (same key), whatever its status."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`harness.role` = '{SWEEP_ROLE}' and tags.`harness.sweep_key` = '{key}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepState:
+    """Continue the latest parent run of the same sweep (unless `rerun_all`), or create one; returns the state
+    with the parent and, when continuing, the grid points already done."""
+    uri = store.resolve_uri(config.tracking.uri, Path.cwd())
+    client = store.client(uri)
+    experiment = grid.experiment_name(config)
+    experiment_id = store.ensure_experiment(client, experiment)
+    key = grid.sweep_key(config, experiment)
+    found = None if rerun_all else queries.find_parent(client, experiment_id, key)
+    completed: dict[str, float | None] = {}
+    if found is not None:
+        run_id = found.info.run_id
+        completed = _resume(client, experiment_id, run_id, experiment)
+    else:
+        run_id = _create(client, experiment_id, config, key, base.total_jobs)
+        print(f"[sweep] parent run {run_id} in experiment {experiment!r} ({uri})", file=sys.stderr)
+    parent = ParentRun(uri=uri, experiment_id=experiment_id, run_id=run_id)
+    return SweepState(base.total_jobs, base.started_at, base.progress_file, parent, completed)
+
+
+def _resume(
+    client: MlflowClient, experiment_id: str, run_id: str, experiment: str
+) -> dict[str, float | None]:
+    runs = queries.children(client, experiment_id, run_id)
+    stale = mark_stale_runs_killed(client, runs)
+    client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    outcomes = [queries.child_outcome(r) for r in queries.latest_per_grid_point(runs).values()]
+    completed = {o.config_hash: o.final_val_loss for o in outcomes if o.outcome in schema.DONE_OUTCOMES}
+    print(
+        f"[sweep] continuing parent run {run_id} in experiment {experiment!r}: "
+        f"{len(completed)} grid points already done, {stale} stale run(s) marked KILLED",
+        file=sys.stderr,
     )
-    return runs[0] if runs else None
+    return completed
 
 
-def create_parent(client: MlflowClient, experiment_id: str, name: str, tags: dict[str, str]) -> str:
-    tags = {"harness.role": SWEEP_ROLE, "mlflow.runName": name, **tags}
-    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-
-
-def children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
-    """Every child run of the parent, oldest first (paged: sweeps can hold thousands)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-            order_by=["attributes.start_time ASC"],
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
-def outcome(run: Run) -> ChildOutcome:
-    status = run.data.tags.get("harness.status", "")
-    if run.info.status in ("FAILED", "KILLED") or status not in ("completed", "diverged"):
-        status = {"KILLED": "killed"}.get(
-            run.info.status, "failed" if run.info.status != "RUNNING" else "running"
-        )
-    return ChildOutcome(
-        run_id=run.info.run_id,
-        config_hash=run.data.tags.get("harness.config_hash", ""),
-        status=status,
-        overrides=run.data.tags.get("harness.overrides", ""),
-        error=run.data.tags.get("harness.error", ""),
-        final_val_loss=run.data.metrics.get("final/val_loss"),
-    )
-
-
-def latest_per_grid_point(runs: list[Run]) -> dict[str, ChildOutcome]:
-    """One outcome per config hash: the latest run (re-runs replace failures)."""
-    return {o.config_hash: o for o in map(outcome, runs)}
+def _create(client: MlflowClient, experiment_id: str, config: DictConfig, key: str, total: int | None) -> str:
+    name = grid.sweep_name(config)
+    tags = {
+        schema.ROLE: schema.ROLE_SWEEP,
+        schema.RUN_NAME: name,
+        schema.SWEEP_KEY: key,
+        schema.SWEEP_OVERRIDES: " ".join(grid.sweep_arguments(config)),
+        schema.GRID_SIZE: str(total) if total is not None else "unknown",
+        schema.LAUNCHER: str(config.hydra.launcher.get("_target_", "")),
+    }
+    run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    jobs = grid.expand_grid(config)
+    if jobs is not None:
+        client.log_text(run_id, json.dumps(jobs, indent=1), schema.GRID_ARTIFACT)
+    return run_id
 
 
 def mark_stale_runs_killed(client: MlflowClient, runs: list[Run]) -> int:
     """Children still RUNNING when a sweep starts were left by a killed sweep: end them KILLED."""
-    stale = [r for r in runs if r.info.status == "RUNNING"]
+    stale = [r for r in runs if r.info.status == schema.RUNNING]
     for run in stale:
-        client.log_batch(
-            run.info.run_id,
-            tags=[
-                RunTag("harness.status", "killed"),
-                RunTag("harness.error", "stale: its sweep stopped before the run ended"),
-            ],
-        )
-        client.set_terminated(run.info.run_id, "KILLED")
+        tags = [
+            RunTag(schema.STATUS, schema.KILLED_OUTCOME),
+            RunTag(schema.ERROR, "stale: its sweep stopped before the run ended"),
+        ]
+        client.log_batch(run.info.run_id, tags=tags)
+        client.set_terminated(run.info.run_id, schema.KILLED)
     return len(stale)
 
 
-def reopen(client: MlflowClient, parent_run_id: str) -> None:
-    client.update_run(parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-
-
-def finish(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[ChildOutcome]:
+def finish(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, int]:
     """Count the outcomes (latest run per grid point), tag the parent with them and end it FINISHED."""
-    outcomes = list(latest_per_grid_point(children(client, experiment_id, parent_run_id)).values())
-    counts = Counter(o.status for o in outcomes)
-    tags = {
-        f"harness.jobs.{status}": str(counts.get(status, 0)) for status in ("completed", "diverged", "failed")
-    }
-    tags["harness.jobs.killed"] = str(counts.get("killed", 0))
-    tags["harness.jobs.total"] = str(len(outcomes))
-    client.log_batch(parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-    client.set_terminated(parent_run_id, "FINISHED", end_time=int(time.time() * 1000))
-    return outcomes
+    latest = queries.latest_per_grid_point(queries.children(client, experiment_id, parent_run_id))
+    counts = schema.count_outcomes(schema.outcome(r.info.status, r.data.tags) for r in latest.values())
+    tags = [RunTag(schema.job_count_tag(k), str(counts[k])) for k in (*schema.OUTCOMES, "total")]
+    client.log_batch(parent_run_id, tags=tags)
+    client.set_terminated(parent_run_id, schema.FINISHED, end_time=int(time.time() * 1000))
+    return counts
+
+
+def close_parent(parent: ParentRun) -> str:
+    """End the parent run after the sweep; one line with the counts."""
+    counts = finish(store.client(parent.uri), parent.experiment_id, parent.run_id)
+    summary = ", ".join(f"{counts[o]} {o}" for o in schema.OUTCOMES if counts[o])
+    return f"[sweep] parent run {parent.run_id}: {counts['total']} grid points: {summary or 'none'}"

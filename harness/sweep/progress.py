@@ -3,10 +3,12 @@
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 from harness.sweep.state import SweepState
+from harness.tracking import schema
+
+SKIPPED = "skipped"  # a grid point already done in the store (resume); not an outcome, a job not run
 
 
 def _clock(seconds: float) -> str:
@@ -23,7 +25,7 @@ def read(progress_file: str) -> list[dict]:
 
 
 def report(state: SweepState, status: str, overrides: list[str], error: str = "") -> None:
-    """Record one finished job and print the sweep's progress line."""
+    """Record one finished job (an outcome, or SKIPPED) and print the sweep's progress line."""
     entry = json.dumps({"status": status, "overrides": overrides, "error": error})
     with open(state.progress_file, "a") as f:  # O_APPEND: one short write per job, safe across processes
         f.write(entry + "\n")
@@ -31,16 +33,19 @@ def report(state: SweepState, status: str, overrides: list[str], error: str = ""
 
 
 def progress_line(state: SweepState, entries: list[dict]) -> str:
-    counts = Counter(e["status"] for e in entries)
-    done, ran = len(entries), len(entries) - counts["skipped"]
+    counts = schema.count_outcomes(e["status"] for e in entries)
+    done = counts["total"]
+    skipped = counts.get(SKIPPED, 0)
+    failed, diverged = counts[schema.FAILED_OUTCOME], counts[schema.DIVERGED]
     elapsed = time.time() - state.started_at
     total = state.total_jobs
     parts = [f"[sweep] {done}/{total if total is not None else '?'} jobs done"]
-    if counts["failed"] or counts["diverged"]:
-        parts.append(f"{counts['failed']} failed, {counts['diverged']} diverged")
-    if counts["skipped"]:
-        parts.append(f"{counts['skipped']} already done")
+    if failed or diverged:
+        parts.append(f"{failed} failed, {diverged} diverged")
+    if skipped:
+        parts.append(f"{skipped} already done")
     parts.append(f"{_clock(elapsed)} elapsed")
+    ran = done - skipped
     if total is not None and ran and done < total:
         parts.append(f"~{_clock(elapsed / ran * (total - done))} left")
     return " · ".join(parts)

@@ -1,54 +1,58 @@
-"""A job inside a sweep: skip it if its grid point is done, and never let its failure stop the sweep."""
+"""A job inside a sweep: skip it if its grid point is done, and never let its failure stop the sweep.
+
+Callable without Hydra (an in-process launcher): `run_in_sweep(cfg, JobContext(...), state)`.
+"""
 
 import dataclasses
 import logging
 import math
 
 from harness.config import Config, config_hash
+from harness.context import JobContext
 from harness.errors import ConfigError
-from harness.job import JobContext, record_refused_job, run_job
+from harness.job import run_job
+from harness.record import record_refused_job
 from harness.sweep import progress
 from harness.sweep.state import SweepState
+from harness.tracking import schema
 
 log = logging.getLogger(__name__)
 
 
-def with_sweep_ids(cfg: Config, state: SweepState) -> Config:
-    """Point the job at the sweep's store, experiment and parent run (created before any job started)."""
-    if state.parent_run_id is None:
-        return cfg
-    tracking = dataclasses.replace(cfg.tracking, uri=state.uri)
-    sweep = dataclasses.replace(
-        cfg.sweep, experiment_id=state.experiment_id, parent_run_id=state.parent_run_id
-    )
-    return dataclasses.replace(cfg, tracking=tracking, sweep=sweep)
+def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState | None) -> float | None:
+    """Run one grid point; returns the final validation loss (the objective for HPO sweepers) or None.
 
-
-def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState) -> float | None:
-    """Run one grid point; returns the final validation loss (the objective for HPO sweepers) or None."""
-    cfg = with_sweep_ids(cfg, state)
+    `state` None (no sweep callback configured): the job runs and records as a single run would, nothing skipped.
+    """
+    if state is not None and state.parent is not None:
+        ctx = dataclasses.replace(ctx, parent=state.parent)
     overrides = list(ctx.overrides)
     key = config_hash(cfg)
-    if key in state.completed:
-        progress.report(state, "skipped", overrides)
+    if state is not None and key in state.completed:
+        progress.report(state, progress.SKIPPED, overrides)
         return objective(state.completed[key])
-    value, status, error = None, "failed", ""
+    value, status, error = _run(cfg, ctx)
+    if state is not None:
+        progress.report(state, status, overrides, error)
+    return objective(value)
+
+
+def _run(cfg: Config, ctx: JobContext) -> tuple[float | None, str, str]:
+    """(final val loss, outcome, error): failures are recorded, never raised."""
     try:
         result = run_job(cfg, ctx)
-        value, status = result.final_val.get("loss"), result.status
     except ConfigError as exc:
-        error = str(exc)
-        log.error("job refused: %s", error)
+        log.error("job refused: %s", exc)
         if cfg.tracking.enabled:
             try:
-                record_refused_job(cfg, ctx, error)
+                record_refused_job(cfg, ctx, str(exc))
             except Exception as record_error:  # noqa: BLE001 - e.g. the tracking server is gone: still no crash
                 log.error("could not record the refused job in MLflow: %s", record_error)
+        return None, schema.FAILED_OUTCOME, str(exc)
     except Exception as exc:  # noqa: BLE001 - a failing job is recorded (run FAILED) and the sweep goes on
-        error = f"{type(exc).__name__}: {exc}"
-        log.error("job failed: %s", error, exc_info=True)
-    progress.report(state, status, overrides, error)
-    return objective(value)
+        log.error("job failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+        return None, schema.FAILED_OUTCOME, f"{type(exc).__name__}: {exc}"
+    return result.final_val.get("loss"), result.status, ""
 
 
 def objective(loss: float | None) -> float | None:

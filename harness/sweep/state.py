@@ -1,11 +1,17 @@
-"""What a sweep's jobs need to know, created once in the launching process before any job starts.
+"""What a sweep's jobs need to know, decided once in the launching process before any job starts.
 
-The Hydra callback holds a SweepState; Hydra pickles the callback to joblib and submitit workers, and calls its
-`on_job_start` in the process that runs the job, which activates the state there for the job's duration.
+The sweep callback writes it as `harness_sweep.json` into Hydra's sweep directory; each job reads it from there
+(harness.train), whichever process or machine runs it. An in-process launcher passes it to `run_in_sweep` directly.
 """
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.context import ParentRun
+
+STATE_FILE = "harness_sweep.json"
 
 
 @dataclass(frozen=True)
@@ -13,25 +19,18 @@ class SweepState:
     total_jobs: int | None  # grid size, when the sweeper can tell in advance
     started_at: float  # time.time() of the sweep start (for the ETA)
     progress_file: str  # one JSON line per finished job, appended by every worker
-    uri: str | None = None  # tracking URI, resolved once (absolute); None: tracking disabled
-    experiment_id: str | None = None
-    parent_run_id: str | None = None
+    parent: ParentRun | None = None  # None: tracking disabled
     completed: dict[str, float | None] = field(default_factory=dict)  # config hash -> final val loss (resume)
-    rerun_all: bool = False
+
+    def save(self, sweep_dir: Path) -> None:
+        (sweep_dir / STATE_FILE).write_text(json.dumps(dataclasses.asdict(self)))
 
 
-_current: SweepState | None = None
-
-
-def activate(state: SweepState | None) -> None:
-    global _current
-    _current = state
-
-
-def current() -> SweepState | None:
-    """The sweep the running job belongs to, or None for a single run."""
-    return _current
-
-
-def replace(state: SweepState, **changes) -> SweepState:
-    return dataclasses.replace(state, **changes)
+def load(sweep_dir: Path) -> SweepState | None:
+    """The state the sweep callback left in `sweep_dir`, or None when there is none (no callback configured)."""
+    path = sweep_dir / STATE_FILE
+    if not path.exists():
+        return None
+    values = json.loads(path.read_text())
+    parent = values.pop("parent")
+    return SweepState(**values, parent=ParentRun(**parent) if parent else None)

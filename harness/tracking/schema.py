@@ -45,6 +45,7 @@ SWEEP_KEY = "harness.sweep_key"
 SWEEP_OVERRIDES = "harness.sweep_overrides"
 GRID_SIZE = "harness.grid_size"
 LAUNCHER = "harness.launcher"
+STOPPED = "harness.stopped"  # why a search stopped before its end (the HPO failure budget)
 JOB_COUNT_PREFIX = "harness.jobs."  # harness.jobs.<outcome> and harness.jobs.total
 
 

@@ -118,13 +118,10 @@ class _Hooks:
         )
         self.project_dir = str(config.hydra.runtime.cwd)
         self.task_name = str(config.hydra.job.name)
+        from harness.sweep import state
 
-    def sweep_state(self):
-        """The state the harness's sweep callback made in on_multirun_start (None without that callback)."""
-        from harness.sweep.callback import SweepCallback
-
-        states = [c.state for c in self.callbacks.callbacks if isinstance(c, SweepCallback)]
-        return states[0] if states else None
+        # Where the sweep callback left it for every job, as harness.train reads it (None: no callback configured).
+        self.state = state.load(Path(self.project_dir) / str(config.hydra.sweep.dir))
 
     def on_job_start(self, job) -> None:
         # Hydra passes the job's full config; callbacks here get the composition of the job's group choices

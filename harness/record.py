@@ -32,13 +32,22 @@ def open_run(plan: Plan, ctx: JobContext, extra_tags: dict[str, str] | None = No
     tags = run_tags(
         cfg, ctx, plan.task.name, plan.config_hash, str(plan.device), device_description(plan.device)
     ) | (extra_tags or {})
-    resolved = {
+    return _start_run(cfg, ctx, plan.task.name, tags, resolved_params(plan))
+
+
+def resolved_params(plan: Plan) -> dict[str, float | int]:
+    """The params beyond the flattened config: what the job resolved."""
+    return {
         schema.RESOLVED_LR: plan.lr,
         schema.RESOLVED_TOTAL_STEPS: plan.total_steps,
         schema.RESOLVED_BATCH_SIZE: plan.batch_size,
         schema.RESOLVED_STEPS_PER_EPOCH: plan.steps_per_epoch,
     }
-    return _start_run(cfg, ctx, plan.task.name, tags, resolved)
+
+
+def config_text(cfg: Config) -> str:
+    """The config.yaml artifact. yaml.safe_dump, not OmegaConf.to_yaml: the same text for a plain dict, cheaper."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
 
 
 def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
@@ -121,8 +130,7 @@ def _start_run(cfg: Config, ctx: JobContext, task_name: str, tags: dict, resolve
     )
     try:
         tracker.log_params({**flat_params(cfg), **resolved})
-        # yaml.safe_dump, not OmegaConf.to_yaml: the same text for a plain dict, and cheaper per job.
-        tracker.log_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), schema.CONFIG_ARTIFACT)
+        tracker.log_text(config_text(cfg), schema.CONFIG_ARTIFACT)
     except Exception as exc:
         end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}")
         raise

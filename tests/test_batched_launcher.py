@@ -52,7 +52,7 @@ def record(store, run) -> dict:
         Path(client.download_artifacts(run.info.run_id, schema.CONFIG_ARTIFACT)).read_text()
     )
     for key in ("tracking", "sweep"):
-        config.pop(key)
+        config.pop(key, None)
     return {
         "status": run.info.status,
         "params": params,

@@ -170,10 +170,14 @@ def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dic
         hooks.on_job_start(job)
     state = hooks.state
     engine_tags = {schema.ENGINE: schema.ENGINE_BATCHED, schema.BATCH_TRIALS: str(len(jobs))}
-    trackers, values = [], {}
+    trackers, values, group = [], {}, None
     try:
-        for job, p in zip(jobs, plans):
-            trackers.append(open_run(p, context(job, hooks), engine_tags))
+        group = _run_group_record(jobs, plans, hooks, engine_tags)
+        if group is not None:
+            trackers = group.create([_new_run(job, p, hooks, engine_tags) for job, p in zip(jobs, plans)])
+        else:
+            for job, p in zip(jobs, plans):
+                trackers.append(open_run(p, context(job, hooks), engine_tags))
         torch.set_num_threads(plans[0].threads)
         results = engine.train_group([trial_spec(p) for p in plans], trackers)
     except KeyboardInterrupt:
@@ -191,10 +195,69 @@ def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dic
             values[job.index] = None
             hooks.on_job_end(job, None)
         return values
-    for job, tracker, result in zip(jobs, trackers, results):
-        values[job.index] = _record(job, tracker, result, state)
+    finally:
+        if group is not None:
+            group.flush()  # the runs' metrics, tags and ends, in one transaction
+    for tracker, result in zip(trackers, results):
+        record_result(tracker, result)
+    if group is not None:
+        group.flush()
+    for job, result in zip(jobs, results):
+        if state is not None:
+            progress.report(state, result.status, list(job.overrides))
+        values[job.index] = objective(result.final_val.get("loss"))
         hooks.on_job_end(job, values[job.index])
     return values
+
+
+def _run_group_record(jobs, plans, hooks: Hooks, engine_tags):
+    """A RunGroup on the sweep's SQLite store, or None: then one MlflowTracker per trial (any other store)."""
+    parent = hooks.state.parent if hooks.state is not None else None
+    if parent is None or not plans[0].cfg.tracking.enabled:
+        return None
+    from harness.tracking import store
+    from harness.tracking.group import RunGroup
+
+    return RunGroup.open(store.client(parent.uri), parent.experiment_id)
+
+
+def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, str]):
+    """The run harness.record.open_run would start for this trial, as a RunGroup row."""
+    from harness.config import flat_params
+    from harness.devices import device_description
+    from harness.record import config_text, resolved_params, run_name, run_tags
+    from harness.tracking.group import NewRun
+
+    ctx = context(job, hooks)
+    tags = run_tags(p.cfg, ctx, p.task.name, p.config_hash, str(p.device), device_description(p.device))
+    tags |= engine_tags | {schema.PARENT_RUN_ID: ctx.parent.run_id}
+    params = {**flat_params(p.cfg), **resolved_params(p)}
+    return NewRun(run_name(p.cfg), tags, params, {schema.CONFIG_ARTIFACT: config_text(p.cfg)})
+
+
+def _run_group_record(jobs, plans, hooks: Hooks, engine_tags):
+    """A RunGroup on the sweep's SQLite store, or None: then one MlflowTracker per trial (any other store)."""
+    parent = hooks.state.parent if hooks.state is not None else None
+    if parent is None or not plans[0].cfg.tracking.enabled:
+        return None
+    from harness.tracking import store
+    from harness.tracking.group import RunGroup
+
+    return RunGroup.open(store.client(parent.uri), parent.experiment_id)
+
+
+def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, str]):
+    """The run harness.record.open_run would start for this trial, as a RunGroup row."""
+    from harness.config import flat_params
+    from harness.devices import device_description
+    from harness.record import config_text, resolved_params, run_name, run_tags
+    from harness.tracking.group import NewRun
+
+    ctx = context(job, hooks)
+    tags = run_tags(p.cfg, ctx, p.task.name, p.config_hash, str(p.device), device_description(p.device))
+    tags |= engine_tags | {schema.PARENT_RUN_ID: ctx.parent.run_id}
+    params = {**flat_params(p.cfg), **resolved_params(p)}
+    return NewRun(run_name(p.cfg), tags, params, {schema.CONFIG_ARTIFACT: config_text(p.cfg)})
 
 
 def _record(job: InProcessJob, tracker, result: RunResult, state: SweepState | None) -> float | None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import bindparam
+
 from harness.tracking import schema
 from harness.tracking.base import FINISHED
 from harness.tracking.sinks import Row, SqlBulkSink, _finite
@@ -83,25 +85,29 @@ class RunGroup:
         if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
             raise RuntimeError(f"experiment {self.experiment_id} is not active")
         start = int(time.time() * 1000)
-        trackers, rows = [], []
+        trackers, runs_rows, tag_rows, param_rows = [], [], [], []
         for run in runs:
             run_id = uuid.uuid4().hex
             artifact_uri = append_to_uri_path(experiment.artifact_location, run_id, "artifacts")
             # As MlflowClient.create_run: the user from the mlflow.user tag, the run name also as a tag.
             tags = {**run.tags, schema.RUN_NAME: run.tags.get(schema.RUN_NAME, run.name)}
-            sql_run = self.SqlRun(
-                name=run.name, artifact_uri=artifact_uri, run_uuid=run_id, experiment_id=self.experiment_id,
-                source_type=SourceType.to_string(SourceType.UNKNOWN), source_name="", entry_point_name="",
-                user_id=tags.get("mlflow.user", "unknown"), status=RunStatus.to_string(RunStatus.RUNNING),
-                start_time=start, end_time=None, deleted_time=None, source_version="",
-                lifecycle_stage=LifecycleStage.ACTIVE,
-            )  # fmt: skip
-            sql_run.tags = [self.SqlTag(key=k, value=str(v)[:MAX_TAG_LENGTH]) for k, v in tags.items()]
-            sql_run.params = [self.SqlParam(key=k, value=str(v)) for k, v in run.params.items()]
-            rows.append(sql_run)
+            runs_rows.append({
+                "run_uuid": run_id, "name": run.name, "source_type": SourceType.to_string(SourceType.UNKNOWN),
+                "source_name": "", "entry_point_name": "", "user_id": tags.get("mlflow.user", "unknown"),
+                "status": RunStatus.to_string(RunStatus.RUNNING), "start_time": start, "end_time": None,
+                "deleted_time": None, "source_version": "", "lifecycle_stage": LifecycleStage.ACTIVE,
+                "artifact_uri": artifact_uri, "experiment_id": int(self.experiment_id),
+            })  # fmt: skip
+            tag_rows += [
+                {"key": k, "value": str(v)[:MAX_TAG_LENGTH], "run_uuid": run_id} for k, v in tags.items()
+            ]
+            param_rows += [{"key": k, "value": str(v), "run_uuid": run_id} for k, v in run.params.items()]
             trackers.append(GroupTracker(self, run_id, artifact_uri))
         with self.store.ManagedSessionMaker(read_only=False) as session:
-            session.add_all(rows)
+            connection = session.connection()
+            connection.execute(self.SqlRun.__table__.insert(), runs_rows)
+            connection.execute(self.SqlTag.__table__.insert(), tag_rows)
+            connection.execute(self.SqlParam.__table__.insert(), param_rows)
         for tracker, run in zip(trackers, runs):
             for name, text in run.texts.items():
                 tracker.log_text(text, name)
@@ -116,35 +122,35 @@ class RunGroup:
         trackers = [t for t in self.trackers if t.rows or t.tags or t.ended]
         if not trackers:
             return
+        metric_rows, latest_rows, tag_rows, ends = [], [], [], []
+        for tracker in trackers:
+            metric_rows += tracker.metric_records()
+            latest_rows += tracker.take_latest()
+            tag_rows += [{"key": k, "value": v, "run_uuid": tracker.run_id} for k, v in tracker.tags.items()]
+            if tracker.ended:
+                ends.append({"id": tracker.run_id, "status": tracker.ended[0], "end_time": tracker.ended[1]})
+            tracker.rows, tracker.tags, tracker.ended = [], {}, None
         with self.store.ManagedSessionMaker(read_only=False) as session:
-            for tracker in trackers:
-                if tracker.rows:
-                    self._write_metrics(session, tracker.run_id, tracker.rows)
-                for key, value in tracker.tags.items():
-                    session.merge(self.SqlTag(key=key, value=value, run_uuid=tracker.run_id))
-                if tracker.ended:
-                    status, end_time = tracker.ended
-                    session.query(self.SqlRun).filter(self.SqlRun.run_uuid == tracker.run_id).update(
-                        {"status": status, "end_time": end_time}
-                    )
-                tracker.rows, tracker.tags, tracker.ended = [], {}, None
+            connection = session.connection()
+            if metric_rows:
+                connection.exec_driver_sql(self.metrics.sql, metric_rows)
+            if (
+                latest_rows
+            ):  # the runs are this group's alone: their latest values are known here (see metric_records)
+                connection.execute(
+                    self.SqlLatestMetric.__table__.insert().prefix_with("OR REPLACE"), latest_rows
+                )
+            if tag_rows:  # a tag set again (harness.status) replaces the value, as MLflow's set_tag does
+                connection.execute(self.SqlTag.__table__.insert().prefix_with("OR REPLACE"), tag_rows)
+            if ends:
+                runs = self.SqlRun.__table__
+                statement = (
+                    runs.update()
+                    .where(runs.c.run_uuid == bindparam("id"))
+                    .values(status=bindparam("status"), end_time=bindparam("end_time"))
+                )
+                connection.execute(statement, ends)
         self.trackers = [t for t in self.trackers if not t.closed]
-
-    def _write_metrics(self, session, run_id: str, rows: list[Row]) -> None:
-        """sinks.SqlBulkSink's insert and latest-metric update, inside this session."""
-        records, latest = [], {}
-        for key, value, timestamp, step in rows:
-            is_nan, value = self.store.sanitize_metric_value(_finite(value))
-            records.append((key, value, timestamp, step, is_nan, run_id))
-            current = latest.get(key)
-            if current is None or (step, timestamp, value) > (current[3], current[2], current[1]):
-                latest[key] = records[-1]
-        session.connection().exec_driver_sql(self.metrics.sql, records)
-        newest = [
-            self.metrics.model(key=k, value=v, timestamp=t, step=s, is_nan=n, run_uuid=r)
-            for k, v, t, s, n, r in latest.values()
-        ]
-        self.store._update_latest_metrics_if_necessary(newest, session)
 
 
 class GroupTracker:
@@ -156,6 +162,35 @@ class GroupTracker:
         self.tags: dict[str, str] = {}
         self.ended: tuple[str, int] | None = None
         self.closed = False
+        self.latest: dict[
+            str, tuple
+        ] = {}  # key -> (step, timestamp, value, is_nan) of the newest point written
+        self._changed: set[str] = set()
+
+    def metric_records(self) -> list[tuple]:
+        """The buffered points as rows of MLflow's metrics table, noting which latest values they change.
+
+        MLflow's latest_metrics rule: the point with the greatest (step, timestamp, value) is a key's latest. No one
+        else writes these runs while the group trains, so the latest values need not be read back from the store.
+        """
+        records = []
+        for key, value, timestamp, step in self.rows:
+            is_nan, value = self.group.store.sanitize_metric_value(_finite(value))
+            records.append((key, value, timestamp, step, is_nan, self.run_id))
+            current = self.latest.get(key)
+            if current is None or (step, timestamp, value) > current[:3]:
+                self.latest[key] = (step, timestamp, value, is_nan)
+                self._changed.add(key)
+        return records
+
+    def take_latest(self) -> list[dict]:
+        rows = [
+            {"key": k, "value": v, "timestamp": t, "step": s, "is_nan": n, "run_uuid": self.run_id}
+            for k in sorted(self._changed)
+            for s, t, v, n in [self.latest[k]]
+        ]
+        self._changed = set()
+        return rows
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         raise NotImplementedError("a RunGroup's params are given when its runs are created")

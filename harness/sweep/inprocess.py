@@ -66,8 +66,9 @@ def is_harness_task(task_function) -> bool:
 
 def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, batch: bool = True) -> list[object]:
     """Run every job; returns, in job order, what the task function would have returned (or the exception)."""
-    values: dict[int, object] = {}
-    singles, groups = _partition(jobs, hooks) if batch else (list(jobs), [])
+    values = _skip_done(jobs, hooks)
+    jobs_to_run = [job for job in jobs if job.index not in values]
+    singles, groups = _partition(jobs_to_run, hooks) if batch else (jobs_to_run, [])
     order = sorted([(j.index, [j], None) for j in singles] + [(g[0][0].index, *zip(*g)) for g in groups])
     for _, members, plans in order:
         if plans is None:
@@ -75,6 +76,20 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, batch: bool = True) -> 
         else:
             values.update(_run_group(list(members), list(plans), hooks))
     return [values[j.index] for j in jobs]
+
+
+def _skip_done(jobs: Sequence[InProcessJob], hooks: Hooks) -> dict[int, object]:
+    """The grid points already done (resume), skipped as run_in_sweep skips them, in one progress write."""
+    completed = hooks.state.completed if hooks.state is not None else {}
+    hashes = {job.index: config_hash(job.config) for job in jobs} if completed else {}
+    done = [job for job in jobs if hashes.get(job.index) in completed]
+    values = {}
+    for job in done:
+        hooks.on_job_start(job)
+        values[job.index] = objective(completed[hashes[job.index]])
+        hooks.on_job_end(job, values[job.index])
+    progress.report_many(hooks.state, [(progress.SKIPPED, list(job.overrides), "") for job in done])
+    return values
 
 
 def context(job: InProcessJob, hooks: Hooks) -> JobContext:
@@ -113,15 +128,11 @@ def _partition(jobs: Sequence[InProcessJob], hooks: Hooks):
     if modules is None:
         return list(jobs), []
     _, spec_module = modules
-    completed = hooks.state.completed if hooks.state is not None else {}
-    singles, keyed = [], {}
+    singles, keyed, keys = [], {}, {}
     for job in jobs:
-        if config_hash(job.config) in completed:
-            singles.append(job)
-            continue
         try:
             p = make_plan(job.config, context(job, hooks))
-            key = spec_module.group_key(trial_spec(p))
+            key = _group_key(spec_module, trial_spec(p), keys)
         except (ConfigError, NotImplementedError, ValueError, TypeError):
             key = None  # refused configs are recorded by the single path; others have no batched form
         if key is None:
@@ -135,6 +146,19 @@ def _partition(jobs: Sequence[InProcessJob], hooks: Hooks):
         else:
             groups.append(members)
     return singles, groups
+
+
+def _group_key(spec_module, spec, cache: dict):
+    """spec.group_key, once per distinct set of its inputs: it builds an optimizer to classify the update, which
+    costs far more than the rest of a job's set-up. Its inputs: all of the spec but lr, seed and divergence factor."""
+    hparams = tuple(sorted((k, repr(v)) for k, v in spec.hparams.items()))
+    inputs = (
+        spec_module.task_identity(spec.task), spec.optimizer, hparams, spec.batch_size, spec.shuffle,
+        spec.total_steps, spec.steps_per_epoch, spec.eval_every, spec.scheduler, str(spec.device),
+    )  # fmt: skip
+    if inputs not in cache:
+        cache[inputs] = spec_module.group_key(spec)
+    return cache[inputs]
 
 
 def trial_spec(p: Plan):
@@ -189,9 +213,9 @@ def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dic
         log.error("batched group of %d trials failed: %s", len(jobs), error, exc_info=True)
         for tracker in trackers:
             end_run(tracker, FAILED, error, details)
+        if state is not None:
+            progress.report_many(state, [(schema.FAILED_OUTCOME, list(job.overrides), error) for job in jobs])
         for job in jobs:
-            if state is not None:
-                progress.report(state, schema.FAILED_OUTCOME, list(job.overrides), error)
             values[job.index] = None
             hooks.on_job_end(job, None)
         return values
@@ -202,9 +226,9 @@ def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dic
         record_result(tracker, result)
     if group is not None:
         group.flush()
+    if state is not None:
+        progress.report_many(state, [(r.status, list(job.overrides), "") for job, r in zip(jobs, results)])
     for job, result in zip(jobs, results):
-        if state is not None:
-            progress.report(state, result.status, list(job.overrides))
         values[job.index] = objective(result.final_val.get("loss"))
         hooks.on_job_end(job, values[job.index])
     return values

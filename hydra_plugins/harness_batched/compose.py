@@ -90,13 +90,21 @@ class Composer:
         overrides plus one leaf application per distinct leaf override. Raises Hydra's own error for the first
         job that cannot be composed (by composing that job as Hydra does)."""
         checked: set[tuple[tuple[str, ...], str]] = set()
+        scratch: dict[
+            tuple[str, ...], DictConfig
+        ] = {}  # one copy per composition: plain assignments overwrite
         for overrides in batch:
             split = self.split(overrides)
             try:
                 base = self.task_base(split.structural)
                 for override in split.leaf:
-                    if (split.structural, override.input_line) not in checked:
-                        ConfigLoaderImpl._apply_overrides_to_config([override], copy.deepcopy(base))
-                        checked.add((split.structural, override.input_line))
+                    if (split.structural, override.input_line) in checked:
+                        continue
+                    if override.is_add() or override.is_delete() or override.is_force_add():
+                        target = copy.deepcopy(base)  # these change the structure: each on a fresh copy
+                    else:
+                        target = scratch.setdefault(split.structural, copy.deepcopy(base))
+                    ConfigLoaderImpl._apply_overrides_to_config([override], target)
+                    checked.add((split.structural, override.input_line))
             except Exception:  # noqa: BLE001 - Hydra's own composition decides, and words the error
                 self.compose_alone(overrides)  # composes: the launcher will compose this job alone too

@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/bench_sweep.py launchers  # a 48-job digits_mlp sweep, basic vs joblib (n_jobs=2)
     .venv/bin/python benchmarks/bench_sweep.py demo       # the demo grid (+sweep=demo): joblib vs batched
     .venv/bin/python benchmarks/bench_sweep.py resume     # a done 2,000-point grid run again: cost per skip
+    .venv/bin/python benchmarks/bench_sweep.py first --points 300  # time to the first job: harness vs basic sweeper
 
 overhead: `quadratic` with 10 steps (the optimisation itself is ~1 ms), N1 and N2 jobs (seeds), one launcher;
 (t(N2) - t(N1)) / (N2 - N1) is the cost per job with process start-up and sweep set-up cancelled. The launchers
@@ -122,11 +123,41 @@ def resume(points: int) -> None:
     )
 
 
+def first_job(points: int, args: list[str]) -> float:
+    """Seconds from the command to the first job's progress line (the sweep is stopped there)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+        command = [sys.executable, "-m", "harness.train", "-m", "task=quadratic", "trainer.max_steps=1"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [*command, f"seed=range(0,{points})", *args], cwd=tmp, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for line in proc.stderr:
+            if line.startswith("[sweep] 1/"):
+                break
+        elapsed = time.perf_counter() - start
+        proc.kill()
+        proc.wait()
+    return elapsed
+
+
+def first(points: int) -> None:
+    """Time to the first job: Hydra's basic sweeper (composes every job first) vs the harness sweeper."""
+    for name, args in [("harness sweeper", []), ("basic sweeper", ["hydra/sweeper=basic"])]:
+        print(
+            f"{points}-point grid, {name}, basic launcher: first job done after {first_job(points, args):.1f} s"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["overhead", "launchers", "demo", "resume"])
+    parser.add_argument("what", choices=["overhead", "launchers", "demo", "resume", "first"])
     parser.add_argument("--small", type=int, default=5)
     parser.add_argument("--large", type=int, default=45)
     parser.add_argument("--launcher", nargs="+", default=["basic"], choices=sorted(LAUNCHER_ARGS))
@@ -140,6 +171,8 @@ def main() -> None:
         launchers()
     elif args.what == "demo":
         demo(args.repeats)
+    elif args.what == "first":
+        first(args.points)
     else:
         resume(args.points)
 

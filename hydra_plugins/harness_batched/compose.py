@@ -103,7 +103,9 @@ class Composer:
                     if override.is_add() or override.is_delete() or override.is_force_add():
                         target = copy.deepcopy(base)  # these change the structure: each on a fresh copy
                     else:
-                        target = scratch.setdefault(split.structural, copy.deepcopy(base))
+                        if split.structural not in scratch:
+                            scratch[split.structural] = copy.deepcopy(base)
+                        target = scratch[split.structural]
                     ConfigLoaderImpl._apply_overrides_to_config([override], target)
                     checked.add((split.structural, override.input_line))
             except Exception:  # noqa: BLE001 - Hydra's own composition decides, and words the error

@@ -133,8 +133,16 @@ def _partition(jobs: Sequence[InProcessJob], hooks: Hooks):
         try:
             p = make_plan(job.config, context(job, hooks))
             key = _group_key(spec_module, trial_spec(p), keys)
-        except (ConfigError, NotImplementedError, ValueError, TypeError):
-            key = None  # refused configs are recorded by the single path; others have no batched form
+        except ConfigError:
+            key = None  # refused: the single path records it as a failed run
+        except Exception as exc:  # noqa: BLE001 - whatever the engine cannot classify trains alone, never stops the sweep
+            log.warning(
+                "job %d trains alone: the batched engine could not group it (%s: %s)",
+                job.index,
+                type(exc).__name__,
+                exc,
+            )
+            key = None
         if key is None:
             singles.append(job)
         else:

@@ -1,15 +1,20 @@
-"""Benchmark the report at scale: a sweep of 1,000 runs x 1,000 steps x 2 per-step metrics in a SQLite store.
+"""Benchmark the report at scale: a sweep of 1,000 child runs x 1,000 steps with the harness's per-step record.
 
-    MLFLOW_DISABLE_TELEMETRY=true .venv/bin/python benchmarks/bench_report.py [--dir DIR] [--rebuild]
+    MLFLOW_DISABLE_TELEMETRY=true .venv/bin/python benchmarks/bench_report.py [--dir DIR] [--rebuild] [--repeats N]
+        [--compare OTHER_CHECKOUT ...]
 
-Builds the store once with `MlflowClient.log_batch` (a few minutes) under DIR (default: <tmp>/harness-bench-report)
-and reuses it afterwards. Then times, in this process: a cold load (no cache: reads the store), a load from the
-Parquet cache, and a full report render (figures, tables, HTML, Markdown, CSV). Targets on 2 cores: cold <= 60 s,
-cached <= 10 s.
+Builds the store once under DIR (default: <tmp>/harness-bench-report) and reuses it afterwards. Then times whole
+`scripts/report.py --no-log` processes, imports included, as a user runs them: cold (no Parquet cache: reads the
+store) and cached (the second report on the same sweep), `--repeats` rounds, and prints the medians of wall and CPU
+time. With --compare, the other checkouts' reports run interleaved with this one's, on the same store.
+Targets on 2 cores: cold <= 10 s, cached <= 4 s.
 
-The synthetic sweep mimics the harness's own: 4 optimizers x 10 learning rates x 5 batch sizes x 5 seeds. Each
-run logs `train/loss` and `time/wall_s` at every step, `val/loss` every 50 steps and the final metrics; runs at
-too high a learning rate diverge part-way, as real ones do.
+The store holds what the harness logs (the record contract of harness.tracking.schema), written through the
+harness's own metric sink (harness.tracking.sinks, the path a training run takes on SQLite):
+- per optimizer step: train/loss, train/suboptimality (the task knows f*), grad_norm, time/wall_s;
+- at evaluation points (step 0, every EVAL_EVERY steps, the end): val/loss, val/accuracy, epoch, samples_seen, lr;
+- once: the final metrics; params resolved.batch_size, resolved.steps_per_epoch, resolved.total_steps.
+The grid: 4 optimizers x 10 learning rates x 5 batch sizes x 5 seeds; runs at too high an lr diverge part-way.
 """
 
 import argparse
@@ -17,6 +22,8 @@ import itertools
 import math
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,33 +34,38 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import numpy as np  # noqa: E402
 
+from harness.tracking import schema  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "bench"
+TASK = "synthetic"
 OPTIMIZERS = {"adam": 1e-3, "momentum": 1e-2, "rmsprop": 1e-3, "sgd": 1e-1}  # name -> default lr
 LR_SCALES = np.logspace(-1.5, 1.5, 10)
 BATCH_SIZES = [16, 32, 64, 128, 256]
 SEEDS = range(5)
+TRAIN_SIZE = 8192  # samples in the synthetic training set: steps per epoch = ceil(TRAIN_SIZE / batch size)
 EVAL_EVERY = 50
-POINTS_PER_BATCH = 1000  # MLflow's limit per log_batch call
+F_STAR = 0.04
 
 
 def main() -> None:
     args = _parse()
     db, done = args.dir / "mlflow.db", args.dir / "complete"
     uri = f"sqlite:///{db}"
-    size = f"{args.runs} runs x {args.steps} steps"
+    size = f"{args.runs} runs x {args.steps} steps, record v2"
     stale = not done.is_file() or done.read_text().strip() != size  # interrupted, or built at another size
     if (args.rebuild or stale) and args.dir.exists():
         shutil.rmtree(args.dir)
     if not done.is_file():
         started = time.perf_counter()
-        build_store(uri, args.dir, args.runs, args.steps)
+        points = build_store(uri, args.dir, args.runs, args.steps)
         done.write_text(size + "\n")
         print(
-            f"built the store: {args.runs} runs x {args.steps} steps in {time.perf_counter() - started:.0f} s ({db})"
+            f"built the store: {size}, {points:,} metric points in {time.perf_counter() - started:.0f} s ({db})"
         )
     else:
         print(f"reusing the store at {db} (--rebuild to make it again)")
-    time_report(uri, args.dir / "report")
+    time_processes(uri, args.dir / "report", args.repeats, [ROOT, *args.compare])
 
 
 def _parse() -> argparse.Namespace:
@@ -62,123 +74,160 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1000, help="runs to create (the first N grid points)")
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per run")
     parser.add_argument("--rebuild", action="store_true", help="delete and rebuild the store")
+    parser.add_argument("--repeats", type=int, default=3, help="cold/cached rounds to time (medians printed)")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="other checkouts (e.g. `git worktree add /tmp/before main`) timed interleaved with this one",
+    )
     return parser.parse_args()
 
 
-def time_report(uri: str, out_dir: Path) -> None:
-    """Cold load, cached load and render, each timed and printed."""
+def time_processes(uri: str, out_dir: Path, repeats: int, roots: list[Path]) -> None:
+    """Whole `scripts/report.py` processes of each checkout in `roots`: cold (cache removed first) then cached,
+    `repeats` rounds, the checkouts interleaved within each round. Prints wall and CPU (user + sys) seconds."""
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for _ in range(repeats):
+        for kind in ("cold", "cached"):
+            for root in roots:
+                out = out_dir / root.name
+                if kind == "cold":
+                    shutil.rmtree(out, ignore_errors=True)
+                wall, cpu, line = _time_report(root, uri, out)
+                times.setdefault((str(root), kind), []).append((wall, cpu))
+                print(f"{root} {kind}: wall {wall:.1f} s, cpu {cpu:.1f} s  ({line})")
+    for (root, kind), values in times.items():
+        walls, cpus = [v[0] for v in values], [v[1] for v in values]
+        print(
+            f"{root} whole process, {kind}: median wall {statistics.median(walls):.1f} s "
+            f"(cpu {statistics.median(cpus):.1f} s) over {len(values)}"
+        )
+
+
+def _time_report(root: Path, uri: str, out: Path) -> tuple[float, float, str]:
+    """(wall s, CPU s of the process and its children, its first stderr line) of one report."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(root)}
+    command = [sys.executable, str(root / "scripts" / "report.py"), "--experiment", EXPERIMENT]
+    command += ["--tracking-uri", uri, "--out", str(out), "--no-log"]
+    before = os.times()
     started = time.perf_counter()
-    from harness.report.build import write_report
-    from harness.report.load import load_sweep
-
-    print(f"imports (mlflow, pandas, seaborn): {time.perf_counter() - started:.1f} s")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    cache_dir = out_dir / "cache"
-    data = _timed(
-        "cold load (store -> DataFrame, cache written)", load_sweep, uri, EXPERIMENT, cache_dir=cache_dir
-    )
-    assert data.source == "mlflow", data.source
-    print(f"  {len(data.runs):,} runs, {len(data.metrics):,} metric points; stages: {_stages(data.timings)}")
-    data = _timed("cached load (Parquet)", load_sweep, uri, EXPERIMENT, cache_dir=cache_dir)
-    assert data.source == "cache", data.source
-    print(f"  stages: {_stages(data.timings)}")
-    report = _timed("render (figures, tables, HTML, Markdown, CSV)", write_report, data, out_dir)
-    print(f"  {report.html}")
-
-
-def _timed(label: str, function, *args, **kwargs):
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    print(f"{label}: {time.perf_counter() - started:.1f} s")
-    return result
-
-
-def _stages(timings: dict[str, float]) -> str:
-    return ", ".join(f"{key} {value:.1f} s" for key, value in timings.items())
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = os.times()
+    if done.returncode != 0:
+        sys.exit(f"report failed:\n{done.stderr}")
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, cpu, done.stderr.strip().splitlines()[0]
 
 
 # --- the synthetic store ----------------------------------------------------------------------------------------
 
 
-def build_store(uri: str, directory: Path, n_runs: int, steps: int) -> None:
-    """One sweep parent and `n_runs` finished child runs, written as the harness writes them (log_batch)."""
-    from mlflow import MlflowClient
+def build_store(uri: str, directory: Path, n_runs: int, steps: int) -> int:
+    """One sweep parent and `n_runs` finished child runs; returns the number of metric points written."""
+    from harness.tracking import sinks, store
 
     directory.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=uri)
+    client = store.client(uri)  # creates the directory, WAL mode as the harness sets it
     experiment_id = client.create_experiment(EXPERIMENT, artifact_location=(directory / "artifacts").as_uri())
     grid = list(itertools.product(OPTIMIZERS, LR_SCALES, BATCH_SIZES, SEEDS))[:n_runs]
-    parent = client.create_run(
-        experiment_id,
-        run_name="sweep bench",
-        tags={"harness.role": "sweep", "harness.sweep_key": "bench", "harness.grid_size": str(len(grid))},
-    ).info.run_id
+    tags = {schema.ROLE: schema.ROLE_SWEEP, schema.SWEEP_KEY: "bench", schema.GRID_SIZE: str(len(grid))}
+    parent = client.create_run(experiment_id, run_name="sweep bench", tags=tags).info.run_id
+    sink, points = sinks.sink_for(client), 0
     for index, point in enumerate(grid):
-        _log_run(client, experiment_id, parent, point, steps)
+        points += _log_run(client, sink, experiment_id, parent, point, steps)
         if (index + 1) % 100 == 0:
             print(f"  {index + 1}/{len(grid)} runs written", file=sys.stderr)
-    client.set_terminated(parent, "FINISHED")
+    client.set_terminated(parent, schema.FINISHED)
+    return points
 
 
-def _log_run(client, experiment_id: str, parent: str, point: tuple, steps: int) -> None:
-    from mlflow.entities import Metric, Param, RunTag
+def _log_run(client, sink, experiment_id: str, parent: str, point: tuple, steps: int) -> int:
+    from mlflow.entities import Param
 
     optimizer, scale, batch_size, seed = point
     lr = OPTIMIZERS[optimizer] * scale
-    tags = {"mlflow.parentRunId": parent, "harness.task": "synthetic", "harness.optimizer": optimizer}
-    tags["harness.config_hash"] = f"{optimizer}-{scale:.4g}-{batch_size}-{seed}"
+    tags = {
+        schema.PARENT_RUN_ID: parent,
+        schema.ROLE: schema.ROLE_JOB,
+        schema.TASK: TASK,
+        schema.OPTIMIZER: optimizer,
+        schema.CONFIG_HASH: f"{optimizer}-{scale:.4g}-{batch_size}-{seed}",
+    }
     run = client.create_run(
         experiment_id, run_name=f"{optimizer} lr={lr:.3g} bs={batch_size} seed={seed}", tags=tags
     )
     run_id, start_ms = run.info.run_id, run.info.start_time
     params = {
-        "task.name": "synthetic",
+        "task.name": TASK,
         "optimizer.name": optimizer,
         "optimizer.lr": OPTIMIZERS[optimizer],
         "optimizer.lr_scale": scale,
-        "resolved.lr": lr,
         "data.batch_size": batch_size,
-        "resolved.batch_size": batch_size,
-        "resolved.total_steps": steps,
         "seed": seed,
+        schema.RESOLVED_LR: lr,
+        schema.RESOLVED_BATCH_SIZE: batch_size,
+        schema.RESOLVED_TOTAL_STEPS: steps,
+        schema.RESOLVED_STEPS_PER_EPOCH: -(-TRAIN_SIZE // batch_size),
     }
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    points, status, final = _trajectory(point, steps, start_ms)
-    for start in range(0, len(points), POINTS_PER_BATCH):
-        client.log_batch(run_id, metrics=[Metric(*p) for p in points[start : start + POINTS_PER_BATCH]])
-    client.log_batch(run_id, metrics=[Metric(k, v, start_ms, steps) for k, v in final.items()])
-    client.log_batch(run_id, tags=[RunTag("harness.status", status)])
-    client.set_terminated(run_id, "FINISHED", end_time=start_ms + int(final["time/total_s"] * 1000))
+    rows, status, final = _trajectory(point, steps, start_ms)
+    sink.write(run_id, rows)
+    sink.write(run_id, [(k, v, start_ms, int(final[schema.STEPS])) for k, v in final.items()])
+    client.set_tag(run_id, schema.STATUS, status)
+    client.set_terminated(run_id, schema.FINISHED, end_time=start_ms + int(final[schema.TOTAL_S] * 1000))
+    return len(rows) + len(final)
 
 
 def _trajectory(point: tuple, steps: int, start_ms: int) -> tuple[list[tuple], str, dict[str, float]]:
-    """(key, value, timestamp, step) points of one run, its outcome, and its final metrics."""
+    """(key, value, timestamp, step) rows of one run, its outcome, and its final metrics."""
     optimizer, scale, batch_size, seed = point
     rng = np.random.default_rng(zlib.crc32(repr(point).encode()))  # stable across processes
     # Each optimizer has its own best lr scale; too large a scale diverges (sooner for larger ones).
     best = {"adam": 0.3, "momentum": 0.0, "rmsprop": -0.3, "sgd": 0.5}[optimizer]
     distance = math.log10(scale) - best
     rate = 0.01 * math.exp(-(distance**2)) * (64 / batch_size) ** 0.3
-    floor = 0.05 + 0.02 * abs(distance) + 0.01 * rng.random()
+    floor = F_STAR + 0.02 * abs(distance) + 0.01 * rng.random()
     diverge_at = max(10, int(steps * (1.6 - distance))) if distance > 0.7 + 0.2 * rng.random() else None
     t = np.arange(steps if diverge_at is None else min(steps, diverge_at))
     loss = floor + (2.3 - floor) * np.exp(-rate * t) * np.exp(0.05 * rng.standard_normal(t.size))
-    if diverge_at is not None and diverge_at < steps:
+    diverged = diverge_at is not None and diverge_at < steps
+    if diverged:
         loss[-20:] *= np.logspace(0, 6, min(20, t.size))
     wall = np.cumsum(np.full(t.size, 0.002 + 1e-5 * batch_size) * (1 + 0.1 * rng.random(t.size)))
     stamps = start_ms + (wall * 1000).astype(int)
-    points = [("train/loss", float(v), int(s), int(i)) for i, v, s in zip(t, loss, stamps)]
-    points += [("time/wall_s", float(w), int(s), int(i)) for i, w, s in zip(t, wall, stamps)]
-    evals = t[::EVAL_EVERY]
-    points += [("val/loss", float(loss[i] * 1.05), int(stamps[i]), int(i)) for i in evals]
-    final = {"time/total_s": float(wall[-1]), "steps": float(t.size)}
-    if diverge_at is not None and diverge_at < steps:
-        return points, "diverged", final
-    final.update({"final/val_loss": float(loss[-1] * 1.05), "final/train_loss": float(loss[-1])})
+    per_step = {
+        schema.TRAIN_LOSS: loss,
+        schema.TRAIN_SUBOPTIMALITY: loss - F_STAR,
+        schema.GRAD_NORM: np.sqrt(loss) * (1 + 0.2 * rng.random(t.size)),
+        schema.WALL_S: wall,
+    }
+    rows = [(k, float(v), int(s), int(i)) for k, vs in per_step.items() for i, v, s in zip(t, vs, stamps)]
+    done = t.size if not diverged else t.size - 1
+    evals = sorted({*range(0, done + 1, EVAL_EVERY), done})  # step 0, every EVAL_EVERY, the end
+    spe = -(-TRAIN_SIZE // batch_size)
+    for k in evals:
+        at, stamp = min(k, t.size - 1), int(stamps[min(k, t.size - 1)])
+        val = {
+            schema.VAL_LOSS: float(loss[at] * 1.05),
+            schema.VAL_ACCURACY: float(1 - loss[at] / 2.5),
+            schema.EPOCH: float(k // spe),
+            schema.SAMPLES_SEEN: float(k * batch_size),
+            schema.LR: OPTIMIZERS[optimizer] * scale,
+        }
+        rows += [(key, value, stamp, int(k)) for key, value in val.items()]
+    final = {schema.TOTAL_S: float(wall[-1]), schema.STEPS: float(done)}
+    if diverged:
+        return rows, schema.DIVERGED, final
+    final.update({schema.FINAL_VAL_LOSS: float(loss[-1] * 1.05), schema.FINAL_TRAIN_LOSS: float(loss[-1])})
     reached = np.flatnonzero(loss < 0.2)
     if reached.size:
-        final.update({"steps_to_target": float(reached[0]), "time_to_target_s": float(wall[reached[0]])})
-    return points, "completed", final
+        final.update(
+            {schema.STEPS_TO_TARGET: float(reached[0]), schema.TIME_TO_TARGET_S: float(wall[reached[0]])}
+        )
+    return rows, schema.COMPLETED, final
 
 
 if __name__ == "__main__":

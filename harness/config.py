@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, MissingMandatoryValue, OmegaConf
 
 from harness.errors import ConfigError
 from harness.optim import (
@@ -111,8 +111,15 @@ def register_configs() -> None:
 
 
 def to_config(cfg: DictConfig) -> Config:
-    """Hydra's DictConfig -> plain dataclasses, once, so nothing below the entry point handles OmegaConf."""
-    return OmegaConf.to_object(cfg)
+    """Hydra's DictConfig -> plain dataclasses, once, so nothing below the entry point handles OmegaConf.
+
+    Raises:
+        ConfigError: a required value (`???`, e.g. optimizer.target of optimizer=custom) was not given.
+    """
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(exc.full_key, "???", f"a value: {exc.full_key}=... is required") from None
 
 
 def optimizer_hparams(cfg: Config) -> dict[str, Any]:

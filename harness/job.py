@@ -18,11 +18,11 @@ from harness.config import Config
 from harness.context import JobContext
 from harness.data import make_loader
 from harness.errors import ConfigError
+from harness.job_run import end_run, open_run, record_result, run_name
 from harness.loop import LoopSettings, RunResult, train
 from harness.optim import create_scheduler
 from harness.plan import Plan, make_plan
 from harness.progress_bar import progress_for
-from harness.record import end_run, open_run, record_result, run_name
 from harness.tracking import FAILED, KILLED, Tracker
 
 

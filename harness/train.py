@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> float | None:
         state = sweep_state.load(Path(hc.runtime.cwd) / hc.sweep.dir)
         return run_in_sweep(to_config(cfg), ctx, state)
     try:
-        result = run_job(to_config(cfg), ctx)
+        result = run_job(to_config(cfg), ctx)  # to_config inside: a missing required value is one line too
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,7 +1,13 @@
 """The entry point as users type it: bad values refused in one line with no run created; divergence is an outcome."""
 
+import os
+from pathlib import Path
+
 import pytest
 from conftest import all_runs, history, run_cli
+
+from harness.optim import OPTIMIZERS, SCHEDULERS
+from harness.tasks import TASKS
 
 BAD_VALUES = [
     # (override, text the one-line error must contain, exit code)
@@ -18,12 +24,20 @@ BAD_VALUES = [
     ("optimizer.momentum=1.5", "optimizer.momentum=1.5", 2),
     ("optimizer.betas=[0.9,0.99]", "Key 'betas' not in", 1),  # sgd has no betas
     ("no_such_key=1", "Key 'no_such_key' not in", 1),
+    ("scheduler.min_factor=0.1", "Key 'min_factor' not in", 1),  # the default schedule, none, has no keys
+    ("scheduler=cosine scheduler.min_factor=2", "scheduler.min_factor=2.0", 2),
+    ("optimizer=adam optimizer.betas=[0.8,1]", "optimizer.betas=[0.8, 1.0]", 2),
+    (
+        "optimizer=custom",
+        "optimizer.target='???' is not allowed: a value: optimizer.target=... is required",
+        2,
+    ),
 ]
 
 
 @pytest.mark.parametrize("override,message,code", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
 def test_bad_values_are_refused_in_one_line_and_create_no_run(override, message, code, store, tmp_path):
-    proc = run_cli("task=quadratic", override, cwd=tmp_path)
+    proc = run_cli("task=quadratic", *override.split(), cwd=tmp_path)
     assert proc.returncode == code, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -59,7 +73,11 @@ def test_the_default_store_is_mlruns_under_the_launch_directory(tmp_path):
 
 
 def test_a_users_own_task_module_and_a_failing_job(store, tmp_path):
-    env = {"PYTHONPATH": str(__import__("pathlib").Path(__file__).parent)}
+    env = {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
+        )
+    }
     proc = run_cli(
         "task.module=user_tasks", "task.name=user_failing", "trainer.max_steps=10", cwd=tmp_path, env=env
     )
@@ -81,3 +99,22 @@ def test_digits_mlp_with_adam_from_the_command_line(store, tmp_path):
     assert run.data.params["resolved.total_steps"] == "900"  # 20 epochs x ceil(1437 / 32)
     assert len(history(store, run.info.run_id, "train/loss")) == 900
     assert run.data.metrics["final/val_accuracy"] > 0.95
+
+
+def test_help_lists_every_registered_option_and_no_schema_names(tmp_path):
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    groups = dict(
+        ln.split(": ", 1) for ln in proc.stdout.splitlines() if ": " in ln and not ln.startswith(" ")
+    )
+    assert groups["optimizer"].split(", ") == sorted(OPTIMIZERS)
+    assert groups["scheduler"].split(", ") == sorted(SCHEDULERS)
+    assert groups["task"].split(", ") == sorted(TASKS)
+    assert "base_" not in proc.stdout
+
+
+def test_a_plugin_that_does_not_import_is_refused_in_one_line(store, tmp_path):
+    proc = run_cli("task=quadratic", cwd=tmp_path, env={"HARNESS_PLUGINS": "no_such_plugin_module"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: HARNESS_PLUGINS='no_such_plugin_module' is not allowed: importable modules" in proc.stderr
+    assert all_runs(store) == []

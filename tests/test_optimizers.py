@@ -18,7 +18,10 @@ from harness.optim import OPTIMIZERS, SCHEDULERS, create_scheduler, schedulers
 from harness.optim.registry import markdown_table
 
 NAMES = sorted(OPTIMIZERS)
-PLUGIN_ENV = {"PYTHONPATH": str(Path(__file__).parent), "HARNESS_PLUGINS": "user_optimizers"}
+PLUGIN_ENV = {
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+    "HARNESS_PLUGINS": "user_optimizers",
+}
 
 
 def optimizer_overrides(name: str) -> list[str]:

@@ -184,3 +184,23 @@ def test_named_sweeps_expand_to_their_grids(name, size, optimizers):
     if not optimizers:
         assert config.optimizer.name == "sgd"
     assert grid.sweep_name(config) == f"sweep {name}"
+
+
+def test_one_identity_rule_for_the_config_hash_and_the_sweep_key():
+    # Where a run is recorded (tracking.*) and how it is scheduled (threads) are not what it computes.
+    from conftest import CONF_DIR, compose_config
+    from hydra import compose, initialize_config_dir
+
+    from harness.config import config_hash
+    from harness.sweep import grid
+
+    base = config_hash(compose_config("optimizer.lr=0.1"))
+    assert config_hash(compose_config("optimizer.lr=0.1", "tracking.run_name=x", "threads=1")) == base
+    assert config_hash(compose_config("optimizer.lr=0.2")) != base
+
+    def key(*overrides):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return grid.sweep_key(compose("config", overrides=list(overrides), return_hydra_config=True), "e")
+
+    assert key("optimizer.lr=0.1", "tracking.progress=false", "threads=2") == key("optimizer.lr=0.1")
+    assert key("optimizer.lr=0.2") != key("optimizer.lr=0.1")

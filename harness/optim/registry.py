@@ -40,7 +40,7 @@ class OptimInfo:
     """One optimizer the harness can build."""
 
     name: str  # what users type: optimizer=<name>
-    doc: str  # one line, for --help's table in the README
+    doc: str  # one line: what it is (the README table)
     build: Callable[..., torch.optim.Optimizer]  # build(params, lr=..., **hparams)
     lr: float  # default learning rate
     hparams: Mapping[str, Hparam] = field(default_factory=dict)  # accepted hyperparameters besides lr

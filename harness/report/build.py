@@ -1,51 +1,36 @@
-"""Write a sweep's report into a folder: figures/ (PNG + SVG), summary.csv, report.md and report.html."""
+"""Write a sweep's report into a folder: figures/ (PNG + SVG), summary.csv, report.md and report.html.
 
+The order is the data flow: the per-task views (view.py) are built once; tables read them; the figures are drawn
+from them in worker processes (each figure is independent, and drawing and saving is most of a report's time);
+then everything is rendered.
+"""
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from harness.report import budget, configs, html, markdown, tables
-from harness.report.content import Content, FigureFile, Section
-from harness.report.figures import convergence, sensitivity, style, target, tuning
+from harness.report import figures, ranking, render, tables
+from harness.report.figures import style
 from harness.report.load import SweepData
+from harness.report.view import TaskView, task_views
+from harness.tracking import schema
 
 NOTES = [
     "Ranking: configurations (lr, batch size) rank by the share of their seeds that diverged (none first), "
     "then by mean final validation loss over completed seeds, ties by mean wall-clock time. Failed runs (a "
     "crash, a missing device) count neither way. lr is the effective one (optimizer.lr × optimizer.lr_scale).",
-    "A grid point run several times (a resumed sweep) counts once: its latest run.",
+    "A grid point run several times (a resumed sweep) counts once: its latest run. Runs still running are not "
+    "compared.",
     "Diverged runs have no final loss: they are counted, drawn in a strip at the top of the sensitivity plots "
     "and score as the untrained model (initial validation loss) in the tuning-budget curve.",
-    "Time to target: the task's own target (e.g. a validation accuracy); a configuration's time is the median "
-    "over its seeds, counting seeds that never reached it as infinitely slow.",
+    "Time to target: the task's own target (e.g. a validation accuracy). An optimizer's time is {rule}. A time of "
+    "0 (the initial model already meets the target) counts as reached.",
+    "Convergence curves: epochs and samples are derived from the step and each run's resolved.steps_per_epoch "
+    "and resolved.batch_size; every run's curve is averaged into bins of the plotted resolution before the mean "
+    "and 95% interval over seeds are taken.",
 ]
-TITLES = {
-    "convergence": "Convergence",
-    "convergence_by_batch": "Convergence by batch size",
-    "sensitivity": "Learning-rate sensitivity",
-    "heatmap": "Final loss by learning rate and batch size",
-    "time_to_target": "Time to target",
-    "tuning_budget": "Tuning budget",
-    "performance_profile": "Performance profiles",
-}
-CAPTIONS = {
-    "convergence": "Each optimizer at its best configuration (the ranked table). Line: geometric mean over "
-    "seeds; band: 95% t-interval (log scale). Training loss is the mini-batch loss, averaged into at most 300 "
-    "points.",
-    "convergence_by_batch": "Per batch size, each optimizer at its best lr for that batch size, against "
-    "samples seen (the same data budget in every column).",
-    "sensitivity": "Final validation loss of every run against the effective lr. Runs without a final loss "
-    "(diverged: red X; failed: grey x) sit in the strip at the top, one row per optimizer.",
-    "heatmap": "Mean final validation loss over seeds for each lr × batch size; one shared colour scale. "
-    "The outlined cell is the optimizer's best; 'lost' counts seeds that diverged or failed.",
-    "time_to_target": "Steps and seconds until the task's target was first reached. Points: runs; black bar: "
-    "the optimizer's fastest configuration (median over seeds). Runs that never reached it are counted below.",
-    "tuning_budget": "Expected best mean final validation loss if you tried k configurations of the grid at "
-    "random (exact, from order statistics). A curve that drops fast is easy to tune.",
-    "performance_profile": "Share of tasks on which each optimizer reaches the target within τ × the "
-    "fastest optimizer's time (its fastest configuration per task). At τ = 1: how often it is the fastest.",
-}
 
 
 @dataclass(frozen=True)
@@ -54,91 +39,101 @@ class Report:
     html: Path
     markdown: Path
     summary_csv: Path
-    figures: list[FigureFile]
+    figures: list[render.FigureFile]
     answers: list[str]  # one sentence per task
+    banner: str | None  # set when the sweep is unfinished
 
 
-def write_report(data: SweepData, directory: Path) -> Report:
-    """Draw, tabulate and write everything for `data` into `directory` (created if needed)."""
+def write_report(
+    data: SweepData, directory: Path, rule: str = "median-seeds", workers: int | None = None
+) -> Report:
+    """Build, draw, tabulate and write everything for `data` into `directory` (created if needed).
+
+    Args:
+        data: the loaded sweep.
+        directory: the report folder.
+        rule: how an optimizer's time to target is aggregated (ranking.TARGET_RULES).
+        workers: processes drawing figures (default: one per CPU, at most one per figure; 1 draws in this process).
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    grid = configs.per_config(data.runs)
-    best = tables.ranked(grid, data.runs)
     colours = style.palette(data.runs["optimizer"].dropna())
-    tasks = sorted(data.runs["task"].dropna().unique())
-    sections = [_section(data, grid, best, task, colours, directory, len(tasks) > 1) for task in tasks]
-    overall = _overall(grid, colours, directory) if len(tasks) > 1 else []
-    summary = tables.summary(grid)
+    views = task_views(data, colours, rule)
+    multi = len(views) > 1
+    jobs = [
+        (kind, view, f"_{_slug(view.task)}" if multi else "") for view in views for kind in figures.PER_TASK
+    ]
+    jobs += [(kind, views, "") for kind in figures.ACROSS_TASKS] if multi else []
+    drawn = draw_all(jobs, directory / "figures", ranking.TARGET_RULES[rule], workers)
+    sections = [
+        _section(view, drawn[i * len(figures.PER_TASK) : (i + 1) * len(figures.PER_TASK)])
+        for i, view in enumerate(views)
+    ]
+    summary = tables.summary(views)
     summary.to_csv(directory / "summary.csv", index=False)
-    content = Content(
+    content = render.Content(
         title=f"Optimizer comparison: {data.experiment}",
+        banner=tables.unfinished_banner(data.grid),
         facts=_facts(data),
         sections=sections,
-        overall=overall,
+        overall=drawn[len(views) * len(figures.PER_TASK) :],
         summary=tables.display_summary(summary),
-        notes=NOTES,
+        notes=[note.format(rule=ranking.TARGET_RULES[rule]) for note in NOTES],
     )
     html_path, md_path = directory / "report.html", directory / "report.md"
-    html_path.write_text(html.render(content, directory), encoding="utf-8")
-    md_path.write_text(markdown.render(content, directory), encoding="utf-8")
-    figures = [f for s in sections for f in s.figures] + overall
-    return Report(
-        directory, html_path, md_path, directory / "summary.csv", figures, [s.answer for s in sections]
+    html_path.write_text(render.to_html(content, directory), encoding="utf-8")
+    md_path.write_text(render.to_markdown(content, directory), encoding="utf-8")
+    answers = [section.answer for section in sections]
+    return Report(directory, html_path, md_path, directory / "summary.csv", drawn, answers, content.banner)
+
+
+def _section(view: TaskView, drawn: list[render.FigureFile]) -> render.Section:
+    return render.Section(
+        view.task,
+        tables.answer(view),
+        tables.fairness_line(view),
+        tables.edge_of_grid(view),
+        tables.display_ranked(view),
+        drawn,
     )
 
 
-def _section(
-    data: SweepData,
-    grid: pd.DataFrame,
-    best: pd.DataFrame,
-    task: str,
-    colours: dict,
-    directory: Path,
-    multi: bool,
-) -> Section:
-    runs, cfg = data.runs[data.runs["task"] == task], grid[grid["task"] == task]
-    metrics = data.metrics[data.metrics["task"] == task]
-    mine = best[best["task"] == task]
-    per_batch = configs.best_per(cfg, ["task", "optimizer", "batch_size"])
-    drawings = {
-        "convergence": lambda: convergence.convergence_figure(metrics, runs, mine, colours),
-        "convergence_by_batch": lambda: convergence.convergence_by_batch_figure(
-            metrics, runs, per_batch, colours
-        ),
-        "sensitivity": lambda: sensitivity.sensitivity_figure(runs, cfg, colours),
-        "heatmap": lambda: sensitivity.heatmap_figure(cfg, colours),
-        "time_to_target": lambda: target.time_to_target_figure(runs, cfg, colours),
-        "tuning_budget": lambda: tuning.budget_figure(budget.tuning_curves(cfg), colours),
-    }
-    suffix = f"_{_slug(task)}" if multi else ""
-    figures = [_save(draw(), directory, kind, suffix, task) for kind, draw in drawings.items()]
-    return Section(
-        task,
-        tables.answer(best, task),
-        tables.fairness_line(data.runs, task),
-        tables.display_ranked(best, task),
-        figures,
+# Set before the worker processes fork, read by them: the jobs travel by inheritance, not by pickling.
+_JOBS: list = []
+
+
+def draw_all(jobs: list, directory: Path, rule: str, workers: int | None) -> list[render.FigureFile]:
+    """Draw and save each (FigureKind, view(s), file suffix); returns the files in the jobs' order."""
+    global _JOBS
+    directory.mkdir(parents=True, exist_ok=True)
+    _JOBS = [(kind, subject, suffix, directory, rule) for kind, subject, suffix in jobs]
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    try:
+        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            return [_draw(i) for i in range(len(jobs))]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_draw, range(len(jobs))))
+    finally:
+        _JOBS = []
+
+
+def _draw(index: int) -> render.FigureFile:
+    kind, subject, suffix, directory, rule = _JOBS[index]
+    paths = style.save(kind.draw(subject), directory, kind.name + suffix)
+    where = " — all tasks" if kind.across_tasks else f" — {subject.task}"
+    return render.FigureFile(
+        kind.name + suffix, kind.title + where, kind.caption.format(rule=rule), paths["png"], paths["svg"]
     )
-
-
-def _overall(grid: pd.DataFrame, colours: dict, directory: Path) -> list[FigureFile]:
-    return [_save(target.profile_figure(grid, colours), directory, "performance_profile", "", None)]
-
-
-def _save(figure, directory: Path, kind: str, suffix: str, task: str | None) -> FigureFile:
-    paths = style.save(figure, directory / "figures", kind + suffix)
-    title = TITLES[kind] + (f" — {task}" if task else " — all tasks")
-    return FigureFile(kind + suffix, title, CAPTIONS[kind], paths["png"], paths["svg"])
 
 
 def _facts(data: SweepData) -> list[str]:
-    counts = data.runs["outcome"].value_counts()
+    counts = schema.count_outcomes(data.runs["outcome"])
     outcome = ", ".join(
-        f"{counts[k]} {k}" for k in ("completed", "diverged", "failed", "killed") if k in counts
+        f"{counts[k]} {k}" for k in (*schema.OUTCOMES, schema.RUNNING_OUTCOME) if counts.get(k)
     )
     return [
         f"Experiment: {data.experiment}",
         f"Sweep: {data.sweep_name} (parent run {data.sweep_run_id})",
-        f"Runs: {len(data.runs)} grid points ({outcome}); {len(data.metrics):,} metric points",
+        f"Runs: {len(data.runs)} grid points ({outcome})",
     ]
 
 

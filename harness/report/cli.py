@@ -1,37 +1,39 @@
-"""The report's command line: `python scripts/report.py --experiment NAME [--sweep ID|latest] [--tracking-uri URI]
-[--out DIR] [--no-log]`.
+"""The report's command line: `harness-report --experiment NAME [--sweep ID|latest] [--tracking-uri URI]
+[--out DIR] [--no-log] [--target-rule median-seeds|algoperf]` (also `python scripts/report.py ...`).
 
-Prints the path of report.html on stdout (so that `open "$(python scripts/report.py ...)"` works) and what it did
-on stderr. Problems a user can fix (unknown experiment, sweep still running...) end with one line and exit 1.
+Prints the path of report.html on stdout (so that `open "$(harness-report ...)"` works) and what it did on stderr.
+Every problem a user can cause (unknown experiment, a store that is missing, empty or corrupt, a bad URI, an --out
+that cannot be written) ends with one line on stderr and exit status 1; HARNESS_DEBUG=1 shows the traceback.
 """
 
 import argparse
+import os
 import re
+import sqlite3
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
-import matplotlib
-from mlflow.exceptions import MlflowException
-
-from harness.report import load, publish
-from harness.report.build import write_report
-from harness.report.errors import ReportError
-from harness.report.sweeps import LATEST
+from harness.errors import ConfigError
+from harness.report.source import LATEST, ReportError
 from harness.tracking import store
 
 REPORTS_DIR = "reports"
+# Stores MLflow can open for reading (the file store is in maintenance mode in MLflow 3 and refuses to open).
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    from harness.report.ranking import TARGET_RULES
+
     parser = argparse.ArgumentParser(
-        prog="report.py", description="Compare the optimizers of a sweep: figures, tables, report.html."
+        prog="harness-report", description="Compare the optimizers of a sweep: figures, tables, report.html."
     )
     parser.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment)")
     parser.add_argument("--sweep", default=LATEST, help="the sweep's parent run id, or 'latest' (default)")
     parser.add_argument(
-        "--tracking-uri",
-        help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db",
+        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns/mlflow.db"
     )
     parser.add_argument(
         "--out", type=Path, help="report folder (default: reports/<experiment>/<sweep run id>/)"
@@ -39,41 +41,95 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-log", action="store_true", help="do not attach the report to the sweep's MLflow run"
     )
+    parser.add_argument(
+        "--target-rule",
+        choices=list(TARGET_RULES),
+        default="median-seeds",
+        help="how an optimizer's time to target is aggregated: "
+        + "; ".join(f"{name}: {text}" for name, text in TARGET_RULES.items()),
+    )
+    parser.add_argument("--workers", type=int, help="processes drawing figures (default: one per CPU)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the report; returns the exit status (0 ok, 1 a problem explained on stderr)."""
+    """Run the report; returns the exit status (0 ok, 1 a problem explained in one line on stderr)."""
     args = parse(argv)
-    matplotlib.use("Agg")  # a command line never needs a window: no GUI backend, works on servers and in CI
     uri = args.tracking_uri or store.resolve_uri(None, Path.cwd())
     try:
-        html = run(args, uri)
-    except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        html = run(args, check_uri(uri))
+    except _user_errors() as exc:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        print(f"error: {_one_line(exc, uri)}", file=sys.stderr)
         return 1
-    except MlflowException as exc:
-        print(f"error: MLflow store {uri}: {exc.message}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was attached to the sweep's run", file=sys.stderr)
+        return 130
     print(html)
     return 0
 
 
 def run(args: argparse.Namespace, uri: str) -> Path:
     """Find, load, write and (unless --no-log) publish the report; returns the path of report.html."""
+    import matplotlib
+
+    from harness.report import load, publish
+    from harness.report.build import write_report
+
+    matplotlib.use("Agg")  # a command line never needs a window: no GUI backend, works on servers and in CI
     started = time.perf_counter()
-    ref = load.find(uri, args.experiment, args.sweep)
-    out = args.out or default_out(args.experiment, ref.run_id)
-    data = load.load(ref, out / "cache")
-    elapsed = time.perf_counter() - started
-    _say(f"{len(data.runs)} runs, {len(data.metrics):,} metric points from {data.source} ({elapsed:.1f} s)")
-    report = write_report(data, out)
+    data = load.load(uri, args.experiment, args.sweep)
+    out = writable(args.out or default_out(args.experiment, data.sweep_run_id))
+    data.cache_dir = out / "cache"
+    _say(f"{len(data.runs)} runs of sweep {data.sweep_run_id} ({time.perf_counter() - started:.1f} s)")
+    report = write_report(data, out, args.target_rule, args.workers)
+    if report.banner:
+        _say(report.banner)
     for answer in report.answers:
         _say(answer)
     if not args.no_log:
-        _publish(ref, report)
-    _say(f"report written in {time.perf_counter() - started:.1f} s")
+        try:
+            publish.attach(uri, data.parent, report)
+            _say(
+                f"attached to the sweep's run {data.sweep_run_id} as artifacts under {publish.ARTIFACT_DIR}/"
+            )
+        except _user_errors() as exc:
+            # The report on disk is what the user asked for; the copy in MLflow is a convenience.
+            _say(f"warning: could not attach the report to run {data.sweep_run_id}: {_one_line(exc, uri)}")
+    _say(
+        f"report written in {time.perf_counter() - started:.1f} s (histories from the {data.history_source})"
+    )
     return report.html.resolve()
+
+
+def check_uri(uri: str) -> str:
+    """The URI, if it names a store the report can read.
+
+    Raises:
+        ConfigError: another scheme (a typo, or MLflow's file store).
+    """
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in SCHEMES:
+        allowed = "sqlite:///<path to mlflow.db>, http(s)://<tracking server> or a SQL database URI"
+        raise ConfigError("--tracking-uri", uri, allowed)
+    return uri
+
+
+def writable(out: Path) -> Path:
+    """`out`, created if needed, checked before any work so that nothing is left half-written.
+
+    Raises:
+        ConfigError: the folder cannot be created or written to.
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError("--out", str(out), f"a folder you can write to ({exc.strerror or exc})") from None
+    return out
 
 
 def default_out(experiment: str, run_id: str) -> Path:
@@ -81,14 +137,23 @@ def default_out(experiment: str, run_id: str) -> Path:
     return Path(REPORTS_DIR) / re.sub(r"[^\w.-]+", "_", experiment) / run_id
 
 
-def _publish(ref: load.SweepRef, report) -> None:
-    try:
-        publish.log_report(ref.client, ref.run_id, report)
-    except (MlflowException, OSError) as exc:
-        # The report on disk is what the user asked for; the copy in MLflow is a convenience.
-        _say(f"warning: could not attach the report to run {ref.run_id}: {exc}")
-        return
-    _say(f"attached to the sweep's run {ref.run_id} as artifacts under {publish.ARTIFACT_DIR}/")
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's input or store can cause. MLflow's exception counts only if MLflow was imported: the report
+    reads SQLite stores without it."""
+    errors: list[type[BaseException]] = [ReportError, ConfigError, OSError, sqlite3.Error]
+    mlflow_errors = sys.modules.get("mlflow.exceptions")
+    if mlflow_errors is not None:
+        errors.append(mlflow_errors.MlflowException)
+    return tuple(errors)
+
+
+def _one_line(exc: BaseException, uri: str) -> str:
+    if isinstance(exc, (ReportError, ConfigError)):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+    text = getattr(exc, "message", None) or str(exc)
+    return f"MLflow store {uri}: {text.strip().splitlines()[0] if text.strip() else type(exc).__name__}"
 
 
 def _say(message: str) -> None:

@@ -1,156 +1,302 @@
-"""Load a sweep: its runs (one row each) and one tidy frame of every metric point, from MLflow or the cache."""
+"""Load a sweep: its runs as one row each (the latest run per grid point), how complete its grid is, and the metric
+histories the report draws, read on demand and kept as Parquet beside the report.
 
-import time
+Histories are read for the runs a figure shows (each optimizer's best configurations, all their seeds), not for the
+whole grid: ranking needs only each run's final metrics, which come with the run. A second report on the same runs
+reads the Parquet file; its key is the set of runs with their end times and outcomes plus what was read, so a resumed
+sweep or an edited run reads the store again. Runs that have not ended are never cached: their histories may grow.
+"""
+
+import hashlib
+import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities import Experiment, Run
 
-from harness.report import cache, history, sweeps
-from harness.report.errors import ReportError
-from harness.report.keys import FINISHED_OUTCOMES, RUNNING
-from harness.report.runs import add_initial_val_loss, runs_frame
+from harness.report.source import LATEST, ReportError, find_sweep, open_source
+from harness.tracking import queries, schema
 
-# Run columns copied onto every metric point, so that one frame answers "which optimizer, lr, batch size".
-DESCRIPTORS = ["task", "optimizer", "lr", "batch_size", "seed", "outcome"]
+# The histories a report draws: losses and the clocks they are drawn against. `epoch` and `samples_seen` are read for
+# runs logged before resolved.steps_per_epoch existed (they logged both at every step; see curves.clocks).
+HISTORY_KEYS = (schema.TRAIN_LOSS, schema.VAL_LOSS, schema.WALL_S, schema.EPOCH, schema.SAMPLES_SEEN)
+CACHE_FORMAT = 2  # bump when the cached frame's columns or meaning change
+CACHE_DATA, CACHE_KEY = "metrics.parquet", "key.txt"
+
+# The typed columns of the runs frame; everything else in it is params.*, tags.*, metrics.* (mlflow.search_runs).
+RUN_COLUMNS = {
+    "run_id": "string",
+    "run_name": "string",
+    "status": "string",  # MLflow's: FINISHED, FAILED, KILLED, RUNNING
+    "outcome": "string",  # schema.outcome: completed, diverged, failed, killed, running
+    "start_time": "Int64",  # ms since the epoch
+    "end_time": "Int64",
+    "task": "string",
+    "optimizer": "string",
+    "lr": "float64",  # the effective lr (optimizer.lr x lr_scale): what the optimizer used
+    "batch_size": "Int64",  # resolved: "full" is the training-set size
+    "batch_label": "string",  # as configured: 32, or "full"
+    "steps_per_epoch": "float64",  # resolved; NaN for runs logged before it was recorded
+    "total_steps": "Int64",  # the step budget
+    "seed": "Int64",
+    "config_hash": "string",
+    "error": "string",
+    "final_val_loss": "float64",  # absent (NaN) for diverged and failed runs
+    "final_val_accuracy": "float64",
+    "time_s": "float64",  # wall-clock of the whole run
+    "steps_to_target": "float64",  # NaN: never reached; 0: the initial model already met it
+    "time_to_target_s": "float64",
+    "initial_val_loss": "float64",  # val/loss before the first update: what a run that learnt nothing scores
+}
 
 
 @dataclass(frozen=True)
+class Grid:
+    """How much of the sweep's grid is in: what the report must say at its top when the sweep is unfinished."""
+
+    parent_status: str  # the parent run's MLflow status
+    size: int | None  # grid points launched (the parent's harness.grid_size), None if unknown
+    done: int  # grid points whose latest run completed or diverged
+    running: int  # runs still running (not compared)
+    missing: dict[str, int]  # optimizer -> grid points without a finished run (empty if the grid is unknown)
+
+    @property
+    def unfinished(self) -> bool:
+        return (
+            self.parent_status in (schema.RUNNING, schema.KILLED)
+            or self.running > 0
+            or bool(self.missing)
+            or (self.size is not None and self.done < self.size)
+        )
+
+
+@dataclass
 class SweepData:
-    """Everything a report draws from."""
+    """Everything a report draws from: the runs, the grid's completeness, and histories on demand."""
 
     experiment: str
     sweep_run_id: str
     sweep_name: str
-    sweep_tags: dict[str, str]
-    runs: pd.DataFrame  # one row per run (runs.RUN_COLUMNS, then params.*, tags.*, metrics.*)
-    metrics: pd.DataFrame  # one row per run x metric x step: history.COLUMNS + DESCRIPTORS
-    source: str  # "mlflow" or "cache": where the histories came from
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per loading stage
+    parent: object  # the sweep's parent run (MLflow's Run shape)
+    grid: Grid
+    runs: pd.DataFrame  # one row per grid point: RUN_COLUMNS, then params.*, tags.*, metrics.*
+    source: object  # source.SqliteSource | source.ClientSource
+    cache_dir: Path | None = None
+    history_source: str = ""  # "store" or "cache": where the last histories() came from
+    _histories: pd.DataFrame | None = field(default=None, repr=False)
+    _read_keys: tuple[set, set] = field(default=(set(), set()), repr=False)  # the runs and keys in _histories
 
-    def tidy(self, *columns: str) -> pd.DataFrame:
-        """The metric points with more of their run's columns copied on, e.g. tidy("params.optimizer.betas",
-        "tags.harness.device"): any column of `runs` (DESCRIPTORS are always there)."""
-        return describe(self.metrics, self.runs, list(columns))
+    def histories(self, run_ids, keys=HISTORY_KEYS) -> pd.DataFrame:
+        """run_id, key, step, value of `keys` for `run_ids`, one row per point (the latest value at a step wins).
+
+        The first call reads (or takes from the Parquet cache) every run and key asked for: pass all the runs a
+        report needs at once. Later calls filter that frame; runs or keys it lacks are read then, uncached.
+        """
+        wanted, keys = sorted(set(map(str, run_ids))), list(keys)
+        if self._histories is None:
+            self._histories, self._read_keys = self._read(wanted, keys), (set(wanted), set(keys))
+        done_ids, done_keys = self._read_keys
+        if not (set(wanted) <= done_ids and set(keys) <= done_keys):
+            return _read_histories(self.source, wanted, keys)
+        frame = self._histories
+        return frame[frame["run_id"].isin(wanted) & frame["key"].isin(keys)]
+
+    def tidy(self, *columns: str, keys=HISTORY_KEYS) -> pd.DataFrame:
+        """The histories of every run with run columns copied onto each point (task, optimizer, lr, batch size,
+        seed, outcome, and any of `columns`, e.g. "params.optimizer.betas"), for analyses of your own."""
+        wanted = ["task", "optimizer", "lr", "batch_size", "seed", "outcome", *columns]
+        points = _read_histories(self.source, self.runs["run_id"].tolist(), list(keys))
+        return points.merge(self.runs[["run_id", *wanted]].astype({"run_id": str}), on="run_id", how="left")
+
+    def _read(self, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
+        key = _cache_key(self.runs, run_ids, keys)
+        cached = _cache_read(self.cache_dir, key)
+        if cached is not None:
+            self.history_source = "cache"
+            return cached
+        frame = _read_histories(self.source, run_ids, keys)
+        _cache_write(self.cache_dir, key, frame)
+        self.history_source = "store"
+        return frame
 
 
-@dataclass(frozen=True)
-class SweepRef:
-    """A sweep found in a store: enough to name its report folder before loading anything big."""
-
-    client: MlflowClient
-    experiment: Experiment
-    parent: Run
-
-    @property
-    def run_id(self) -> str:
-        return self.parent.info.run_id
-
-
-def find(uri: str, experiment: str, sweep: str = sweeps.LATEST) -> SweepRef:
-    """The sweep's parent run: the latest of the experiment, or the run id given.
+def load(uri: str, experiment: str, sweep: str = LATEST, cache_dir: Path | None = None) -> SweepData:
+    """The sweep's runs (latest per grid point) and its grid's completeness; histories come later, on demand.
 
     Raises:
-        ReportError: no store at `uri`, unknown experiment, no sweep, or not a sweep of this experiment.
+        ReportError: no store, unknown experiment or sweep, or a sweep with no finished run.
     """
-    client = sweeps.open_client(uri)
-    found = sweeps.find_experiment(client, experiment)
-    return SweepRef(client, found, sweeps.find_sweep(client, found, sweep))
-
-
-def load(ref: SweepRef, cache_dir: Path | None = None) -> SweepData:
-    """The sweep's runs (latest per grid point) and their histories, from `cache_dir` when it holds them.
-
-    Raises:
-        ReportError: runs still running, or no finished run.
-    """
-    started = time.perf_counter()
-    children = sweeps.sweep_runs(ref.client, ref.experiment.experiment_id, ref.run_id)
-    runs = runs_frame(children)
-    check_reportable(runs, ref.run_id)
-    listed = time.perf_counter()
-    metrics, source = _histories(ref.client, children, runs, cache_dir)
-    loaded = time.perf_counter()
+    source = open_source(uri)
+    found, parent = find_sweep(source, experiment, sweep)
+    runs = list(
+        queries.latest_per_grid_point(source.children(found.experiment_id, parent.info.run_id)).values()
+    )
+    frame = runs_frame(runs)
+    check_reportable(frame, parent.info.run_id)
+    frame = _with_initial_val_loss(frame, source)
     return SweepData(
-        experiment=ref.experiment.name,
-        sweep_run_id=ref.run_id,
-        sweep_name=ref.parent.info.run_name or ref.run_id,
-        sweep_tags=dict(ref.parent.data.tags),
-        runs=add_initial_val_loss(runs, metrics),
-        metrics=describe(metrics, runs),
+        experiment=found.name,
+        sweep_run_id=parent.info.run_id,
+        sweep_name=parent.info.run_name or parent.info.run_id,
+        parent=parent,
+        grid=grid_of(parent, frame),
+        runs=frame,
         source=source,
-        timings={"list_runs_s": listed - started, "histories_s": loaded - listed},
+        cache_dir=cache_dir,
     )
 
 
-def load_sweep(
-    uri: str, experiment: str, sweep: str = sweeps.LATEST, cache_dir: Path | None = None
-) -> SweepData:
-    """find() then load(): the sweep's runs and one tidy frame of its metric histories.
-
-    Args:
-        uri: the tracking URI.
-        experiment: the experiment's name.
-        sweep: the parent run's id, or "latest".
-        cache_dir: where the Parquet cache lives (None: no cache).
-
-    Raises:
-        ReportError: see find() and load().
-    """
-    return load(find(uri, experiment, sweep), cache_dir)
-
-
 def check_reportable(runs: pd.DataFrame, sweep_run_id: str) -> None:
-    """Refuse sweeps that are still running or hold no finished run: a report on them would mislead.
+    """Refuse sweeps with no finished run: there is nothing to compare.
 
     Raises:
-        ReportError: with counts, and what to do.
+        ReportError: with counts and the first error.
     """
     if runs.empty:
         raise ReportError(f"sweep {sweep_run_id} has no runs yet")
-    running = int((runs["outcome"] == RUNNING).sum())
-    if running:
-        raise ReportError(
-            f"sweep {sweep_run_id} still has {running} running run(s): wait for it to end "
-            "(if it was killed, run the same sweep again: it resumes and marks them killed)"
-        )
-    if not runs["outcome"].isin(FINISHED_OUTCOMES).any():
-        counts = runs["outcome"].value_counts().to_dict()
+    if not runs["outcome"].isin(schema.DONE_OUTCOMES).any():
+        counts = {k: v for k, v in schema.count_outcomes(runs["outcome"]).items() if v and k != "total"}
         first_error = runs["error"].dropna().loc[lambda s: s != ""].head(1).tolist()
         hint = f"; first error: {first_error[0]}" if first_error else ""
         raise ReportError(f"sweep {sweep_run_id} has no finished runs ({counts}){hint}")
 
 
-def _histories(
-    client: MlflowClient, children: list[Run], runs: pd.DataFrame, cache_dir: Path | None
-) -> tuple[pd.DataFrame, str]:
-    """The histories from the cache when its key matches, else from the store (then cached)."""
-    key = cache.cache_key(runs)
-    cached = None if cache_dir is None else cache.read(cache_dir, key)
-    if cached is not None:
-        return cached, "cache"
-    frame = history.read_histories(client, children)
-    if cache_dir is not None:
-        cache.write(cache_dir, key, frame)
-    return frame, "mlflow"
+def grid_of(parent, runs: pd.DataFrame) -> Grid:
+    """How complete the grid is: the parent's status and grid size against the grid points that finished.
+
+    Points missing per optimizer assume the grid is a product over the sweep's optimizers (the basic sweeper's),
+    read from the parent's `harness.sweep_overrides` (else the optimizers that have runs).
+    """
+    tags = parent.data.tags
+    size = _number(tags.get(schema.GRID_SIZE), int)
+    done = runs["outcome"].isin(schema.DONE_OUTCOMES)
+    running = int((runs["outcome"] == schema.RUNNING_OUTCOME).sum())
+    missing: dict[str, int] = {}
+    optimizers = _swept_optimizers(tags.get(schema.SWEEP_OVERRIDES, "")) or sorted(
+        runs["optimizer"].dropna().unique()
+    )
+    if size is not None and optimizers and size % len(optimizers) == 0:
+        per_optimizer = size // len(optimizers)
+        finished = runs[done].groupby("optimizer").size()
+        missing = {name: per_optimizer - int(finished.get(name, 0)) for name in optimizers}
+        missing = {name: count for name, count in missing.items() if count > 0}
+    return Grid(parent.info.status, size, int(done.sum()), running, missing)
 
 
-def describe(metrics: pd.DataFrame, runs: pd.DataFrame, columns: list[str] = DESCRIPTORS) -> pd.DataFrame:
-    """Copy each run's `columns` onto its metric points (by categorical code: millions of rows, no merge).
-    Text columns become categoricals: a handful of distinct values repeated millions of times."""
-    ids = metrics["run_id"].astype("category")
-    by_id = runs.set_index("run_id")[columns].reindex(ids.cat.categories.astype(str))
-    codes = ids.cat.codes.to_numpy()
-    out = metrics.copy()
-    for column in columns:
-        values = by_id[column]
-        if values.dtype in ("string", "object"):
-            values = values.astype("category")
-            out[column] = pd.Categorical.from_codes(
-                values.cat.codes.to_numpy()[codes], categories=values.cat.categories
-            )
-        else:
-            out[column] = pd.Series(values.array.take(codes), index=out.index)
-    return out
+def _swept_optimizers(overrides: str) -> list[str]:
+    """The values of `optimizer=a,b` in the sweep's overrides, as typed (empty when it is not swept that way)."""
+    match = re.search(r"(?:^|\s)optimizer=([\w.,-]+)(?:\s|$)", overrides)
+    return sorted(set(match.group(1).split(","))) if match else []
+
+
+def runs_frame(runs: list) -> pd.DataFrame:
+    """The runs as a DataFrame with RUN_COLUMNS first (typed), then params.*, tags.*, metrics.*."""
+    frame = pd.DataFrame([_row(run) for run in runs])
+    for column, dtype in RUN_COLUMNS.items():
+        values = frame[column] if column in frame else pd.Series(None, index=frame.index, dtype="object")
+        frame[column] = values.astype("object").astype(dtype)
+    extra = sorted(c for c in frame.columns if c not in RUN_COLUMNS)
+    return frame[list(RUN_COLUMNS) + extra].reset_index(drop=True)
+
+
+def _row(run) -> dict:
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    row = {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "outcome": schema.outcome(run.info.status, tags),
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "task": params.get("task.name") or tags.get(schema.TASK),
+        "optimizer": params.get("optimizer.name") or tags.get(schema.OPTIMIZER),
+        "lr": _effective_lr(params),
+        "batch_size": _number(params.get(schema.RESOLVED_BATCH_SIZE) or params.get("data.batch_size"), int),
+        "batch_label": params.get("data.batch_size"),
+        "steps_per_epoch": _number(params.get(schema.RESOLVED_STEPS_PER_EPOCH), float),
+        "total_steps": _number(params.get(schema.RESOLVED_TOTAL_STEPS), int),
+        "seed": _number(params.get("seed"), int),
+        "config_hash": tags.get(schema.CONFIG_HASH, ""),
+        "error": tags.get(schema.ERROR, ""),
+        "final_val_loss": metrics.get(schema.FINAL_VAL_LOSS),
+        "final_val_accuracy": metrics.get(schema.FINAL_VAL_ACCURACY),
+        "time_s": metrics.get(schema.TOTAL_S),
+        "steps_to_target": metrics.get(schema.STEPS_TO_TARGET),
+        "time_to_target_s": metrics.get(schema.TIME_TO_TARGET_S),
+    }
+    row.update({f"params.{k}": v for k, v in params.items()})
+    row.update({f"tags.{k}": v for k, v in tags.items()})
+    row.update({f"metrics.{k}": v for k, v in metrics.items()})
+    return row
+
+
+def _effective_lr(params: dict[str, str]) -> float | None:
+    """resolved.lr; runs refused before it was logged: optimizer.lr x optimizer.lr_scale."""
+    lr = _number(params.get(schema.RESOLVED_LR), float)
+    if lr is None:
+        base, scale = (
+            _number(params.get("optimizer.lr"), float),
+            _number(params.get("optimizer.lr_scale"), float),
+        )
+        lr = None if base is None else base * (scale or 1.0)
+    return lr
+
+
+def _number(text: str | None, kind: type) -> int | float | None:
+    """int("32") or float("0.1"); None for missing or non-numeric text ("full", "None", "unknown")."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(value):
+        return None
+    return int(value) if kind is int else value
+
+
+def _with_initial_val_loss(runs: pd.DataFrame, source) -> pd.DataFrame:
+    """`initial_val_loss`: val/loss at step 0, logged before any update (one small read: one point per run)."""
+    first = source.histories(runs["run_id"].tolist(), [schema.VAL_LOSS], step=0)
+    initial = first.drop_duplicates("run_id", keep="last").set_index("run_id")["value"]
+    return runs.assign(initial_val_loss=runs["run_id"].astype(str).map(initial).astype("float64"))
+
+
+def _read_histories(source, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
+    """The points, typed and sorted by run, key and step; a point logged twice at one step keeps the later one."""
+    frame = source.histories(run_ids, keys).astype({"step": "int64", "value": "float64"})
+    frame = frame.astype({"run_id": "category", "key": "category"})
+    frame = frame.drop_duplicates(["run_id", "key", "step"], keep="last")
+    return frame.sort_values(["run_id", "key", "step"], kind="stable").reset_index(drop=True)
+
+
+# --- the Parquet cache ------------------------------------------------------------------------------------------
+
+
+def _cache_key(runs: pd.DataFrame, run_ids: list[str], keys: list[str]) -> str | None:
+    """A digest of every run's (id, end time, status, outcome) and of what is read; None if a run has not ended."""
+    if runs["end_time"].isna().any() or (runs["status"] == schema.RUNNING).any():
+        return None
+    columns = [runs["run_id"], runs["end_time"].astype("int64"), runs["status"], runs["outcome"].fillna("")]
+    items = sorted(zip(*(column.tolist() for column in columns)))
+    return hashlib.sha256(json.dumps([CACHE_FORMAT, items, run_ids, sorted(keys)]).encode()).hexdigest()
+
+
+def _cache_read(directory: Path | None, key: str | None) -> pd.DataFrame | None:
+    if directory is None or key is None or not (directory / CACHE_KEY).is_file():
+        return None
+    if (directory / CACHE_KEY).read_text().strip() != key or not (directory / CACHE_DATA).is_file():
+        return None
+    return pd.read_parquet(directory / CACHE_DATA)
+
+
+def _cache_write(directory: Path | None, key: str | None, frame: pd.DataFrame) -> None:
+    if directory is None or key is None:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    # The key goes last, so that an interrupted write leaves no key pointing at partial data.
+    (directory / CACHE_KEY).unlink(missing_ok=True)
+    partial = directory / f"{CACHE_DATA}.partial"
+    frame.to_parquet(partial, index=False)
+    partial.replace(directory / CACHE_DATA)
+    (directory / CACHE_KEY).write_text(key + "\n")

@@ -1,140 +1,116 @@
-"""The report's tables and sentences: the ranked optimizers, the per-batch-size summary, the fairness check and
-the one-sentence answer. Numeric frames for CSV; `display_*` turn them into strings for HTML and Markdown."""
+"""The report's tables and sentences: the one-sentence answer, the ranked optimizers, the fairness line, the warnings
+(unfinished sweep, best lr at the edge of the grid) and the per-batch-size summary. Numeric frames for CSV; the
+`display_*` functions turn them into strings for HTML and Markdown."""
 
 import math
 
 import numpy as np
 import pandas as pd
 
-from harness.report.configs import best_per, best_per_optimizer
-from harness.report.keys import COMPLETED, DIVERGED, FAILED, KILLED
+from harness.report import ranking
+from harness.report.load import Grid
+from harness.report.view import TaskView
+from harness.tracking import schema
 
 TOTALS = ["trials", "completed", "diverged", "failed"]
 
 
-def optimizer_totals(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task and optimizer: runs by outcome over the whole grid, seeds, and step budgets."""
-    frame = runs.assign(
-        _completed=runs["outcome"] == COMPLETED,
-        _diverged=runs["outcome"] == DIVERGED,
-        _failed=runs["outcome"].isin([FAILED, KILLED]),
-    )
-    return (
-        frame.groupby(["task", "optimizer"], observed=True)
-        .agg(
-            trials=("run_id", "size"),
-            completed=("_completed", "sum"),
-            diverged=("_diverged", "sum"),
-            failed=("_failed", "sum"),
-            seed_set=("seed", lambda s: tuple(sorted(s.dropna().unique()))),
-            budget_set=("total_steps", lambda s: tuple(sorted(s.dropna().unique()))),
+def unfinished_banner(grid: Grid) -> str | None:
+    """One paragraph for the top of the report of an unfinished sweep, or of a finished one whose grid has points
+    without a result (failed or killed runs); None when every grid point is in."""
+    if not grid.unfinished:
+        return None
+    size = "an unknown number of" if grid.size is None else f"{grid.size}"
+    if grid.parent_status in (schema.RUNNING, schema.KILLED) or grid.running:
+        parent = "still running" if grid.parent_status == schema.RUNNING else grid.parent_status.lower()
+        text = f"Unfinished sweep (parent run {parent}): {grid.done} of {size} grid points are in."
+    else:
+        text = f"Incomplete grid: {grid.done} of {size} grid points have a result (the others failed or were killed)."
+    if grid.running:
+        text += f" {grid.running} run(s) still running are not compared."
+    if grid.missing:
+        text += (
+            " Missing points: "
+            + ", ".join(f"{name} {count}" for name, count in sorted(grid.missing.items()))
+            + "."
         )
-        .reset_index()
+    return (
+        text
+        + " Results below may change when the sweep completes (run the same sweep command again to resume)."
     )
 
 
-def ranked(configs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Each optimizer's best configuration per task, ranked, with its whole-grid run counts (`trials`,
-    `completed`, `diverged`, `failed`); the best configuration's own counts are `config_*`."""
-    counts = {column: f"config_{column}" for column in ("completed", "diverged", "failed")}
-    best = best_per_optimizer(configs).rename(columns=counts)
-    return best.merge(optimizer_totals(runs), on=["task", "optimizer"], how="left")
-
-
-def summary(configs: pd.DataFrame) -> pd.DataFrame:
-    """One row per task, optimizer and batch size: the best lr at that batch size, its results, and the run
-    counts over every lr tried at that batch size (summary.csv)."""
-    keys = ["task", "optimizer", "batch_size"]
-    best = best_per(configs, keys).sort_values(keys, kind="stable")
-    counts = configs.groupby(keys, observed=True, dropna=False).agg(
-        lrs_tried=("lr", "nunique"),
-        trials=("runs", "sum"),
-        completed=("completed", "sum"),
-        diverged=("diverged", "sum"),
-        failed=("failed", "sum"),
-    )
-    columns = {
-        "batch_label": "batch_size_config",
-        "lr": "best_lr",
-        "val_loss_mean": "final_val_loss_mean",
-        "val_loss_std": "final_val_loss_std",
-        "val_acc_mean": "final_val_accuracy_mean",
-        "val_acc_std": "final_val_accuracy_std",
-        "seeds": "seeds_at_best_lr",
-        "reached": "reached_target_at_best_lr",
-        "steps_to_target": "steps_to_target_median",
-        "time_to_target_s": "time_to_target_s_median",
-        "total_steps": "step_budget",
-    }
-    table = (
-        best[keys + list(columns)].rename(columns=columns).merge(counts.reset_index(), on=keys, how="left")
-    )
-    return table.replace([np.inf], np.nan).reset_index(drop=True)  # CSV: an empty cell for "never reached"
-
-
-def fairness(runs: pd.DataFrame, task: str) -> list[str]:
-    """Warnings when the optimizers on `task` did not get the same trials, seeds or step budgets (empty: fair)."""
-    totals = optimizer_totals(runs[runs["task"] == task]).set_index("optimizer")
-    checks = {"trials": "trials", "seed_set": "seeds", "budget_set": "step budgets"}
+def edge_of_grid(view: TaskView) -> list[str]:
+    """A warning per optimizer whose best lr is the smallest or largest it tried: the optimum may lie outside."""
     warnings = []
-    for column, label in checks.items():
-        values = totals[column]
-        if values.nunique() > 1:
-            shown = "; ".join(f"{name}: {_describe_set(value)}" for name, value in values.items())
-            warnings.append(f"unequal {label} ({shown})")
+    for row in view.best.itertuples():
+        if row.lrs < 2 or pd.isna(row.val_loss_mean):
+            continue
+        side = "largest" if row.lr == row.lr_max else "smallest" if row.lr == row.lr_min else None
+        if side is not None:
+            beyond = "above" if side == "largest" else "below"
+            warnings.append(
+                f"{row.optimizer}'s best lr {row.lr:.3g} is the {side} it tried ({row.lr_min:.3g}–{row.lr_max:.3g}): "
+                f"widen the grid {beyond} it, the best lr may lie outside."
+            )
     return warnings
 
 
-def fairness_line(runs: pd.DataFrame, task: str) -> str:
-    """One line: the warnings, or what every optimizer equally had; then how many runs failed, if any."""
-    return _fairness(runs, task) + _failures(runs[runs["task"] == task])
-
-
-def _fairness(runs: pd.DataFrame, task: str) -> str:
-    warnings = fairness(runs, task)
-    if warnings:
-        return "Unfair comparison: " + "; ".join(warnings) + "."
-    totals = optimizer_totals(runs[runs["task"] == task]).iloc[0]
-    seeds, budgets = _describe_set(totals["seed_set"]), _describe_set(totals["budget_set"])
-    trials = totals["trials"]
-    return f"Fair comparison: every optimizer had {trials} trials, seeds {seeds} and step budgets {budgets}."
+def fairness_line(view: TaskView) -> str:
+    """One line: what every optimizer equally had, or what differed; then how many runs failed, if any."""
+    totals = view.best.set_index("optimizer")
+    checks = {"trials": "trials", "seed_set": "seeds", "budget_set": "step budgets"}
+    unequal = [
+        f"unequal {label} ("
+        + "; ".join(f"{name}: {_set_text(value)}" for name, value in totals[column].items())
+        + ")"
+        for column, label in checks.items()
+        if totals[column].nunique() > 1
+    ]
+    if unequal:
+        line = "Unfair comparison: " + "; ".join(unequal) + "."
+    else:
+        first = totals.iloc[0]
+        line = (
+            f"Fair comparison: every optimizer had {first['trials']} trials, seeds {_set_text(first['seed_set'])} "
+            f"and step budgets {_set_text(first['budget_set'])}."
+        )
+    return line + _failures(view.runs)
 
 
 def _failures(runs: pd.DataFrame) -> str:
     """Failed runs are not compared (no result); say so, with the first error, so nobody misses them."""
-    failed = runs[runs["outcome"].isin([FAILED, KILLED])]
-    if failed.empty:
+    counts = schema.count_outcomes(runs["outcome"])
+    lost = counts[schema.FAILED_OUTCOME] + counts[schema.KILLED_OUTCOME]
+    if not lost:
         return ""
-    errors = failed["error"].dropna()
-    first = errors[errors != ""].head(1).tolist()
-    return f" {len(failed)} run(s) failed and are not compared" + (
-        f" (first error: {first[0]})." if first else "."
-    )
+    failed = runs[runs["outcome"].isin(ranking.LOST)]
+    first = failed["error"].dropna().loc[lambda s: s != ""].head(1).tolist()
+    return f" {lost} run(s) failed and are not compared" + (f" (first error: {first[0]})." if first else ".")
 
 
-def _describe_set(value) -> str:
+def _set_text(value) -> str:
     if isinstance(value, tuple):
         return "{" + ", ".join(str(v) for v in value) + "}" if len(value) != 1 else str(value[0])
     return str(value)
 
 
-def answer(best: pd.DataFrame, task: str) -> str:
-    """One sentence: which optimizer, at which lr and batch size, did best on `task`, and how clearly."""
-    rows = best[best["task"] == task].sort_values("rank")
-    top = rows.iloc[0]
+def answer(view: TaskView) -> str:
+    """One sentence: which optimizer, at which lr and batch size, did best on the task, and how clearly."""
+    top = view.best.iloc[0]
     if pd.isna(top["val_loss_mean"]):
-        return f"On {task}, no optimizer completed a run: every configuration diverged or failed."
+        return f"On {view.task}, no optimizer completed a run: every configuration diverged or failed."
     loss = mean_std(top["val_loss_mean"], top["val_loss_std"])
     sentence = (
-        f"On {task}, {top['optimizer']} at lr {top['lr']:.3g} and batch size {batch_text(top)} reached the "
+        f"On {view.task}, {top['optimizer']} at lr {top['lr']:.3g} and batch size {batch_text(top)} reached the "
         f"lowest final validation loss, {loss} over {top['seeds']} seed(s)"
     )
     if not math.isnan(top["val_acc_mean"]):
         sentence += f" (accuracy {top['val_acc_mean']:.1%})"
     if top["diverged_share"] > 0:
         sentence += f" (but it diverged on {top['config_diverged']} of {top['runs']} runs, as every setting did on some)"
-    if len(rows) > 1:
-        sentence += "; " + _runner_up(top, rows.iloc[1])
+    if len(view.best) > 1:
+        sentence += "; " + _runner_up(top, view.best.iloc[1])
     return sentence + "."
 
 
@@ -142,10 +118,8 @@ def _runner_up(top: pd.Series, second: pd.Series) -> str:
     text = f"runner-up {second['optimizer']} (lr {second['lr']:.3g}, batch size {batch_text(second)}): "
     text += mean_std(second["val_loss_mean"], second["val_loss_std"])
     spread = np.nanmax([top["val_loss_std"], second["val_loss_std"], 0.0])
-    if (
-        second["diverged_share"] == top["diverged_share"]
-        and abs(second["val_loss_mean"] - top["val_loss_mean"]) <= spread
-    ):
+    close = abs(second["val_loss_mean"] - top["val_loss_mean"]) <= spread
+    if second["diverged_share"] == top["diverged_share"] and close:
         text += ", within the seed-to-seed spread: not a clear win"
     return text
 
@@ -176,9 +150,9 @@ def _to_target(value: float, reached: int, runs: int, seconds: bool = False) -> 
     return number if reached == runs else f"{number} ({reached}/{runs} reached)"
 
 
-def display_ranked(best: pd.DataFrame, task: str) -> pd.DataFrame:
+def display_ranked(view: TaskView) -> pd.DataFrame:
     """The ranked table of one task, as strings."""
-    rows = best[best["task"] == task].sort_values("rank")
+    rows = view.best
     table = pd.DataFrame(
         {
             "#": rows["rank"].astype(int).astype(str),
@@ -204,6 +178,40 @@ def display_ranked(best: pd.DataFrame, task: str) -> pd.DataFrame:
     if rows["val_acc_mean"].isna().all():
         table = table.drop(columns=["final val accuracy"])
     return table.reset_index(drop=True)
+
+
+def summary(views: list[TaskView]) -> pd.DataFrame:
+    """One row per task, optimizer and batch size: the best lr at that batch size, its results, and the run
+    counts over every lr tried at that batch size (summary.csv)."""
+    keys = ["task", "optimizer", "batch_size"]
+    configs = pd.concat([view.configs for view in views], ignore_index=True)
+    best = pd.concat([view.best_per_batch for view in views], ignore_index=True).sort_values(
+        keys, kind="stable"
+    )
+    counts = configs.groupby(keys, observed=True, dropna=False).agg(
+        lrs_tried=("lr", "nunique"),
+        trials=("runs", "sum"),
+        completed=("completed", "sum"),
+        diverged=("diverged", "sum"),
+        failed=("failed", "sum"),
+    )
+    columns = {
+        "batch_label": "batch_size_config",
+        "lr": "best_lr",
+        "val_loss_mean": "final_val_loss_mean",
+        "val_loss_std": "final_val_loss_std",
+        "val_acc_mean": "final_val_accuracy_mean",
+        "val_acc_std": "final_val_accuracy_std",
+        "seeds": "seeds_at_best_lr",
+        "reached": "reached_target_at_best_lr",
+        "steps_to_target": "steps_to_target_median",
+        "time_to_target_s": "time_to_target_s_median",
+        "total_steps": "step_budget",
+    }
+    table = (
+        best[keys + list(columns)].rename(columns=columns).merge(counts.reset_index(), on=keys, how="left")
+    )
+    return table.replace([np.inf], np.nan).reset_index(drop=True)  # CSV: an empty cell for "never reached"
 
 
 def display_summary(table: pd.DataFrame) -> pd.DataFrame:

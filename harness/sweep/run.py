@@ -11,7 +11,7 @@ from harness.config import Config, config_hash
 from harness.context import JobContext
 from harness.errors import ConfigError
 from harness.job import run_job
-from harness.record import record_refused_job
+from harness.job_run import record_refused_job
 from harness.sweep import progress
 from harness.sweep.state import SweepState
 from harness.tracking import schema

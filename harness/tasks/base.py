@@ -96,6 +96,17 @@ class Task:
         """Per-sample correctness (multi-class argmax by default)."""
         return outputs.argmax(dim=1) == targets
 
+    def batched_form(self) -> "BatchedForm | None":  # noqa: F821 - harness.batched imports this module
+        """How K trials of this task train as one program (harness.batched), or None to run them one at a time.
+
+        The default batches the building blocks exactly: an nn.Linear or an nn.Sequential of Linear and
+        ReLU/Tanh/Sigmoid layers, with this class's `loss` and `evaluate` and a built-in criterion (mse_loss,
+        cross_entropy, binary_cross_entropy_with_logits). A task that overrides `loss` or `evaluate` falls back.
+        """
+        from harness.batched.models import stacked_net_form
+
+        return stacked_net_form(self)
+
 
 class ParameterVector(nn.Module):
     """A model that is just a point x in R^d: the function tasks optimise it directly."""
@@ -139,3 +150,9 @@ class FunctionTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, data: Batch) -> dict[str, float]:
         return {"loss": float(self.objective(model()))}
+
+    def batched_form(self) -> "BatchedForm | None":  # noqa: F821
+        """The objective runs per trial under torch.func.vmap (when it can, and `loss`/`evaluate` are these)."""
+        from harness.batched.models import function_form
+
+        return function_form(self)

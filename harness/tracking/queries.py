@@ -3,15 +3,18 @@
 Shared by the sweep (resume, the end-of-sweep counts) and the report, so both read the store the same way.
 """
 
-from mlflow import MlflowClient
-from mlflow.entities import Run
+from typing import TYPE_CHECKING
 
 from harness.tracking import schema
+
+if TYPE_CHECKING:  # the report reads SQLite stores without importing MLflow (it costs seconds)
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 PAGE = 1000  # MLflow's search_runs page size limit
 
 
-def find_parent(client: MlflowClient, experiment_id: str, sweep_key: str) -> Run | None:
+def find_parent(client: "MlflowClient", experiment_id: str, sweep_key: str) -> "Run | None":
     """The latest parent run of the sweep with this key, whatever its status."""
     runs = client.search_runs(
         [experiment_id],
@@ -24,7 +27,7 @@ def find_parent(client: MlflowClient, experiment_id: str, sweep_key: str) -> Run
     return runs[0] if runs else None
 
 
-def latest_parent(client: MlflowClient, experiment_id: str) -> Run | None:
+def latest_parent(client: "MlflowClient", experiment_id: str) -> "Run | None":
     """The most recently started sweep (parent run) of the experiment."""
     runs = client.search_runs(
         [experiment_id],
@@ -35,7 +38,7 @@ def latest_parent(client: MlflowClient, experiment_id: str) -> Run | None:
     return runs[0] if runs else None
 
 
-def children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
+def children(client: "MlflowClient", experiment_id: str, parent_run_id: str) -> "list[Run]":
     """Every child run of the parent, oldest first (paged: sweeps can hold thousands)."""
     runs, token = [], None
     while True:
@@ -52,7 +55,7 @@ def children(client: MlflowClient, experiment_id: str, parent_run_id: str) -> li
             return runs
 
 
-def child_outcome(run: Run) -> schema.ChildOutcome:
+def child_outcome(run: "Run") -> schema.ChildOutcome:
     tags = run.data.tags
     return schema.ChildOutcome(
         run_id=run.info.run_id,
@@ -65,7 +68,7 @@ def child_outcome(run: Run) -> schema.ChildOutcome:
     )
 
 
-def latest_per_grid_point(runs: list[Run]) -> dict[str, Run]:
+def latest_per_grid_point(runs: "list[Run]") -> "dict[str, Run]":
     """One run per grid point (config hash; the run id when it has none): the latest started, so re-runs replace
     the failures they repeat."""
     latest: dict[str, Run] = {}

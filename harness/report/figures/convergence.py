@@ -1,118 +1,92 @@
-"""Convergence: training and validation loss of each optimizer at its best configuration, against four clocks;
-and the same faceted by batch size (each optimizer at its best lr for that batch size)."""
+"""Convergence: training and validation loss of each optimizer at its best configuration against four clocks; and
+the same faceted by batch size (each optimizer at its best lr for that batch size). Both draw the pooled curves of
+the task's view (view.TaskView.curves: binned and pooled over seeds already)."""
 
 import pandas as pd
-import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from harness.report import curves
-from harness.report.configs import CONFIG
 from harness.report.figures.style import (
     METRIC_LABELS,
+    FigureKind,
     batch_names,
     log_ticks,
     new_figure,
     optimizer_legend,
     styled,
 )
-from harness.report.keys import TRAIN_LOSS, VAL_LOSS
+from harness.report.view import CURVE_KEYS, TaskView
+
+# 120000 samples as "120k": long counts run into each other along the axis.
+SAMPLES = FuncFormatter(
+    lambda value, _: (
+        f"{value / 1e6:g}M" if value >= 1e6 else f"{value / 1e3:g}k" if value >= 1e3 else f"{value:g}"
+    )
+)
 
 
-def selected_runs(runs: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-    """The runs (all seeds) of the chosen configurations (rows with CONFIG columns)."""
-    return runs.merge(chosen[CONFIG].drop_duplicates(), on=CONFIG, how="inner")
-
-
-def pooled_curves(
-    metrics: pd.DataFrame, runs: pd.DataFrame, axes: list[str], groups: list[str]
-) -> pd.DataFrame:
-    """Pooled curves of train/loss and val/loss for `runs`: metric, axis, groups..., x, center, low, high, n."""
-    clock = curves.clocks(metrics, runs)
-    labels = runs[["run_id", *groups]].astype({"run_id": "string"})
-    parts = []
-    for key in (TRAIN_LOSS, VAL_LOSS):
-        frame = curves.points(metrics, clock, key).merge(labels, on="run_id")
-        for axis in axes:
-            pooled = curves.pool(frame, axis, groups)
-            if not pooled.empty:  # e.g. no epochs: runs shorter than one epoch (empty frames have no dtypes)
-                parts.append(pooled.assign(metric=key, axis=axis))
-    columns = ["metric", "axis", *groups, "x", "center", "low", "high", "n"]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-
-
-def convergence_figure(
-    metrics: pd.DataFrame, runs: pd.DataFrame, best: pd.DataFrame, colours: dict
-) -> Figure:
+def draw_convergence(view: TaskView) -> Figure:
     """Rows: train/loss, val/loss; columns: steps, epochs, samples, seconds. One curve per optimizer (its best
-    configuration in `best`), geometric mean over seeds with a 95% band."""
+    configuration), geometric mean over seeds with a 95% band."""
+    pooled = view.curves[view.curves["batch_size"].isna()]
     axes_names = list(curves.AXES)
-    pooled = pooled_curves(metrics, selected_runs(runs, best), axes_names, ["optimizer"])
     labels = {
         row.optimizer: f"{row.optimizer} (lr {row.lr:.3g}, batch {row.batch_size})"
-        for row in best.itertuples()
+        for row in view.best.itertuples()
     }
     with styled():
-        figure = new_figure(4.2 * len(axes_names), 7.5)
-        grid = figure.subplots(2, len(axes_names), squeeze=False)
-        for row, key in enumerate((TRAIN_LOSS, VAL_LOSS)):
+        figure = new_figure(4.2 * len(axes_names), 7.5, 2, len(axes_names), hgap=0.7)
+        grid = figure.subplots(2, len(axes_names), squeeze=False, sharey="row")
+        for row, key in enumerate(CURVE_KEYS):
             for column, axis in enumerate(axes_names):
                 ax = grid[row, column]
-                _draw(ax, pooled[(pooled["metric"] == key) & (pooled["axis"] == axis)], colours)
+                _draw(ax, pooled[(pooled["metric"] == key) & (pooled["axis"] == axis)], view.colours)
                 _set_limits(ax, pooled[pooled["metric"] == key])
                 ax.set_xlabel(curves.AXES[axis])
                 ax.set_ylabel(METRIC_LABELS[key] if column == 0 else "")
+                if axis == "samples":
+                    ax.xaxis.set_major_formatter(SAMPLES)
         figure.suptitle("Convergence at each optimizer's best configuration (mean over seeds, 95% band)")
-        optimizer_legend(figure, _present(colours, best), labels)
+        optimizer_legend(figure, view.present, labels)
     return figure
 
 
-def convergence_by_batch_figure(
-    metrics: pd.DataFrame, runs: pd.DataFrame, best_per_batch: pd.DataFrame, colours: dict
-) -> Figure:
+def draw_by_batch(view: TaskView) -> Figure:
     """Columns: batch sizes; rows: train/loss, val/loss, against samples seen (comparable across batch sizes).
     In each column, each optimizer at its best lr for that batch size."""
-    pooled = pooled_curves(
-        metrics, selected_runs(runs, best_per_batch), ["samples"], ["batch_size", "optimizer"]
-    )
-    sizes = sorted(best_per_batch["batch_size"].dropna().unique())
-    titles = batch_names(best_per_batch)
+    pooled = view.curves[view.curves["batch_size"].notna()]
+    chosen = view.best_per_batch
+    sizes = sorted(chosen["batch_size"].dropna().unique())
+    titles = batch_names(chosen)
     with styled():
-        figure = new_figure(max(5.0, 4.2 * len(sizes)), 7.5)
+        figure = new_figure(max(5.0, 4.2 * len(sizes)), 7.5, 2, len(sizes), hgap=0.7, wgap=0.3)
         grid = figure.subplots(2, len(sizes), squeeze=False, sharey="row")
-        for row, key in enumerate((TRAIN_LOSS, VAL_LOSS)):
+        for row, key in enumerate(CURVE_KEYS):
             for column, size in enumerate(sizes):
                 ax = grid[row, column]
-                part = pooled[(pooled["metric"] == key) & (pooled["batch_size"] == size)]
-                _draw(ax, part, colours)
+                _draw(ax, pooled[(pooled["metric"] == key) & (pooled["batch_size"] == size)], view.colours)
                 _set_limits(ax, pooled[pooled["metric"] == key])
                 ax.set_title(titles[size] if row == 0 else "")
                 ax.set_xlabel(curves.AXES["samples"])
+                ax.xaxis.set_major_formatter(SAMPLES)
                 ax.set_ylabel(METRIC_LABELS[key] if column == 0 else "")
                 if row == 1:
-                    _annotate_lrs(ax, best_per_batch[best_per_batch["batch_size"] == size])
+                    _annotate_lrs(ax, chosen[chosen["batch_size"] == size])
         figure.suptitle("Convergence by batch size: each optimizer at its best lr for that batch size")
-        optimizer_legend(figure, _present(colours, best_per_batch))
+        optimizer_legend(figure, view.present)
     return figure
 
 
 def _draw(ax: Axes, pooled: pd.DataFrame, colours: dict) -> None:
-    """Centre lines (seaborn) and 95% bands, log y."""
+    """Centre lines and 95% bands, log y. The points are pooled already (curves.pool): nothing is left for seaborn
+    to estimate, so they are drawn as plain lines in seaborn's style."""
     if pooled.empty:
         ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
         return
-    sns.lineplot(
-        data=pooled,
-        x="x",
-        y="center",
-        hue="optimizer",
-        palette=colours,
-        ax=ax,
-        errorbar=None,
-        legend=False,
-        lw=1.6,
-    )
     for name, curve in pooled.groupby("optimizer", observed=True):
+        ax.plot(curve["x"], curve["center"], color=colours[name], lw=1.6)
         band = curve.dropna(subset=["low", "high"])
         if not band.empty:
             ax.fill_between(band["x"], band["low"], band["high"], color=colours[name], alpha=0.2, lw=0)
@@ -135,18 +109,22 @@ def _annotate_lrs(ax: Axes, chosen: pd.DataFrame) -> None:
     text = "\n".join(
         f"{row.optimizer}: lr {row.lr:.3g}" for row in chosen.sort_values("optimizer").itertuples()
     )
-    ax.text(
-        0.98,
-        0.98,
-        text,
-        transform=ax.transAxes,
-        ha="right",
-        va="top",
-        fontsize=7,
-        bbox={"fc": "white", "alpha": 0.7, "lw": 0},
-    )
+    box = {"fc": "white", "alpha": 0.7, "lw": 0}
+    ax.text(0.98, 0.98, text, transform=ax.transAxes, ha="right", va="top", fontsize=7, bbox=box)
 
 
-def _present(colours: dict, chosen: pd.DataFrame) -> dict:
-    names = set(chosen["optimizer"])
-    return {name: colour for name, colour in colours.items() if name in names}
+CONVERGENCE = FigureKind(
+    "convergence",
+    "Convergence",
+    "Each optimizer at its best configuration (the ranked table). Line: geometric mean over seeds; band: 95% "
+    f"t-interval (log scale). Curves are averaged into at most {curves.MAX_POINTS} bins per run before pooling; "
+    "training loss is the mini-batch loss.",
+    draw_convergence,
+)
+BY_BATCH = FigureKind(
+    "convergence_by_batch",
+    "Convergence by batch size",
+    "Per batch size, each optimizer at its best lr for that batch size, against samples seen (the same data "
+    "budget in every column).",
+    draw_by_batch,
+)

@@ -14,20 +14,24 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import ScaledTranslation, blended_transform_factory
 
-from harness.report.configs import rank
 from harness.report.figures.style import (
     BATCH_LABEL,
     DIVERGED_COLOR,
     FAILED_COLOR,
     FINAL_LOSS_LABEL,
     LR_LABEL,
+    FigureKind,
     batch_names,
     log_ticks,
     new_figure,
     optimizer_legend,
     styled,
 )
-from harness.report.keys import COMPLETED, DIVERGED, FAILED, KILLED
+from harness.report.ranking import LOST, rank
+from harness.report.view import TaskView
+from harness.tracking.schema import COMPLETED, DIVERGED, FAILED_OUTCOME
+
+FAILED = FAILED_OUTCOME  # killed runs are drawn as failed: neither has a result
 
 STRIP = 0.94  # axes fraction of the top row of the strip for runs without a final loss
 ROW = 0.045  # axes fraction between the strip's rows (one row per optimizer)
@@ -37,19 +41,18 @@ def sensitivity_data(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run, diverged and failed ones included: optimizer, batch_size, lr, seed, outcome, final_val_loss."""
     columns = ["task", "optimizer", "batch_size", "lr", "seed", "outcome", "final_val_loss", "run_id"]
     frame = runs[columns].copy()
-    frame["outcome"] = frame["outcome"].replace({KILLED: FAILED})
+    frame["outcome"] = frame["outcome"].where(~frame["outcome"].isin(LOST), FAILED)
     return frame.sort_values(["optimizer", "batch_size", "lr", "seed"]).reset_index(drop=True)
 
 
-def sensitivity_figure(runs: pd.DataFrame, configs: pd.DataFrame, colours: dict) -> Figure:
+def draw_sensitivity(view: TaskView) -> Figure:
     """One panel per batch size: each run's final validation loss against lr (points), the mean over seeds (line),
     and runs without a final loss in the top strip."""
-    data = sensitivity_data(runs)
+    data, configs, present = sensitivity_data(view.runs), view.configs, view.present
     sizes = sorted(data["batch_size"].dropna().unique())
-    titles = batch_names(runs)
-    present = {name: colours[name] for name in sorted(data["optimizer"].unique())}
+    titles = batch_names(view.runs)
     with styled():
-        figure = new_figure(max(6.5, 4.6 * len(sizes)), 5.0)
+        figure = new_figure(max(6.5, 4.6 * len(sizes)), 5.0, 1, len(sizes), top=0.9, right=0.9, wgap=0.3)
         panels = figure.subplots(1, len(sizes), squeeze=False, sharey=True)[0]
         has_lost = data["outcome"].isin([DIVERGED, FAILED]).any()
         limits = _limits(data["final_val_loss"], len(present) if has_lost else 0)
@@ -155,7 +158,7 @@ def _strip(ax: Axes, data: pd.DataFrame, colours: dict) -> None:
             clip_on=False,
             zorder=5,
             color=DIVERGED_COLOR if diverged else FAILED_COLOR,
-            edgecolors=colours[name],
+            edgecolors=colours[name] if diverged else None,  # an "x" has no face: its colour is its edge
             linewidths=1.2,
         )
         if len(cell) > 1:
@@ -177,9 +180,10 @@ def _row_labels(ax: Axes, lost: pd.DataFrame, colours: dict) -> None:
         ax.text(1.01, y, name, transform=ax.transAxes, va="center", fontsize=7, color=colours[name])
 
 
-def heatmap_figure(configs: pd.DataFrame, colours: dict) -> Figure:
+def draw_heatmap(view: TaskView) -> Figure:
     """One heatmap per optimizer: mean final validation loss over seeds, lr (rows) x batch size (columns), on one
     shared log colour scale. Cells with diverged seeds say how many; the optimizer's best cell is outlined."""
+    configs, colours = view.configs, view.colours
     optimizers = sorted(configs["optimizer"].unique())
     values = configs["val_loss_mean"]
     finite = values[np.isfinite(values) & (values > 0)]
@@ -187,7 +191,11 @@ def heatmap_figure(configs: pd.DataFrame, colours: dict) -> Figure:
     columns = min(4, len(optimizers))
     rows = -(-len(optimizers) // columns)
     with styled():
-        figure = new_figure(3.6 * columns + 1.2, 3.4 * rows + 0.6)
+        width, height = 4.4 * columns + 1.6, 3.4 * rows + 0.6
+        # Margins for lr tick labels like 0.000681 beside every panel, and the colour bar on the right.
+        figure = new_figure(
+            width, height, rows, columns, top=0.6, bottom=0.75, left=1.3, right=1.5, hgap=0.9, wgap=1.4
+        )
         grid = figure.subplots(rows, columns, squeeze=False)
         for ax, name in zip(grid.flat, optimizers):
             _heatmap(ax, configs[configs["optimizer"] == name], norm, colours[name])
@@ -197,43 +205,48 @@ def heatmap_figure(configs: pd.DataFrame, colours: dict) -> Figure:
         if norm is not None:
             mappable = grid.flat[0].collections[0] if grid.flat[0].collections else None
             if mappable is not None:
+                bar = figure.add_axes((1 - 1.1 / width, 0.75 / height, 0.15 / width, 1 - 1.35 / height))
                 figure.colorbar(
-                    mappable, ax=grid, label="final validation loss (mean over seeds, log colour)", shrink=0.8
+                    mappable, cax=bar, label="final validation loss (mean over seeds, log colour)"
                 )
         figure.suptitle("Final validation loss by learning rate and batch size (lower is better)")
     return figure
 
 
 def _heatmap(ax: Axes, configs: pd.DataFrame, norm: LogNorm | None, colour) -> None:
+    """One optimizer's cells, largest lr on top. Drawn with pcolormesh rather than seaborn's heatmap, which draws
+    the whole figure once per call to decide whether its tick labels overlap."""
     table = configs.pivot_table(
         index="lr", columns="batch_size", values="val_loss_mean", aggfunc="first", dropna=False
+    ).sort_index(ascending=False)
+    values = table.to_numpy(dtype=float)
+    mesh = ax.pcolormesh(
+        np.ma.masked_invalid(values), cmap="viridis", norm=norm, edgecolors="white", linewidth=0.5
     )
-    table = table.sort_index(ascending=False)
-    notes = _cell_notes(configs, table)
-    sns.heatmap(
-        table,
-        ax=ax,
-        norm=norm,
-        cmap="viridis",
-        annot=notes,
-        fmt="",
-        cbar=False,
-        annot_kws={"fontsize": 7},
-        linewidths=0.5,
-        linecolor="white",
-        yticklabels=[f"{lr:.3g}" for lr in table.index],
-    )
+    mesh.autoscale_None()
     ax.set_facecolor("#e6e6e6")  # cells with no completed seed: grey, labelled by _cell_notes
     ax.grid(False)
-    for (i, j), text in np.ndenumerate(notes.to_numpy()):
-        if np.isnan(table.to_numpy()[i, j]) and text:
-            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color=DIVERGED_COLOR)
+    ax.set_xlim(0, values.shape[1])
+    ax.set_ylim(values.shape[0], 0)  # first row (largest lr) at the top, as a table reads
+    ax.set_xticks(np.arange(values.shape[1]) + 0.5, [str(int(size)) for size in table.columns])
+    ax.set_yticks(np.arange(values.shape[0]) + 0.5, [f"{lr:.3g}" for lr in table.index])
+    ax.tick_params(length=0)
+    for (i, j), text in np.ndenumerate(_cell_notes(configs, table).to_numpy()):
+        if text:
+            ink = DIVERGED_COLOR if np.isnan(values[i, j]) else _ink(mesh.cmap(mesh.norm(values[i, j])))
+            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=7, color=ink)
     best = rank(configs).iloc[0]
     if best["completed"] > 0:
         i, j = list(table.index).index(best["lr"]), list(table.columns).index(best["batch_size"])
         ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor=colour, lw=3, clip_on=False))
     ax.set_xlabel(BATCH_LABEL)
     ax.set_ylabel("effective learning rate")
+
+
+def _ink(rgba) -> str:
+    """Dark text on light cells, white on dark ones (relative luminance, as seaborn's heatmap decides)."""
+    red, green, blue = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3])
+    return "#262626" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.408 else "white"
 
 
 def _cell_notes(configs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -247,3 +260,19 @@ def _cell_notes(configs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
             text = f"{row.val_loss_mean:.3g}" + (f"\n{lost}/{row.runs} lost" if lost else "")
         notes.loc[row.lr, row.batch_size] = text
     return notes
+
+
+SENSITIVITY = FigureKind(
+    "sensitivity",
+    "Learning-rate sensitivity",
+    "Final validation loss of every run against the effective lr. Runs without a final loss (diverged: red X; "
+    "failed: grey x) sit in the strip at the top, one row per optimizer.",
+    draw_sensitivity,
+)
+HEATMAP = FigureKind(
+    "heatmap",
+    "Final loss by learning rate and batch size",
+    "Mean final validation loss over seeds for each lr × batch size; one shared colour scale. The outlined cell is "
+    "the optimizer's best; 'lost' counts seeds that diverged or failed.",
+    draw_heatmap,
+)

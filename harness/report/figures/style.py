@@ -1,7 +1,9 @@
-"""What every figure shares: one colour per optimizer, axis labels with units, the seaborn style, saving."""
+"""What every figure shares: what a figure is (FigureKind), one colour per optimizer, axis labels with units, the
+seaborn style, saving."""
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,21 @@ METRIC_LABELS = {
     "val/loss": "validation loss (log scale)",
 }
 BATCH_LABEL = "batch size (samples per step)"
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """One figure of the report, defined once: its file name, title, caption (how to read it) and how to draw it.
+
+    `draw` takes a view.TaskView (a figure per task) or the list of them (a figure across tasks) and returns a
+    matplotlib Figure. A caption may name the report's time-to-target rule as {rule}.
+    """
+
+    name: str
+    title: str
+    caption: str
+    draw: Callable[..., Figure]
+    across_tasks: bool = False
 
 
 def palette(optimizers: Iterable[str]) -> dict[str, tuple[float, float, float]]:
@@ -46,48 +63,80 @@ def batch_names(frame: pd.DataFrame) -> dict[int, str]:
     }
 
 
-def new_figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+def new_figure(
+    width: float,
+    height: float,
+    rows: int = 1,
+    columns: int = 1,
+    *,
+    top: float = 0.7,
+    bottom: float = 0.95,
+    left: float = 0.85,
+    right: float = 0.25,
+    hgap: float = 0.8,
+    wgap: float = 0.55,
+) -> Figure:
+    """A figure whose rows x columns axes sit inside fixed margins and gaps, in inches (top: the title; bottom: the
+    x labels and a one-row legend). No layout engine: measuring every text to place the axes cost as much as
+    drawing the figure, and these figures' labels have known sizes."""
+    figure = Figure(figsize=(width, height))
+    axes_width = (width - left - right - wgap * (columns - 1)) / columns
+    axes_height = (height - top - bottom - hgap * (rows - 1)) / rows
+    figure.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        wspace=wgap / axes_width,
+        hspace=hgap / axes_height,
+    )
+    return figure
 
 
 def save(figure: Figure, directory: Path, name: str) -> dict[str, Path]:
     """Write `name`.png and `name`.svg into `directory`; returns {"png": path, "svg": path}."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {kind: directory / f"{name}.{kind}" for kind in ("png", "svg")}
-    figure.savefig(paths["png"], dpi=DPI)
-    # The layout is done; freezing it halves the cost of the second save (layout is most of a figure's time).
-    figure.set_layout_engine("none")
+    # compress_level 1: PNG encoding at the default level 6 cost more than drawing some figures; files grow ~20%.
+    figure.savefig(paths["png"], dpi=DPI, pil_kwargs={"compress_level": 1})
     figure.savefig(paths["svg"], metadata={"Date": None})  # no timestamp: same data, same file
     return paths
 
 
 def log_ticks(ax, axis: str = "y") -> None:
-    """Call after plotting on a log axis. Under two decades: labels 0.2, 0.5, 1, 2 instead of 2x10^-1; wider
-    ranges: powers of ten. No minor ticks either way: unlabelled, they cost most of the drawing time."""
+    """Call after plotting on a log axis. Under two decades: labels 0.2, 0.5, 1, 2; wider ranges: powers of ten,
+    written 0.01 or 1e-05. Plain text, not mathtext (whose parser costs more than the rest of a tick label), and no
+    minor ticks: unlabelled, they cost most of the drawing time."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
     target = ax.yaxis if axis == "y" else ax.xaxis
     low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
-    if low > 0 and high / low <= 100:
-        target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    else:
-        target.set_major_locator(LogLocator(numticks=8))
+    few_decades = low > 0 and high / low <= 100
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)) if few_decades else LogLocator(numticks=8))
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     target.set_minor_locator(NullLocator())
     target.set_minor_formatter(NullFormatter())
 
 
 def optimizer_legend(figure: Figure, colours: dict, labels: dict[str, str] | None = None, extra=()) -> None:
-    """One legend for the whole figure, below the axes: optimizer colours (with `labels`), then `extra` handles."""
+    """One legend for the whole figure, below the axes: optimizer colours (with `labels`), then `extra` handles.
+    Legends of more than one row (over four entries) push the axes up by the rows they add."""
     from matplotlib.lines import Line2D
 
     handles = [
         Line2D([], [], color=colour, lw=2.5, label=(labels or {}).get(name, name))
         for name, colour in colours.items()
     ]
+    entries = len(handles) + len(extra)
+    columns = min(4, entries)
+    rows = -(-entries // max(columns, 1))
+    if rows > 1:
+        height = figure.get_figheight()
+        figure.subplots_adjust(bottom=figure.subplotpars.bottom + 0.25 * (rows - 1) / height)
     figure.legend(
         handles=[*handles, *extra],
-        loc="outside lower center",
-        ncols=min(4, len(handles) + len(extra)),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncols=columns,
         frameon=False,
     )

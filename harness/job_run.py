@@ -90,9 +90,9 @@ def run_tags(
     cfg: Config, ctx: JobContext, task_name: str, identity: str, device: str, device_name: str
 ) -> dict[str, str]:
     tags = {
-        "mlflow.source.name": "harness.train",
-        "mlflow.source.type": "LOCAL",
-        "mlflow.user": _user(),
+        schema.SOURCE_NAME: "harness.train",
+        schema.SOURCE_TYPE: "LOCAL",
+        schema.USER: _user(),
         schema.TASK: task_name,
         schema.OPTIMIZER: cfg.optimizer.name,
         schema.CONFIG_HASH: identity,
@@ -106,7 +106,7 @@ def run_tags(
     }
     commit = git_commit(str(ctx.project_dir))
     if commit:
-        tags["mlflow.source.git.commit"] = tags[schema.GIT_COMMIT] = commit
+        tags[schema.SOURCE_GIT_COMMIT] = tags[schema.GIT_COMMIT] = commit
     return tags
 
 

@@ -1,0 +1,373 @@
+"""Train a group of K trials as one program and record each trial as the single-run path records it.
+
+The step convention and the per-step record are harness.loop's: per optimizer step t, `train/loss`, `grad_norm`,
+`time/wall_s` (+ `train/suboptimality` when the task knows f*, `lr` when a scheduler changes it); at evaluation
+points k (0, every eval_every, the end) `val/*`, `epoch` (k / steps_per_epoch), `samples_seen` (k x batch size) and,
+without a scheduler, `lr`.
+
+How a group runs: per step, each trial's batch is gathered with its own shuffle order, the stacked model computes the
+(K,) losses, one backward fills the stacked gradients, divergence is judged on the device (loss not finite, or above
+divergence_factor x |initial loss|, compared in float64 as the loop compares Python floats) and a diverged trial's
+update is masked to zero from that step on (frozen). Per-step values stay in device buffers; every `sync_every`
+steps they cross to the host in one copy, each trial's record is cut at its diverged step and written with one
+`log_columns` call, and diverged trials leave the group (their tensors are dropped).
+
+Time: trials share the group's clock. `time/wall_s`, `time/total_s` and time-to-target are the group's elapsed time
+at that step, so they compare trials inside a group; across engines compare steps, not seconds.
+"""
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from harness.batched.models import BatchedModel
+from harness.batched.optim import BatchedOptimizer, build_optimizer
+from harness.batched.spec import TrialSpec, batched_form, group_key
+from harness.loop import COMPLETED, DIVERGED, RunResult
+from harness.tracking import schema
+from harness.tracking.base import Tracker
+
+DEFAULT_MEMORY_BUDGET_MB = 2048.0
+SYNC_EVERY = 256  # steps between host syncs (one columnar write per trial per sync)
+
+
+class _Chunk:
+    """Up to `sync_every` steps of a group: per-step values and divergence marks on the device until recorded."""
+
+    def __init__(self, first: int, size: int, trials: int, dtype: torch.dtype, device: torch.device):
+        self.first, self.size, self.done = first, size, 0
+        self.losses = torch.empty(size, trials, dtype=dtype, device=device)
+        self.sq_norms = torch.empty(size, trials, dtype=torch.float64, device=device)
+        self.died = torch.full((trials,), -1, dtype=torch.long, device=device)  # the step whose loss diverged
+        self.val_died = torch.full(
+            (trials,), -1, dtype=torch.long, device=device
+        )  # eval with non-finite loss
+        self.walls = [0.0] * size  # group time at the end of each update
+        self.evals: list[tuple[int, dict[str, Tensor], float]] = []
+
+
+@dataclass
+class _Trial:
+    """Host-side bookkeeping of one trial."""
+
+    spec: TrialSpec
+    tracker: Tracker
+    initial: float = math.nan
+    last_loss: float = math.nan
+    best_val: float = math.nan
+    val: dict[str, float] = field(default_factory=dict)
+    status: str = COMPLETED
+    steps: int = 0
+    divergence: str | None = None
+    diverged_at: int | None = None
+    target_s: float | None = None
+    target_step: int | None = None
+    end_s: float = 0.0
+
+
+def trial_bytes(spec: TrialSpec) -> int:
+    """Memory one trial adds to a group, beyond the shared data: parameters, gradients, optimizer state and
+    workspaces (6 copies covers Adam), and the activations of a training batch. (Evaluation runs over slices of a
+    few trials, so its activations do not grow with K.)"""
+    form = batched_form(spec.task)
+    itemsize = 8 if spec.task.dtype == torch.float64 else 4
+    sample = spec.splits.train[0][:1]
+    return 6 * form.param_count() * itemsize + form.sample_bytes(spec.task, sample) * spec.batch_size
+
+
+def max_group_size(spec: TrialSpec, memory_budget_mb: float) -> int:
+    return max(1, int(memory_budget_mb * 2**20 // max(1, trial_bytes(spec))))
+
+
+def train_group(
+    specs: list[TrialSpec],
+    trackers: list[Tracker],
+    max_trials: int | None = None,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    sync_every: int = SYNC_EVERY,
+) -> list[RunResult]:
+    """Train trials that share a group key, in pieces of at most K (max_trials, and what the memory budget holds).
+
+    Writes each trial's metrics to its tracker and returns one RunResult per trial, in order. The caller logs
+    `RunResult.final_metrics()`, sets the status tags and ends the runs.
+
+    Raises:
+        ValueError: when the specs do not share one group key, or a trial cannot batch.
+    """
+    if len(specs) != len(trackers):
+        raise ValueError(f"{len(specs)} specs but {len(trackers)} trackers")
+    keys = {group_key(s) for s in specs}
+    if None in keys or len(keys) != 1:
+        raise ValueError("train_group needs trials with one group key (harness.batched.spec.group_key)")
+    size = max_group_size(specs[0], memory_budget_mb)
+    if max_trials is not None:
+        size = max(1, min(size, max_trials))
+    results: list[RunResult] = []
+    for start in range(0, len(specs), size):
+        piece = slice(start, start + size)
+        results.extend(_Group(specs[piece], trackers[piece], sync_every).run())
+    return results
+
+
+class _Group:
+    """One piece of a group: K trials on one device."""
+
+    def __init__(self, specs: list[TrialSpec], trackers: list[Tracker], sync_every: int):
+        first = specs[0]
+        self.task, self.device, self.sync_every = first.task, torch.device(first.device), max(1, sync_every)
+        self.total, self.eval_every = first.total_steps, first.eval_every
+        self.batch_size, self.spe, self.shuffle = first.batch_size, first.steps_per_epoch, first.shuffle
+        self.trials = [_Trial(s, t) for s, t in zip(specs, trackers)]
+        self.live = list(range(len(specs)))  # indices of self.trials still in the group, in tensor order
+        self.model: BatchedModel = batched_form(self.task).build(
+            self.task, [s.seed for s in specs], self.device
+        )
+        self.opt: BatchedOptimizer = build_optimizer(self.model.params, specs)
+        self.opt.params = self.model.params
+        self.train_data = tuple(t.to(self.device) for t in first.splits.train)
+        self.val_data = tuple(t.to(self.device) for t in first.splits.val)
+        self.size = self.train_data[0].shape[0]
+        self.generators = [torch.Generator().manual_seed(s.seed) for s in specs]
+        self.orders: Tensor | None = None
+        self.multipliers = first.scheduler.multipliers(self.total)
+        self.f_star = self.task.f_star(first.splits)
+        self.target = self.task.target(first.splits)
+        self.dtype = self.model.params[0].dtype
+
+    # --- data ---------------------------------------------------------------------------------------------------
+
+    def _batch(self, step: int) -> tuple[Tensor, ...]:
+        """Each trial's batch at `step`: its own randperm per epoch, as harness.data's sampler draws it."""
+        position = (step % self.spe) * self.batch_size
+        k = len(self.live)
+        if not (self.shuffle and self.size > 1):
+            end = min(position + self.batch_size, self.size)
+            return tuple(
+                t[position:end].unsqueeze(0).expand(k, *t[position:end].shape) for t in self.train_data
+            )
+        if step % self.spe == 0:
+            perms = torch.stack([torch.randperm(self.size, generator=self.generators[i]) for i in self.live])
+            if self.device.type == "cuda":  # from pinned memory the copy does not wait for the queued steps
+                perms = perms.pin_memory().to(self.device, non_blocking=True)
+            self.orders = perms
+        index = self.orders[:, position : position + self.batch_size]
+        return tuple(t[index] for t in self.train_data)
+
+    def _lrs(self, first: int, n: int) -> np.ndarray:
+        """(n, K) float64 lr of each live trial at steps first.., as LambdaLR computes base_lr x multiplier."""
+        base = np.array([self.trials[i].spec.lr for i in self.live], dtype=np.float64)
+        if self.multipliers is None:
+            return np.tile(base, (n, 1))
+        mult = np.array(self.multipliers[first : first + n], dtype=np.float64)
+        return mult[:, None] * base[None, :]
+
+    # --- the run ------------------------------------------------------------------------------------------------
+
+    def run(self) -> list[RunResult]:
+        """Train to the end; on an exception (Ctrl-C too) the steps done so far are still recorded, then it raises."""
+        self.start = time.perf_counter()
+        factors = torch.tensor([t.spec.divergence_factor for t in self.trials], dtype=torch.float64)
+        self.factors = factors.to(self.device)
+        self.limit: Tensor | None = None
+        evals = [self._evaluate(0)]
+        step = 0
+        while step < self.total and self.live:
+            chunk = _Chunk(
+                step, min(self.sync_every, self.total - step), len(self.live), self.dtype, self.device
+            )
+            chunk.evals = evals
+            try:
+                self._chunk(chunk)
+            except BaseException:
+                self._record(chunk)
+                raise
+            self._record(chunk)
+            evals = []
+            step += chunk.size
+        return [self._result(t) for t in self.trials]
+
+    def _evaluate(self, k: int) -> tuple[int, dict[str, Tensor], float]:
+        metrics = self.model.evaluate(self.val_data)
+        return k, metrics, time.perf_counter() - self.start
+
+    def _chunk(self, chunk: "_Chunk") -> None:
+        """chunk.size steps without a host sync: per-step values and divergence marks stay in device tensors."""
+        first = chunk.first
+        coeffs = self.opt.coefficients(first, self._lrs(first, chunk.size))
+        alive = torch.ones(len(self.live), dtype=torch.bool, device=self.device)
+        for i in range(chunk.size):
+            step = first + i
+            loss = self.model.losses(self._batch(step))
+            loss.sum().backward()  # trials are independent: each gets d(loss_k)/d(params_k) x 1.0
+            with torch.no_grad():
+                value = loss.detach()
+                chunk.losses[i] = value
+                chunk.sq_norms[i] = self._sq_norm()
+                if self.limit is None:
+                    self.limit = self.factors * value.double().abs().clamp_min(1e-12)
+                    self.limit = torch.where(torch.isfinite(value), self.limit, -math.inf)
+                bad = alive & ~(value.double() <= self.limit)  # NaN fails every comparison
+                chunk.died = torch.where(bad, step, chunk.died)
+                alive = alive & ~bad
+                self.opt.step(coeffs, i, alive.to(self.dtype))  # a diverged trial's update is scaled by 0
+            for p in self.model.params:
+                p.grad = None
+            chunk.walls[i] = time.perf_counter() - self.start
+            done = step + 1
+            if done % self.eval_every == 0 or done == self.total:
+                evaluation = self._evaluate(done)
+                bad_val = alive & ~torch.isfinite(evaluation[1]["loss"])
+                chunk.val_died = torch.where(bad_val, done, chunk.val_died)
+                alive = alive & ~bad_val
+                chunk.evals.append(evaluation)
+            chunk.done = i + 1
+
+    def _sq_norm(self) -> Tensor:
+        """Per trial, the squared global gradient norm: per-tensor norms, then the norm of those (as harness.loop's
+        _grad_norm on main computes it), squared in float64."""
+        norms = [torch.linalg.vector_norm(p.grad.reshape(p.shape[0], -1), dim=1) for p in self.model.params]
+        total = torch.linalg.vector_norm(torch.stack(norms, dim=1), dim=1).double()
+        return total * total
+
+    # --- recording ----------------------------------------------------------------------------------------------
+
+    def _record(self, chunk: "_Chunk") -> None:
+        """Copy the chunk to the host, write each live trial's record (cut at its divergence), drop the dead."""
+        first, walls = chunk.first, chunk.walls[: chunk.done]
+        losses_h = chunk.losses[: chunk.done].double().cpu().numpy()
+        norms_h = np.sqrt(chunk.sq_norms[: chunk.done].cpu().numpy())
+        died_h, val_died_h = chunk.died.cpu().tolist(), chunk.val_died.cpu().tolist()
+        evals_h = [
+            (k, {key: v.double().cpu().numpy() for key, v in m.items()}, at) for k, m, at in chunk.evals
+        ]
+        lrs = self._lrs(first, len(walls)) if self.multipliers is not None else None
+        keep = []
+        for slot, index in enumerate(self.live):
+            trial = self.trials[index]
+            stop = died_h[slot] if died_h[slot] >= 0 else None
+            val_stop = val_died_h[slot] if val_died_h[slot] >= 0 else None
+            last = first + len(walls) - 1 if stop is None else stop
+            if val_stop is not None:
+                last = min(last, val_stop - 1)
+            n = last - first + 1
+            columns = {
+                schema.TRAIN_LOSS: losses_h[:n, slot],
+                schema.GRAD_NORM: norms_h[:n, slot],
+                schema.WALL_S: np.array(walls[:n]),
+            }
+            if self.f_star is not None:
+                columns[schema.TRAIN_SUBOPTIMALITY] = columns[schema.TRAIN_LOSS] - self.f_star
+            if lrs is not None:
+                columns[schema.LR] = lrs[:n, slot]
+            horizon = stop if stop is not None else (val_stop if val_stop is not None else math.inf)
+            trial_evals = [(k, m, at) for k, m, at in evals_h if k <= horizon]
+            self._write(trial, first, columns, trial_evals, slot)
+            if stop is not None:
+                self._diverge(trial, stop, float(losses_h[stop - first, slot]), walls[stop - first])
+            elif val_stop is not None:
+                trial.status, trial.diverged_at, trial.steps = DIVERGED, val_stop, val_stop
+                val_loss = trial_evals[-1][1]["loss"][slot]
+                trial.divergence = f"val/loss {val_loss} after {val_stop} steps"
+                trial.end_s = trial_evals[-1][2]
+            else:
+                trial.steps = first + len(walls)
+                trial.end_s = max([trial.end_s, *walls[-1:], *(at for _, _, at in trial_evals)])
+                keep.append(slot)
+        if len(keep) < len(self.live):
+            self._compact(keep)
+
+    def _write(self, trial: _Trial, first: int, columns: dict, evals: list, slot: int) -> None:
+        n = len(columns[schema.TRAIN_LOSS])
+        if n:
+            if first == 0:
+                trial.initial = float(columns[schema.TRAIN_LOSS][0])
+            trial.last_loss = float(columns[schema.TRAIN_LOSS][-1])
+            trial.tracker.log_columns(
+                list(range(first, first + n)), {k: v.tolist() for k, v in columns.items()}
+            )
+        steps, eval_columns = [], {}
+        for k, metrics, at in evals:
+            record = {f"{schema.VAL_PREFIX}{key}": float(v[slot]) for key, v in metrics.items()}
+            record[schema.EPOCH] = k / self.spe
+            record[schema.SAMPLES_SEEN] = float(k * self.batch_size)
+            if self.multipliers is None:
+                record[schema.LR] = trial.spec.lr
+            steps.append(k)
+            for key, value in record.items():
+                eval_columns.setdefault(key, []).append(value)
+            self._see_eval(trial, k, record, at)
+        if steps:
+            trial.tracker.log_columns(steps, eval_columns)
+        self._see_steps(trial, first, columns)
+
+    def _see_eval(self, trial: _Trial, k: int, record: dict, at: float) -> None:
+        loss = record[schema.VAL_LOSS]
+        if math.isfinite(loss):
+            trial.best_val = loss if math.isnan(trial.best_val) else min(trial.best_val, loss)
+            trial.val = {
+                key.removeprefix(schema.VAL_PREFIX): v
+                for key, v in record.items()
+                if key.startswith(schema.VAL_PREFIX)
+            }
+        target = self.target
+        if target is None or trial.target_step is not None or target.metric not in record:
+            return
+        if target.reached(record[target.metric]) and (trial.target_step is None or k < trial.target_step):
+            trial.target_s, trial.target_step = at, k
+
+    def _see_steps(self, trial: _Trial, first: int, columns: dict) -> None:
+        """Per-step target: the first step reaching it, unless an evaluation before it already had."""
+        target = self.target
+        if target is None or target.metric not in columns:
+            return
+        for i, value in enumerate(columns[target.metric]):
+            if target.reached(float(value)):
+                step = first + i
+                if trial.target_step is None or step < trial.target_step:
+                    trial.target_s, trial.target_step = float(columns[schema.WALL_S][i]), step
+                return
+
+    def _diverge(self, trial: _Trial, step: int, loss: float, at: float) -> None:
+        trial.status, trial.diverged_at, trial.steps, trial.last_loss = DIVERGED, step, step, loss
+        trial.divergence = f"loss {loss:.4g} at step {step} (initial {trial.initial:.4g})"
+        trial.end_s = at
+
+    def _compact(self, keep: list[int]) -> None:
+        """Drop diverged trials from every stacked tensor (their record is complete)."""
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.model.select(index)
+        self.opt.select(index, keep)
+        self.opt.params = self.model.params
+        self.factors = self.factors.index_select(0, index)
+        if self.limit is not None:
+            self.limit = self.limit.index_select(0, index)
+        if self.orders is not None:
+            self.orders = self.orders.index_select(0, index)
+        self.live = [self.live[slot] for slot in keep]
+
+    def params_of(self, index: int) -> list[Tensor] | None:
+        """Trial `index`'s parameters now (None once it left the group), in its model's `parameters()` order."""
+        if index not in self.live:
+            return None
+        return self.model.trial_state(self.live.index(index))
+
+    def _result(self, trial: _Trial) -> RunResult:
+        result = RunResult(
+            status=trial.status,
+            steps=trial.steps,
+            wall_s=trial.end_s,
+            final_train_loss=trial.last_loss,
+            final_val={} if trial.status == DIVERGED else dict(trial.val),
+            best_val_loss=trial.best_val,
+            time_to_target_s=trial.target_s,
+            steps_to_target=trial.target_step,
+            divergence=trial.divergence,
+        )
+        if "diverged_at" in {f.name for f in dataclasses.fields(RunResult)}:
+            result.diverged_at = trial.diverged_at
+        return result

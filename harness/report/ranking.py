@@ -1,0 +1,133 @@
+"""Runs grouped into configurations (task, optimizer, lr, batch size; seeds pooled), which one is best, and each
+optimizer's time to target.
+
+The ranking rule, in order:
+1. configurations that never diverged come first (the lower the share of diverged seeds, the better): one that
+   diverges on some seeds is not a recommendation, however good its surviving seeds are. Failed runs (a crash,
+   a missing device) say nothing about the optimizer and count neither way;
+2. then the lowest mean final validation loss over seeds;
+3. ties by mean wall-clock time of a run.
+"""
+
+import numpy as np
+import pandas as pd
+
+from harness.tracking import schema
+
+CONFIG = ["task", "optimizer", "lr", "batch_size"]
+RANK_BY = ["diverged_share", "val_loss_mean", "time_s_mean"]
+TARGET_COLUMNS = ["steps_to_target", "time_to_target_s"]
+LOST = (
+    schema.FAILED_OUTCOME,
+    schema.KILLED_OUTCOME,
+)  # runs without a result that says anything about the optimizer
+
+# How an optimizer's time to target is aggregated over its grid (the report names the rule it used).
+TARGET_RULES = {
+    "median-seeds": "per configuration the median over seeds (a seed that never reached it counts as infinitely "
+    "slow), then the optimizer's fastest configuration",
+    "algoperf": "AlgoPerf's rule: per seed (a study) the fastest configuration (trial), then the median over seeds",
+}
+
+
+def per_config(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: run counts by outcome, and mean/std of the results over seeds."""
+    completed = runs["outcome"] == schema.COMPLETED
+    frame = runs.assign(
+        _ok_loss=runs["final_val_loss"].where(completed),
+        _ok_acc=runs["final_val_accuracy"].where(completed),
+        _ok_time=runs["time_s"].where(completed),
+        _budget=_budget_score(runs),
+        _to_target_steps=runs["steps_to_target"].fillna(np.inf),
+        _to_target_s=runs["time_to_target_s"].fillna(np.inf),
+        _reached=runs["steps_to_target"].notna(),
+    )
+    table = (
+        frame.groupby(CONFIG, dropna=False, observed=True, sort=True)
+        .agg(
+            seeds=("seed", "nunique"),
+            val_loss_mean=("_ok_loss", "mean"),
+            val_loss_std=("_ok_loss", "std"),
+            val_acc_mean=("_ok_acc", "mean"),
+            val_acc_std=("_ok_acc", "std"),
+            time_s_mean=("_ok_time", "mean"),
+            budget_score=("_budget", "mean"),
+            reached=("_reached", "sum"),
+            # Medians over all seeds, unreached counted as infinitely slow: a config that reaches the target on
+            # one seed out of three has an infinite median, as it should.
+            steps_to_target=("_to_target_steps", "median"),
+            time_to_target_s=("_to_target_s", "median"),
+            total_steps=("total_steps", "max"),
+            batch_label=("batch_label", "first"),
+        )
+        .reset_index()
+    )
+    table = pd.concat([table, outcome_counts(runs, CONFIG)], axis=1)  # both in the groupby's order
+    finished = table["completed"] + table["diverged"]
+    table["diverged_share"] = (table["diverged"] / finished).where(finished > 0)  # NaN: no run finished
+    return table
+
+
+def _budget_score(runs: pd.DataFrame) -> pd.Series:
+    """What a trial is worth to a tuner: its final validation loss, or, if it did not complete, the loss of
+    the untrained model (its initial validation loss; the task's worst one if even that is missing)."""
+    fallback = runs["initial_val_loss"].fillna(runs.groupby("task")["initial_val_loss"].transform("max"))
+    return runs["final_val_loss"].where(runs["outcome"] == schema.COMPLETED, fallback)
+
+
+def rank(configs: pd.DataFrame) -> pd.DataFrame:
+    """The configurations in ranking order (see the module docstring), best first."""
+    return configs.sort_values(RANK_BY, na_position="last", kind="stable")
+
+
+def best_per(configs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The best configuration within each group of `by` (e.g. task + optimizer), groups ranked best first."""
+    return rank(configs).groupby(by, observed=True, sort=False).head(1).reset_index(drop=True)
+
+
+def outcome_counts(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of `by` (in groupby order, missing keys a group of their own): runs, completed, diverged and failed
+    (failed or killed), by schema.count_outcomes."""
+    groups = runs.groupby(by, dropna=False, observed=True, sort=True)["outcome"]
+    counts = [schema.count_outcomes(group) for _, group in groups]
+    return pd.DataFrame(
+        {
+            "runs": [c["total"] for c in counts],
+            "completed": [c[schema.COMPLETED] for c in counts],
+            "diverged": [c[schema.DIVERGED] for c in counts],
+            "failed": [c[schema.FAILED_OUTCOME] + c[schema.KILLED_OUTCOME] for c in counts],
+        },
+        dtype="int64",
+    )
+
+
+def optimizer_totals(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per optimizer: runs by outcome over the whole grid, seeds, step budgets and the lrs tried."""
+    counts = outcome_counts(runs, ["optimizer"]).rename(columns={"runs": "trials"})
+    sets = runs.groupby("optimizer", dropna=False, observed=True, sort=True).agg(
+        seed_set=("seed", lambda s: tuple(sorted(s.dropna().unique()))),
+        budget_set=("total_steps", lambda s: tuple(sorted(s.dropna().unique()))),
+        lr_min=("lr", "min"),
+        lr_max=("lr", "max"),
+        lrs=("lr", "nunique"),
+    )
+    return pd.concat([sets.reset_index(), counts], axis=1)  # both in the groupby's order
+
+
+def ranked(configs: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each optimizer's best configuration (one task), ranked, with its whole-grid run counts (`trials`,
+    `completed`, `diverged`, `failed`, the lr range); the best configuration's own counts are `config_*`."""
+    counts = {column: f"config_{column}" for column in ("completed", "diverged", "failed")}
+    best = best_per(configs, ["task", "optimizer"]).rename(columns=counts)
+    best["rank"] = np.arange(1, len(best) + 1)
+    return best.merge(optimizer_totals(runs), on="optimizer", how="left")
+
+
+def target_times(runs: pd.DataFrame, configs: pd.DataFrame, rule: str = "median-seeds") -> pd.DataFrame:
+    """task, optimizer, steps_to_target, time_to_target_s: each optimizer's time to target under `rule`
+    (TARGET_RULES; inf: never reached). A time of 0 (the initial model already met the target) is reached."""
+    if rule == "median-seeds":
+        return configs.groupby(["task", "optimizer"], observed=True)[TARGET_COLUMNS].min().reset_index()
+    trials = runs.assign(**{column: runs[column].fillna(np.inf) for column in TARGET_COLUMNS})
+    fastest = trials.groupby(["task", "optimizer", "seed"], observed=True)[TARGET_COLUMNS].min()
+    return fastest.groupby(["task", "optimizer"], observed=True).median().reset_index()

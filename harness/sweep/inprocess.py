@@ -22,9 +22,8 @@ import torch
 from harness.config import Config, config_hash
 from harness.context import JobContext
 from harness.errors import ConfigError
-from harness.loop import RunResult
+from harness.job_run import end_run, open_run, record_result
 from harness.plan import Plan, make_plan
-from harness.record import end_run, open_run, record_result
 from harness.sweep import progress
 from harness.sweep.run import objective, run_in_sweep
 from harness.sweep.state import SweepState
@@ -254,10 +253,10 @@ def _run_group_record(jobs, plans, hooks: Hooks, engine_tags):
 
 
 def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, str]):
-    """The run harness.record.open_run would start for this trial, as a RunGroup row."""
+    """The run harness.job_run.open_run would start for this trial, as a RunGroup row."""
     from harness.config import flat_params
     from harness.devices import device_description
-    from harness.record import config_text, resolved_params, run_name, run_tags
+    from harness.job_run import config_text, resolved_params, run_name, run_tags
     from harness.tracking.group import NewRun
 
     ctx = context(job, hooks)
@@ -265,38 +264,6 @@ def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, st
     tags |= engine_tags | {schema.PARENT_RUN_ID: ctx.parent.run_id}
     params = {**flat_params(p.cfg), **resolved_params(p)}
     return NewRun(run_name(p.cfg), tags, params, {schema.CONFIG_ARTIFACT: config_text(p.cfg)})
-
-
-def _run_group_record(jobs, plans, hooks: Hooks, engine_tags):
-    """A RunGroup on the sweep's SQLite store, or None: then one MlflowTracker per trial (any other store)."""
-    parent = hooks.state.parent if hooks.state is not None else None
-    if parent is None or not plans[0].cfg.tracking.enabled:
-        return None
-    from harness.tracking import store
-    from harness.tracking.group import RunGroup
-
-    return RunGroup.open(store.client(parent.uri), parent.experiment_id)
-
-
-def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, str]):
-    """The run harness.record.open_run would start for this trial, as a RunGroup row."""
-    from harness.config import flat_params
-    from harness.devices import device_description
-    from harness.record import config_text, resolved_params, run_name, run_tags
-    from harness.tracking.group import NewRun
-
-    ctx = context(job, hooks)
-    tags = run_tags(p.cfg, ctx, p.task.name, p.config_hash, str(p.device), device_description(p.device))
-    tags |= engine_tags | {schema.PARENT_RUN_ID: ctx.parent.run_id}
-    params = {**flat_params(p.cfg), **resolved_params(p)}
-    return NewRun(run_name(p.cfg), tags, params, {schema.CONFIG_ARTIFACT: config_text(p.cfg)})
-
-
-def _record(job: InProcessJob, tracker, result: RunResult, state: SweepState | None) -> float | None:
-    record_result(tracker, result)
-    if state is not None:
-        progress.report(state, result.status, list(job.overrides))
-    return objective(result.final_val.get("loss"))
 
 
 __all__ = ["InProcessJob", "is_harness_task", "run_jobs", "trial_spec"]

@@ -32,7 +32,7 @@ _RUN_COLUMNS = {
 
 @dataclass
 class NewRun:
-    """What one trial's run starts with: as harness.record gives it to MlflowTracker.start."""
+    """What one trial's run starts with: as harness.job_run gives it to MlflowTracker.start."""
 
     name: str
     tags: dict[str, str]

@@ -21,23 +21,39 @@ from harness.plan import Plan
 from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, record, schema
 
 
-def open_run(plan: Plan, ctx: JobContext) -> Tracker:
-    """Create the MLflow run (a child run inside a sweep) with params, tags and the resolved config."""
+def open_run(plan: Plan, ctx: JobContext, extra_tags: dict[str, str] | None = None) -> Tracker:
+    """Create the MLflow run (a child run inside a sweep) with params, tags and the resolved config.
+
+    `extra_tags` add to or replace the run's tags (batched trials: `harness.engine`, `harness.batch_trials`).
+    """
     cfg = plan.cfg
     if not cfg.tracking.enabled:
         return NullTracker()
     tags = run_tags(
         cfg, ctx, plan.task.name, plan.config_hash, str(plan.device), device_description(plan.device)
-    )
-    resolved = {
+    ) | (extra_tags or {})
+    name = run_name(cfg, plan.task.name, plan.batch_size)
+    dataset = record.dataset_record(plan.task, plan.splits)
+    return _start_run(cfg, ctx, plan.task.name, tags, resolved_params(plan), name, dataset)
+
+
+def resolved_params(plan: Plan) -> dict[str, float | int]:
+    """The params beyond the flattened config: what the job resolved."""
+    return {
         schema.RESOLVED_LR: plan.lr,
         schema.RESOLVED_TOTAL_STEPS: plan.total_steps,
         schema.RESOLVED_BATCH_SIZE: plan.batch_size,
         schema.RESOLVED_STEPS_PER_EPOCH: plan.steps_per_epoch,
     }
-    name = run_name(cfg, plan.task.name, plan.batch_size)
-    dataset = record.dataset_record(plan.task, plan.splits)
-    return _start_run(cfg, ctx, plan.task.name, tags, resolved, name, dataset)
+
+
+def config_text(config: dict) -> str:
+    """The config.yaml artifact. PyYAML's safe dumper, not OmegaConf.to_yaml: the same text for a plain dict, and
+    cheaper; its libyaml emitter (CSafeDumper, where PyYAML was built with it) writes the same text ≈4x faster."""
+    return yaml.dump(config, Dumper=_YAML_DUMPER, sort_keys=False)
+
+
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
@@ -104,7 +120,7 @@ def run_tags(
         torch_version=torch.__version__,
         user=_user(),
         git_commit=git_commit(str(ctx.project_dir)),
-    )
+    ) | {schema.ENGINE: schema.ENGINE_SINGLE, schema.BATCH_TRIALS: "1"}
 
 
 def _start_run(
@@ -140,10 +156,7 @@ def _start_run(
     try:
         config = dataclasses.asdict(cfg)
         tracker.log_params(record.job_params(config, resolved))
-        # yaml.safe_dump, not OmegaConf.to_yaml: the same text for a plain dict, and cheaper per job.
-        tracker.log_text(
-            yaml.safe_dump(record.redact_config(config), sort_keys=False), schema.CONFIG_ARTIFACT
-        )
+        tracker.log_text(config_text(record.redact_config(config)), schema.CONFIG_ARTIFACT)
         if dataset is not None:
             tracker.log_inputs([record.dataset_input(dataset)])
     except Exception as exc:

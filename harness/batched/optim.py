@@ -15,6 +15,7 @@ Which update a trial needs is read from a real torch optimizer built by the regi
 knows optimizer classes, not names.
 """
 
+import json
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -22,13 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.optim import create_optimizer
+from harness.optim import get_optimizer_info
 
 
 def _resolved_group(name: str, lr: float, hparams: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
     """The class and the param group (every default filled in) that the registry builds for these settings."""
     dummy = torch.nn.Parameter(torch.zeros(1))
-    opt = create_optimizer(name, [dummy], lr, hparams)
+    opt = get_optimizer_info(name).create([dummy], lr, hparams)
     group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
     return type(opt), group
 
@@ -37,7 +38,18 @@ def optimizer_family(name: str, hparams: Mapping[str, Any], lr: float = 1e-3) ->
     """What must be shared by trials whose updates run as one: the update's class and the branches it takes.
 
     None when no batched update exists for it (any class but SGD, Adam, AdamW; maximize; differentiable).
+    Cached: grouping asks once per trial, and building the optimizer to read its param group costs milliseconds.
     """
+    key = (name, json.dumps(dict(hparams), sort_keys=True, default=str), lr)
+    if key not in _FAMILIES:
+        _FAMILIES[key] = _family(name, hparams, lr)
+    return _FAMILIES[key]
+
+
+_FAMILIES: dict[tuple, Hashable | None] = {}
+
+
+def _family(name: str, hparams: Mapping[str, Any], lr: float) -> Hashable | None:
     try:
         cls, group = _resolved_group(name, lr, hparams)
     except (ValueError, TypeError, RuntimeError, KeyError):

@@ -14,6 +14,7 @@ import torch
 from harness.batched.models import BatchedForm, form_for
 from harness.batched.optim import optimizer_family
 from harness.optim import create_scheduler
+from harness.optim.schedulers import get_schedule_info
 from harness.tasks import Splits, Task
 
 
@@ -36,15 +37,8 @@ class ScheduleSpec:
         if self.name == "none":
             return None
         dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-        scheduler = create_scheduler(
-            dummy,
-            self.name,
-            total_steps,
-            step_every=self.step_every,
-            gamma=self.gamma,
-            warmup=self.warmup,
-            min_factor=self.min_factor,
-        )
+        settings = {k: getattr(self, k) for k in get_schedule_info(self.name).defaults()}
+        scheduler = create_scheduler(dummy, self.name, total_steps, settings)
         values = []
         for _ in range(total_steps):
             values.append(dummy.param_groups[0]["lr"])

@@ -38,9 +38,27 @@ def grid_size(config: DictConfig) -> int | None:
 
 
 def sweep_key(config: DictConfig, experiment: str) -> str:
-    """Same experiment and same sweep overrides (those outside a run's identity aside) -> same sweep, resumed."""
-    arguments = sorted(a for a in sweep_arguments(config) if in_identity(a))
-    return hashlib.sha256(json.dumps([experiment, arguments]).encode()).hexdigest()[:16]
+    """Same experiment and same grid (overrides outside a run's identity aside) -> same sweep, resumed.
+
+    The grid, not its spelling: `optimizer=sgd,adam seed=0,1` and `seed=1,0 optimizer=adam,sgd` are one sweep.
+    """
+    arguments = [a for a in sweep_arguments(config) if in_identity(a)]
+    return hashlib.sha256(json.dumps([experiment, canonical_grid(arguments)]).encode()).hexdigest()[:16]
+
+
+def canonical_grid(arguments: list[str]) -> list[list]:
+    """Each swept key with its sorted set of values, keys sorted; a key given twice keeps its last value, as the
+    basic sweeper does."""
+    grid: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_discrete_sweep():
+            grid[key] = sorted(set(override.sweep_string_iterator()))
+        elif override.is_sweep_override():  # a search space (optuna's interval, tag...): compared as typed
+            grid[key] = [override.input_line.partition("=")[2]]
+        else:
+            grid[key] = [override.get_value_element_as_str()]
+    return sorted([key, values] for key, values in grid.items())
 
 
 def varies_task(config: DictConfig) -> bool:

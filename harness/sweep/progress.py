@@ -32,6 +32,20 @@ def report(state: SweepState, status: str, overrides: list[str], error: str = ""
     print(progress_line(state, read(state.progress_file)), file=sys.stderr, flush=True)
 
 
+def report_many(state: SweepState, jobs: list[tuple[str, list[str], str]]) -> None:
+    """Record several finished jobs ((status, overrides, error) each) in one write; print one progress line.
+
+    For launchers that finish many jobs at once (a batched group, the done points of a resumed sweep): per job,
+    `report` reads the whole file back, which for thousands of jobs costs more than the jobs.
+    """
+    if not jobs:
+        return
+    lines = "".join(json.dumps({"status": s, "overrides": o, "error": e}) + "\n" for s, o, e in jobs)
+    with open(state.progress_file, "a") as f:
+        f.write(lines)
+    print(progress_line(state, read(state.progress_file)), file=sys.stderr, flush=True)
+
+
 def progress_line(state: SweepState, entries: list[dict]) -> str:
     counts = schema.count_outcomes(e["status"] for e in entries)
     done = counts["total"]

@@ -40,6 +40,8 @@ GIT_COMMIT = "harness.git_commit"
 ENGINE = "harness.engine"  # which code path trained the run (single, batched)
 DIVERGED_MARK = "harness.diverged"  # "true" on diverged runs: findable without reading harness.status
 DIVERGED_NAME_PREFIX = "[diverged] "  # a diverged run's name starts with this (it stays FINISHED)
+ENGINE_SINGLE, ENGINE_BATCHED = "single", "batched"
+BATCH_TRIALS = "harness.batch_trials"  # K: how many trials trained together with this one (1: alone)
 # MLflow's own tags, set by the job as `mlflow run` would.
 SOURCE_NAME, SOURCE_TYPE = "mlflow.source.name", "mlflow.source.type"
 SOURCE_GIT_COMMIT = "mlflow.source.git.commit"

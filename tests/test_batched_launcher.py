@@ -1,0 +1,179 @@
+"""`hydra/launcher=batched` and the harness sweeper: real multiruns in subprocesses against a real SQLite store.
+
+The batched launcher must record what the basic launcher records (params, tags, metric names, steps, counts,
+final values, config.yaml), resume and isolate failures the same way, and tag each run with its engine and K.
+"""
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import all_runs, history, mlflow_client, run_cli
+from test_sweeps import GRID, check_grid_sweep, parents_and_children
+
+from harness.tracking import schema
+
+BATCHED = "hydra/launcher=batched"
+QUADRATIC = [
+    "task=quadratic",
+    "optimizer=sgd,adam",
+    "optimizer.lr=0.05,0.2",
+    "seed=0,1",
+    "trainer.max_steps=12",
+]
+# Recorded differently by design: where the run sits, how it was launched, and the clock.
+NOT_COMPARED_PARAMS = ("tracking.", "sweep.")
+NOT_COMPARED_TAGS = (schema.PARENT_RUN_ID, schema.OVERRIDES, schema.ENGINE, schema.BATCH_TRIALS, "mlflow.")
+CLOCK_METRICS = (schema.WALL_S, schema.TOTAL_S, schema.TIME_TO_TARGET_S)
+
+
+def children_of(store, experiment: str) -> dict[tuple, object]:
+    client = mlflow_client(store)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = [
+        r
+        for r in all_runs(store)
+        if r.info.experiment_id == experiment_id and schema.PARENT_RUN_ID in r.data.tags
+    ]
+    return {
+        (r.data.params["optimizer.name"], r.data.params["optimizer.lr"], r.data.params["seed"]): r
+        for r in runs
+    }
+
+
+def record(store, run) -> dict:
+    """What a reader sees of a run, minus what differs by design."""
+    client = mlflow_client(store)
+    params = {k: v for k, v in run.data.params.items() if not k.startswith(NOT_COMPARED_PARAMS)}
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith(NOT_COMPARED_TAGS)}
+    histories = {key: history(store, run.info.run_id, key) for key in run.data.metrics}
+    config = yaml.safe_load(
+        Path(client.download_artifacts(run.info.run_id, schema.CONFIG_ARTIFACT)).read_text()
+    )
+    for key in ("tracking", "sweep"):
+        config.pop(key, None)
+    return {
+        "status": run.info.status,
+        "params": params,
+        "tags": tags,
+        "histories": histories,
+        "config": config,
+    }
+
+
+def assert_same_record(store, basic_run, batched_run) -> None:
+    a, b = record(store, basic_run), record(store, batched_run)
+    assert (a["status"], a["params"], a["tags"], a["config"]) == (
+        b["status"],
+        b["params"],
+        b["tags"],
+        b["config"],
+    )
+    assert sorted(a["histories"]) == sorted(b["histories"])
+    for key, points in a["histories"].items():
+        other = b["histories"][key]
+        assert [s for s, _ in points] == [s for s, _ in other], key  # same steps, same count
+        if key not in CLOCK_METRICS:
+            for (_, x), (_, y) in zip(points, other):
+                assert math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12), (key, x, y)
+
+
+@pytest.mark.slow
+def test_a_batched_sweep_records_what_the_basic_launcher_records(store, tmp_path):
+    basic = run_cli("-m", *QUADRATIC, "tracking.experiment=basic", cwd=tmp_path)
+    assert basic.returncode == 0, basic.stderr[-3000:]
+    batched = run_cli(
+        "-m", *QUADRATIC, "tracking.experiment=batched", BATCHED, "hydra.sweep.dir=b", cwd=tmp_path
+    )
+    assert batched.returncode == 0, batched.stderr[-3000:]
+    assert "[sweep] 8/8 jobs done" in batched.stderr
+    one_by_one, together = children_of(store, "basic"), children_of(store, "batched")
+    assert len(one_by_one) == len(together) == 8 and one_by_one.keys() == together.keys()
+    for point, run in one_by_one.items():
+        assert_same_record(store, run, together[point])
+        assert len(history(store, run.info.run_id, schema.TRAIN_LOSS)) == 12
+        assert run.data.tags[schema.ENGINE] == schema.ENGINE_SINGLE
+    parents, _ = parents_and_children(store)
+    assert sorted(p.data.tags[schema.job_count_tag("completed")] for p in parents) == ["8", "8"]
+    # No job directories (unless hydra.launcher.write_job_dirs=true): only the sweep's own files.
+    assert [p.name for p in (tmp_path / "b").iterdir() if p.is_dir()] == []
+    assert (tmp_path / "b" / "multirun.yaml").exists()
+
+
+def test_a_mixed_grid_runs_lbfgs_alone_and_tags_every_run_with_its_engine(store, tmp_path):
+    args = ["task=quadratic", "optimizer=lbfgs,adam", "seed=0,1,2", "trainer.max_steps=8", BATCHED]
+    proc = run_cli("-m", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, children = parents_and_children(store)
+    assert len(children) == 6
+    engines = {
+        (c.data.params["optimizer.name"], c.data.tags[schema.ENGINE], c.data.tags[schema.BATCH_TRIALS])
+        for c in children
+    }
+    assert ("lbfgs", schema.ENGINE_SINGLE, "1") in engines
+    adam = {e for e in engines if e[0] == "adam"}
+    try:
+        import harness.batched.engine  # noqa: F401
+
+        assert adam == {("adam", schema.ENGINE_BATCHED, "3")}
+    except ImportError:
+        assert adam == {("adam", schema.ENGINE_SINGLE, "1")}
+    assert all(c.data.tags[schema.STATUS] == schema.COMPLETED for c in children)
+
+
+@pytest.mark.slow
+def test_a_failing_and_a_diverging_job_do_not_stop_the_others(store, tmp_path):
+    proc = run_cli("-m", *GRID, BATCHED, cwd=tmp_path)
+    check_grid_sweep(store, proc)
+    assert "[sweep] 8/8 jobs done" in proc.stderr
+
+
+@pytest.mark.slow
+def test_running_it_again_skips_the_done_points_and_reruns_the_failures(store, tmp_path):
+    args = [
+        "-m",
+        "task=quadratic",
+        "optimizer.lr=0.1,0.2",
+        "device=cpu,cuda:7",
+        "trainer.max_steps=10",
+        BATCHED,
+    ]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    second = run_cli(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 grid points already done" in second.stderr and "2 already done" in second.stderr
+    parents, children = parents_and_children(store)
+    assert len(parents) == 1
+    assert sorted(c.info.status for c in children) == ["FAILED"] * 4 + ["FINISHED"] * 2
+
+
+def test_the_same_grid_typed_in_another_order_is_the_same_sweep(store, tmp_path):
+    first = run_cli("-m", "optimizer=sgd,adam", "seed=0,1", "trainer.max_steps=5", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_cli("-m", "seed=1,0", "trainer.max_steps=5", "optimizer=adam,sgd", BATCHED, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 grid points already done" in again.stderr
+    parents, children = parents_and_children(store)
+    assert len(parents) == 1 and len(children) == 4
+    other = run_cli("-m", "seed=1,2", "trainer.max_steps=5", "optimizer=adam,sgd", cwd=tmp_path)
+    assert other.returncode == 0
+    assert len(parents_and_children(store)[0]) == 2  # another grid: another sweep
+
+
+def test_job_directories_only_when_asked(store, tmp_path):
+    args = ["-m", "seed=0,1", "trainer.max_steps=3", BATCHED, "hydra.launcher.write_job_dirs=true"]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [d0, d1] = sorted(tmp_path.glob("multirun/*/*/[0-9]*"), key=lambda p: p.name)
+    assert (d0.name, d1.name) == ("0", "1")
+    assert yaml.safe_load((d1 / ".hydra" / "overrides.yaml").read_text()) == ["seed=1", "trainer.max_steps=3"]
+    assert yaml.safe_load((d1 / ".hydra" / "config.yaml").read_text())["seed"] == 1
+    assert yaml.safe_load((d1 / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["num"] == 1
+
+
+def test_a_bad_value_in_the_grid_is_refused_before_any_job(store, tmp_path):
+    proc = run_cli("-m", "optimizer.lr=0.1,abc", "trainer.max_steps=3", BATCHED, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "optimizer.lr" in proc.stderr
+    assert parents_and_children(store)[1] == []

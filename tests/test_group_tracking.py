@@ -1,0 +1,110 @@
+"""RunGroup (batched trials' runs written together on SQLite) stores what MlflowTracker stores, on a real store."""
+
+from pathlib import Path
+
+import pytest
+from conftest import mlflow_client
+
+from harness.tracking import FAILED, FINISHED, schema, store
+from harness.tracking.group import NewRun, RunGroup
+from harness.tracking.mlflow_tracker import MlflowTracker
+
+TAGS = {"mlflow.user": "someone", schema.TASK: "quadratic", schema.STATUS: schema.RUNNING_OUTCOME}
+PARAMS = {"optimizer.lr": 0.1, "seed": 3, "trainer.epochs": None, "task.kwargs": "{}"}
+
+
+def write(tracker, k: int, status: str) -> None:
+    """The calls a trial's run receives: columns of steps (in two chunks), final metrics, tags, the end."""
+    tracker.log_columns(
+        [0, 1, 2], {"train/loss": [3.0 + k, 2.0, float("nan")], "grad_norm": [1.0, 0.5, 0.25]}
+    )
+    tracker.log_columns([3, 4], {"train/loss": [1.0, float("inf")], "grad_norm": [0.1, 0.0]})
+    tracker.log_metrics({"val/loss": 0.5, "epoch": 1.0}, step=4)
+    tracker.log_metrics({"final/val_loss": 0.5 + k, "steps": 5.0}, step=5)
+    tracker.set_tags(
+        {schema.STATUS: "completed" if status == FINISHED else "failed", schema.ERROR: "x" * 6000}
+    )
+    tracker.close(status)
+
+
+def snapshot(uri: str, run_id: str) -> dict:
+    client = mlflow_client(uri)
+    run = client.get_run(run_id)
+    histories = {
+        key: sorted((m.step, repr(m.value)) for m in client.get_metric_history(run_id, key))  # NaN == NaN
+        for key in run.data.metrics
+    }
+    config = Path(client.download_artifacts(run_id, schema.CONFIG_ARTIFACT)).read_text()
+    info = run.info
+    return {
+        "info": (info.status, info.run_name, info.user_id, info.lifecycle_stage, info.experiment_id),
+        "artifact_uri": info.artifact_uri.replace(run_id, "<id>"),
+        "ended": info.end_time is not None and info.end_time >= info.start_time,
+        "tags": {k: v for k, v in run.data.tags.items()},
+        "params": run.data.params,
+        "latest": {k: repr(v) for k, v in run.data.metrics.items()},
+        "histories": histories,
+        "config": config,
+    }
+
+
+@pytest.mark.parametrize("status", [FINISHED, FAILED])
+def test_a_group_stores_what_one_tracker_per_run_stores(tmp_path, status):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = store.client(uri)
+    experiment = store.ensure_experiment(client, "group")
+    parent = client.create_run(experiment).info.run_id
+    names = [f"adam lr=0.1 seed={k}" for k in range(3)]
+
+    one_by_one = []
+    for k, name in enumerate(names):
+        tags = {**TAGS, "k": str(k)}
+        tracker = MlflowTracker.start(client, experiment, name, tags, parent_run_id=parent)
+        tracker.log_params(PARAMS)
+        tracker.log_text(f"config {k}\n", schema.CONFIG_ARTIFACT)
+        write(tracker, k, status)
+        one_by_one.append(tracker.run_id)
+
+    group = RunGroup.open(store.client(uri), experiment)
+    assert group is not None  # a SQLite store of the MLflow version it was written for
+    runs = [
+        NewRun(
+            name,
+            {**TAGS, "k": str(k), schema.PARENT_RUN_ID: parent},
+            PARAMS,
+            {schema.CONFIG_ARTIFACT: f"config {k}\n"},
+        )
+        for k, name in enumerate(names)
+    ]
+    trackers = group.create(runs)
+    for k, tracker in enumerate(trackers):
+        write(tracker, k, status)
+    group.flush()
+
+    for a, b in zip(one_by_one, [t.run_id for t in trackers]):
+        assert snapshot(uri, a) == snapshot(uri, b)
+    assert len(snapshot(uri, one_by_one[0])["histories"]["train/loss"]) == 5
+
+
+def test_points_written_in_several_flushes_keep_the_latest_values_right(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = store.client(uri)
+    experiment = store.ensure_experiment(client, "group")
+    group = RunGroup.open(client, experiment)
+    [tracker] = group.create([NewRun("r", dict(TAGS), PARAMS)])
+    tracker.log_columns([0, 1], {"train/loss": [5.0, 4.0]})
+    group.flush()
+    tracker.log_columns([2], {"train/loss": [3.0]})
+    tracker.log_metrics({"train/loss": 9.0}, step=1)  # an older step: not the latest
+    tracker.close(FINISHED)
+    group.flush()
+    run = mlflow_client(uri).get_run(tracker.run_id)
+    assert run.data.metrics["train/loss"] == 3.0 and run.info.status == FINISHED
+    history = mlflow_client(uri).get_metric_history(tracker.run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 5.0), (1, 4.0), (1, 9.0), (2, 3.0)]
+
+
+def test_other_stores_get_no_group(tmp_path):
+    from mlflow import MlflowClient
+
+    assert RunGroup.open(MlflowClient(tracking_uri="http://127.0.0.1:9"), "0") is None

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam
 
 from harness.tracking import schema
 from harness.tracking.base import FINISHED
-from harness.tracking.sinks import Row, SqlBulkSink, _finite
+from harness.tracking.sinks import METRIC_COLUMNS, Row, _finite
 
 MAX_BUFFERED_ROWS = 200_000  # metric points held before they are written (all trials, one transaction)
 MAX_TAG_LENGTH = 5000  # as MlflowTracker: MLflow refuses longer tag values
@@ -44,7 +44,7 @@ class RunGroup:
     """K runs of one experiment, written together on a SQLite store."""
 
     def __init__(self, store, experiment_id: str):
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 
         self.store, self.experiment_id = store, experiment_id
         self.SqlRun, self.SqlTag, self.SqlParam, self.SqlLatestMetric = (
@@ -53,7 +53,10 @@ class RunGroup:
             SqlParam,
             SqlLatestMetric,
         )
-        self.metrics = SqlBulkSink(store)  # raises RuntimeError on an unexpected metrics schema
+        if {c.name for c in SqlMetric.__table__.columns} != set(METRIC_COLUMNS):
+            raise RuntimeError("unexpected MLflow metrics schema")  # caller falls back to one tracker per run
+        names, marks = ", ".join(METRIC_COLUMNS), ", ".join("?" * len(METRIC_COLUMNS))
+        self.insert_metrics = f"INSERT INTO metrics ({names}) VALUES ({marks})"
         columns = {c.name for c in SqlRun.__table__.columns}
         if columns != _RUN_COLUMNS or {c.name for c in SqlTag.__table__.columns} != {
             "key",
@@ -133,7 +136,7 @@ class RunGroup:
         with self.store.ManagedSessionMaker(read_only=False) as session:
             connection = session.connection()
             if metric_rows:
-                connection.exec_driver_sql(self.metrics.sql, metric_rows)
+                connection.exec_driver_sql(self.insert_metrics, metric_rows)
             if (
                 latest_rows
             ):  # the runs are this group's alone: their latest values are known here (see metric_records)
@@ -200,11 +203,12 @@ class GroupTracker:
         self.rows.extend((key, float(value), timestamp, step) for key, value in metrics.items())
         self._flush_if_full()
 
-    def log_columns(self, steps, columns: Mapping[str, Any]) -> None:
-        timestamp = int(time.time() * 1000)
+    def log_columns(self, steps, columns: Mapping[str, Any], timestamps=None) -> None:
         steps = [int(s) for s in steps]
+        if timestamps is None:
+            timestamps = [int(time.time() * 1000)] * len(steps)
         for key, values in columns.items():
-            self.rows.extend((key, float(v), timestamp, s) for s, v in zip(steps, values))
+            self.rows.extend((key, float(v), t, s) for s, v, t in zip(steps, values, timestamps))
         self._flush_if_full()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:

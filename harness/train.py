@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from harness.config import register_configs, to_config
 from harness.errors import ConfigError
+from harness.install import CONF_DIR
 from harness.job import JobContext, run_job
 from harness.sweep import state as sweep_state
 from harness.sweep.run import run_in_sweep
@@ -39,7 +40,7 @@ def job_context() -> JobContext:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     ctx = job_context()
     if HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -17,6 +17,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from harness.errors import ConfigError
 from harness.optim import OPTIMIZERS, SCHEDULERS, validate_hparams
 
+MAX_SEED = 2**32 - 1  # numpy.random.seed refuses anything outside [0, 2**32 - 1]
+
 
 @dataclass
 class TaskConfig:
@@ -133,6 +135,8 @@ def validate(cfg: Config) -> None:
     if not (cfg.trainer.divergence_factor > 1 and math.isfinite(cfg.trainer.divergence_factor)):
         raise ConfigError("trainer.divergence_factor", cfg.trainer.divergence_factor, "a finite number > 1")
     _positive_int_or_none("threads", cfg.threads)
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError("seed", cfg.seed, f"an integer in [0, {MAX_SEED}] (numpy's seed range)")
     if cfg.scheduler.name not in SCHEDULERS:
         raise ConfigError("scheduler.name", cfg.scheduler.name, f"one of {list(SCHEDULERS)}")
     if cfg.sweep.rerun not in ("failed", "all"):

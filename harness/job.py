@@ -83,8 +83,8 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
     try:
         result = _build_and_train(cfg, p, tracker)
         record_result(tracker, result)
-    except KeyboardInterrupt:
-        end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (harness.signals): str(exc) names the signal
+        end_run(tracker, KILLED, f"interrupted ({exc or 'SIGINT'})")
         raise
     except Exception as exc:
         end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())

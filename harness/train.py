@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from harness import entry
 from harness.config import register_configs, to_config
 from harness.errors import ConfigError
 from harness.install import CONF_DIR
@@ -41,6 +42,7 @@ def job_context() -> JobContext:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@entry.task  # signals handled in every job's process; store and filesystem failures in one line
 def main(cfg: DictConfig) -> float | None:
     ctx = job_context()
     if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -56,4 +58,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    entry.run(main)

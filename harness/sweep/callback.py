@@ -15,6 +15,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from harness import shutdown
 from harness.sweep import grid, progress
 from harness.sweep import state as sweep_state
 from harness.sweep.state import SweepState
@@ -35,6 +36,7 @@ class SweepCallback(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(1) from exc
+        shutdown.sweep_opened(self.state)  # harness.shutdown ends the parent KILLED on SIGINT/SIGTERM
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_state.activate(self.state)
@@ -43,6 +45,7 @@ class SweepCallback(Callback):
         sweep_state.activate(None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        shutdown.sweep_closed()
         if self.state is not None:
             print(end_sweep(self.state), file=sys.stderr, flush=True)
             self.state = None

@@ -4,6 +4,7 @@ import dataclasses
 import logging
 import math
 
+from harness import failures
 from harness.config import Config, config_hash
 from harness.errors import ConfigError
 from harness.job import JobContext, record_refused_job, run_job
@@ -45,6 +46,8 @@ def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState) -> float | Non
             except Exception as record_error:  # noqa: BLE001 - e.g. the tracking server is gone: still no crash
                 log.error("could not record the refused job in MLflow: %s", record_error)
     except Exception as exc:  # noqa: BLE001 - a failing job is recorded (run FAILED) and the sweep goes on
+        if failures.stops_sweep(exc):
+            raise  # the store or the disk failed: every later job would fail the same way (harness.failures)
         error = f"{type(exc).__name__}: {exc}"
         log.error("job failed: %s", error, exc_info=True)
     progress.report(state, status, overrides, error)

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from harness.sweep import grid, parent
 from harness.sweep.state import SweepState, replace
-from harness.tracking import store
+from harness.tracking import locks, store
 
 DONE = ("completed", "diverged")  # outcomes a resumed sweep does not run again
 
@@ -20,6 +20,7 @@ def open_parent(config: DictConfig, base: SweepState) -> SweepState:
     experiment = grid.experiment_name(config)
     experiment_id = store.ensure_experiment(client, experiment)
     key = grid.sweep_key(config, experiment)
+    locks.claim_sweep(uri, key, Path.cwd())  # refuses a second launch of a running sweep (harness.tracking.locks)
     rerun_all = config.sweep.rerun == "all"
     found = None if rerun_all else parent.find_parent(client, experiment_id, key)
     completed: dict[str, float | None] = {}

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,30 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def wait_for(condition, timeout: float = 240, what: str = "the condition", proc=None):
+    """Poll `condition()` until it returns something truthy (returned); fail after `timeout` seconds or when `proc`
+    ends first. Tests wait on what they can observe (a run RUNNING in the store), never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (rc={proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)  # a polling interval, not a wait for the condition itself
+
+
+def running_runs(uri: str, children_only: bool = False) -> list:
+    """Runs RUNNING in the store (an empty list while the store does not exist yet)."""
+    db = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not Path(db).exists():
+        return []
+    runs = [r for r in all_runs(uri) if r.info.status == "RUNNING"]
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags] if children_only else runs
 
 
 def mlflow_client(uri: str):

@@ -4,7 +4,7 @@ Defaults live in `conf/optimizer/<name>.yaml`; this module says which hyperparam
 their types, from which the typed Hydra schema is built), how to build it, and which values are in range.
 """
 
-import importlib
+
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from harness.errors import ConfigError
+from harness.imports import import_object
 from harness.optim.muon import MuonWithAdamW
 
 Params = Iterable[torch.nn.Parameter]
@@ -52,11 +53,7 @@ def _tuple_args(cls: type, *names: str) -> Callable[..., torch.optim.Optimizer]:
 def _import_optimizer(target: str) -> type:
     """Import `package.module.Class` (or `package.module:Class`) and check it is a torch Optimizer."""
     allowed = "an import path 'package.module.Class' of a torch.optim.Optimizer subclass"
-    module_name, _, attr = target.replace(":", ".").rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError("optimizer.target", target, f"{allowed} ({exc})") from None
+    cls = import_object("optimizer.target", target)  # checks the name's form first (harness.imports)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError("optimizer.target", target, allowed)
     return cls

@@ -5,6 +5,7 @@
 """
 
 import functools
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -29,6 +30,11 @@ def run(main: Callable[[], Any]) -> None:
     """Run a Hydra main function; on SIGINT/SIGTERM end what is RUNNING, say how to resume, exit 130/143."""
     signals.install()
     signals.on_signal(shutdown.wait_for_workers)
+    if not failures.debug():
+        # Hydra prints its own errors (a group's options one per line) unless HYDRA_FULL_ERROR is set, in which
+        # case it raises them: set, so that they reach us and are said in one line; HARNESS_DEBUG=0 records that
+        # the user did not ask for tracebacks (inherited by workers).
+        os.environ["HARNESS_DEBUG"], os.environ["HYDRA_FULL_ERROR"] = "0", "1"
     try:
         main()
     except KeyboardInterrupt as exc:
@@ -40,6 +46,12 @@ def run(main: Callable[[], Any]) -> None:
     except failures.Reported as exc:
         shutdown.failed(exc.message)
         raise
+    except Exception as exc:
+        message = failures.config_message(exc) or failures.describe(exc)
+        if message is None or failures.debug():
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(failures.exit_code(exc))
 
 
 def train() -> None:

@@ -41,7 +41,39 @@ _OS_ERRORS = {
 
 
 def debug() -> bool:
-    return any(os.environ.get(name, "") not in ("", "0") for name in DEBUG_VARIABLES)
+    """Tracebacks wanted: HARNESS_DEBUG decides when set, else HYDRA_FULL_ERROR (see harness.entry.run)."""
+    for name in DEBUG_VARIABLES:
+        if os.environ.get(name, "") != "":
+            return os.environ[name] != "0"
+    return False
+
+
+_DETAILS = ("full_key:", "reference_type=", "object_type=", "Config search path", "provider=")
+
+
+def config_message(exc: BaseException) -> str | None:
+    """One line for Hydra's and OmegaConf's errors about the command line or the configs (None for others).
+
+    Hydra lists a group's options one per line; here they are joined, schema names (`base_*`) left out.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(exc, (HydraException, OmegaConfBaseException)):
+        return None
+    raw = str(exc).splitlines()
+    head = raw[0].strip() if raw else type(exc).__name__
+    if any(line.startswith("Available options") for line in raw):
+        listed = [line.strip() for line in raw if line.startswith("\t")]
+        options = [o for o in listed if not o.startswith(("base_", *_DETAILS))]
+        return f"{head}; available: {', '.join(options)}"
+    lines = [line.strip() for line in raw if line.strip() and not line.strip().startswith(_DETAILS)]
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        lines += [line.strip() for line in str(cause).splitlines()[:1] if line.strip() not in lines]
+    message = "; ".join(lines) or head
+    key = getattr(exc, "full_key", None)
+    return f"{key}: {message}" if key and key not in message else message
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -65,6 +97,9 @@ def describe(exc: BaseException) -> str | None:
     for link in _chain(exc):
         if isinstance(link, (ConfigError, StoreError)):
             return str(link)
+        said = config_message(link)
+        if said is not None:
+            return said
         if isinstance(link, OSError) and link.errno in _OS_ERRORS:
             path = link.filename or ""
             return f"{_OS_ERRORS[link.errno]}: {path}" if path else f"{_OS_ERRORS[link.errno]}{_where()}"
@@ -77,11 +112,12 @@ def describe(exc: BaseException) -> str | None:
 
 def stops_sweep(exc: BaseException) -> bool:
     """A failure of the store or the filesystem: the next job would meet it too, so the sweep stops here."""
-    return describe(exc) is not None and not any(isinstance(link, ConfigError) for link in _chain(exc))
+    return describe(exc) is not None and exit_code(exc) == ENVIRONMENT_EXIT
 
 
 def exit_code(exc: BaseException) -> int:
-    return CONFIG_EXIT if any(isinstance(link, ConfigError) for link in _chain(exc)) else ENVIRONMENT_EXIT
+    config = any(isinstance(link, ConfigError) or config_message(link) for link in _chain(exc))
+    return CONFIG_EXIT if config else ENVIRONMENT_EXIT
 
 
 class Reported(SystemExit):

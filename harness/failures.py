@@ -71,7 +71,7 @@ def config_message(exc: BaseException) -> str | None:
     cause = exc.__cause__
     if isinstance(cause, OmegaConfBaseException):
         lines += [line.strip() for line in str(cause).splitlines()[:1] if line.strip() not in lines]
-    message = "; ".join(lines) or head
+    message = "; ".join(lines).replace(".; ", ". ") or head
     key = getattr(exc, "full_key", None)
     return f"{key}: {message}" if key and key not in message else message
 

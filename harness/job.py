@@ -83,8 +83,8 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
     try:
         result = _build_and_train(cfg, p, tracker)
         record_result(tracker, result)
-    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM (harness.signals): str(exc) names the signal
-        end_run(tracker, KILLED, f"interrupted ({exc or 'SIGINT'})")
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGINT/SIGTERM as harness.signals.Interrupted("SIGTERM")
+        end_run(tracker, KILLED, f"interrupted ({type(exc).__name__}: {exc})".replace(": )", ")"))
         raise
     except Exception as exc:
         end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())

@@ -48,7 +48,8 @@ def install() -> None:
 
 
 def on_signal(hook: Callable[[int], None]) -> None:
-    """Run `hook(signum)` in the handler before it raises (once): e.g. wait for workers to end their runs."""
+    """Run `hook(workers)` in the handler before it raises (once), with the number of job workers signalled:
+    e.g. wait for them to end their runs."""
     _before_raise.append(hook)
 
 
@@ -64,13 +65,15 @@ def _handle(signum: int, frame: object) -> None:
 
 
 def forward(signum: int) -> int:
-    """Send SIGTERM to this process's live child processes (joblib workers, DataLoader workers)."""
-    count = 0
+    """Send SIGTERM to this process's live child processes; returns how many were job workers (joblib's loky
+    processes, which end their runs themselves), not DataLoader workers (which only feed this process's job)."""
+    workers = 0
     for child in multiprocessing.active_children():
-        if child.pid is not None:
-            try:
-                os.kill(child.pid, signal.SIGTERM)
-                count += 1
-            except ProcessLookupError:
-                pass
-    return count
+        if child.pid is None:
+            continue
+        try:
+            os.kill(child.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        workers += type(child).__name__.startswith("Loky")
+    return workers

@@ -43,7 +43,7 @@ def test_a_signalled_run_ends_killed_with_its_metrics_and_one_line(store, tmp_pa
     ]
     [run] = all_runs(store)
     assert run.info.status == "KILLED" and run.data.tags["harness.status"] == "killed"
-    assert run.data.tags["harness.error"] == f"interrupted ({name})"
+    assert run.data.tags["harness.error"] == f"interrupted (Interrupted: {name})"
     losses = history(store, run.info.run_id, "train/loss")
     assert len(losses) > 0 and [s for s, _ in losses] == list(range(len(losses)))  # buffered points flushed
 

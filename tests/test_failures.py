@@ -172,7 +172,9 @@ def test_a_full_disk_stops_a_sweep_at_its_first_job_in_one_line(tmp_path):
         )
         assert proc.returncode == 1
         errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower() or "Traceback" in ln]
-        [line] = errors  # the metrics (SQLite) or an artifact (a file) met the full disk first: one line either way
+        [line] = (
+            errors  # the metrics (SQLite) or an artifact (a file) met the full disk first: one line either way
+        )
         assert line.startswith("error: no space left on") and str(mount) in line
         assert "#1 :" not in proc.stderr  # the second job never started
         (mount / "filler").unlink()

@@ -133,6 +133,7 @@ def test_a_sweep_killed_half_way_and_started_again_completes_the_grid_once(store
         text=True,
         start_new_session=True,
     )
+
     # Kill it (a hard crash: no clean-up) once at least three jobs have finished and the next one is training, as
     # observed in the store: whatever the machine's speed, the counts below follow from what was observed.
     def half_done_and_one_running():

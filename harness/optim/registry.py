@@ -4,7 +4,6 @@ Defaults live in `conf/optimizer/<name>.yaml`; this module says which hyperparam
 their types, from which the typed Hydra schema is built), how to build it, and which values are in range.
 """
 
-
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any

@@ -20,7 +20,8 @@ def open_parent(config: DictConfig, base: SweepState) -> SweepState:
     experiment = grid.experiment_name(config)
     experiment_id = store.ensure_experiment(client, experiment)
     key = grid.sweep_key(config, experiment)
-    locks.claim_sweep(uri, key, Path.cwd())  # refuses a second launch of a running sweep (harness.tracking.locks)
+    # A second launch of a running sweep refuses here (harness.tracking.locks).
+    locks.claim_sweep(uri, key, Path.cwd())
     rerun_all = config.sweep.rerun == "all"
     found = None if rerun_all else parent.find_parent(client, experiment_id, key)
     completed: dict[str, float | None] = {}

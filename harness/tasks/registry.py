@@ -1,6 +1,5 @@
 """Task registry: name -> task class. One module per task family registers itself on import."""
 
-
 from harness.errors import ConfigError
 from harness.imports import import_module
 from harness.tasks.base import Task

@@ -69,11 +69,19 @@ def wait_for(condition, timeout: float = 240, what: str = "the condition", proc=
 
 
 def running_runs(uri: str, children_only: bool = False) -> list:
-    """Runs RUNNING in the store (an empty list while the store does not exist yet)."""
-    db = uri.removeprefix("sqlite:///")
-    if uri.startswith("sqlite:///") and not Path(db).exists():
+    """Runs RUNNING in the store; an empty list while the store does not exist yet. Opened through the harness's
+    store lock, so polling never races the process that is creating the store (MLflow's migrations)."""
+    from mlflow.entities import ViewType
+
+    from harness.failures import StoreError
+    from harness.tracking import store as stores
+
+    try:
+        client = stores.client(uri, create=False)
+    except StoreError:
         return []
-    runs = [r for r in all_runs(uri) if r.info.status == "RUNNING"]
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(experiments, "attributes.status = 'RUNNING'") if experiments else []
     return [r for r in runs if "mlflow.parentRunId" in r.data.tags] if children_only else runs
 
 
@@ -84,10 +92,18 @@ def mlflow_client(uri: str):
 
 
 def all_runs(uri: str) -> list:
-    """Every run in every experiment of the store (active and deleted experiments alike)."""
+    """Every run in every experiment of the store (active and deleted experiments alike); none while a SQLite
+    store does not exist. Opened through the harness's store lock: a test polling a store that a process it started
+    is creating must not race MLflow's migrations."""
     from mlflow.entities import ViewType
 
-    client = mlflow_client(uri)
+    from harness.failures import StoreError
+    from harness.tracking import store as stores
+
+    try:
+        client = stores.client(uri, create=False) if uri.startswith("sqlite:///") else mlflow_client(uri)
+    except StoreError:
+        return []
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     return (
         client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=10_000) if experiments else []

@@ -98,8 +98,7 @@ def failed(message: str) -> None:
     """After a one-line failure of the store or the filesystem: end the sweep's runs FAILED if the store lets us."""
     try:
         line = end_sweep(schema.FAILED, message)
-    except Exception as exc:  # noqa: BLE001 - the store is what failed: its own error is already said
-        del exc
+    except Exception:  # noqa: BLE001 - the store is what failed: its own error is already said
         return
     if line:
         print(f"{line}; run the same command again once the problem is fixed: {command()}", file=sys.stderr)

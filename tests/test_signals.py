@@ -23,9 +23,12 @@ def start(args, cwd) -> subprocess.Popen:
     )
 
 
-def interrupt(proc: subprocess.Popen, signum: int, store: str, running: int) -> str:
-    """Send `signum` once `running` runs train (seen in the store); the process's stderr once it has ended."""
-    wait_for(lambda: len(running_runs(store, children_only=running > 1)) >= running, proc=proc, what="runs")
+def interrupt(proc: subprocess.Popen, signum: int, store: str, running: int = 1, sweep: bool = False) -> str:
+    """Send `signum` once `running` runs train (seen in the store: a sweep's jobs, not its parent); the process's
+    stderr once it has ended."""
+    wait_for(
+        lambda: len(running_runs(store, children_only=sweep)) >= running, proc=proc, what="runs training"
+    )
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     return err
@@ -34,7 +37,7 @@ def interrupt(proc: subprocess.Popen, signum: int, store: str, running: int) -> 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signalled_run_ends_killed_with_its_metrics_and_one_line(store, tmp_path, signum, code):
     proc = start(LONG, tmp_path)
-    err = interrupt(proc, signum, store, running=1)
+    err = interrupt(proc, signum, store)
     assert proc.returncode == code
     lines = [ln for ln in err.splitlines() if ln.strip() and "INFO mlflow" not in ln]
     name = signal.Signals(signum).name
@@ -53,7 +56,7 @@ def test_a_signalled_run_ends_killed_with_its_metrics_and_one_line(store, tmp_pa
 def test_a_signalled_sweep_ends_its_jobs_and_parent_killed_with_counts(store, tmp_path, launcher):
     args = ["-m", *LONG, "seed=0,1,2", *launcher]
     proc = start(args, tmp_path)
-    err = interrupt(proc, signal.SIGTERM, store, running=2 if launcher else 1)
+    err = interrupt(proc, signal.SIGTERM, store, running=2 if launcher else 1, sweep=True)
     assert proc.returncode == 143
     runs = all_runs(store)
     [parent] = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-ui demo test test-all lint ui bench server server-stop
+.PHONY: setup setup-ui demo test test-all check-install lint ui bench server server-stop
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ test: setup
 
 test-all: setup setup-ui
 	$(BIN)/python -m pytest -q
+
+check-install:  # a wheel from a clean checkout, in a fresh venv, runs a sweep and a report outside the repository
+	bash scripts/check_install.sh
 
 lint: setup
 	$(BIN)/ruff check harness scripts tests

@@ -27,6 +27,8 @@ from harness.optim import (
 )
 from harness.tasks import TASKS
 
+MAX_SEED = 2**32 - 1  # numpy.random.seed refuses anything outside [0, 2**32 - 1]
+
 
 @dataclass
 class TaskConfig:
@@ -156,6 +158,8 @@ def validate(cfg: Config) -> None:
     if not (cfg.trainer.divergence_factor > 1 and math.isfinite(cfg.trainer.divergence_factor)):
         raise ConfigError("trainer.divergence_factor", cfg.trainer.divergence_factor, "a finite number > 1")
     _positive_int_or_none("threads", cfg.threads)
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError("seed", cfg.seed, f"an integer in [0, {MAX_SEED}] (numpy's seed range)")
     _validate_optimizer(cfg)
     schedule = get_schedule_info(cfg.scheduler.name)
     _same_keys("scheduler", schedule.name, schedule.params, scheduler_params(cfg))

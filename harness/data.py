@@ -14,6 +14,7 @@ generator calls as one fetch per batch.
 """
 
 import math
+import multiprocessing
 from collections.abc import Iterator
 
 import torch
@@ -114,5 +115,24 @@ def make_loader(
     generator = torch.Generator().manual_seed(seed)
     size = resolve_batch_size(batch_size, len(dataset))
     sampler = BatchIndexSampler(len(dataset), size, shuffle, generator, max(1, fetch_samples // size))
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_as_is, num_workers=num_workers)
+    context = worker_start_method() if num_workers else None
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=_as_is,
+        num_workers=num_workers,
+        multiprocessing_context=context,
+    )
     return Batches(loader, size)
+
+
+def worker_start_method() -> str | None:
+    """How DataLoader workers start: Python's default, unless this process changed it to one torch cannot use.
+
+    A joblib (loky) worker's default start method is 'loky', with which every DataLoader worker fails
+    ("'Process' object has no attribute 'env'"); an explicit 'fork' (else 'spawn') works there.
+    """
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method in (None, "fork", "spawn", "forkserver"):
+        return None
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"

@@ -108,8 +108,8 @@ def recorded(tracker: Tracker) -> Iterator[None]:
     """End the run KILLED on Ctrl-C, FAILED (with the traceback) on an exception; re-raise either."""
     try:
         yield
-    except KeyboardInterrupt:
-        end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGINT/SIGTERM as harness.signals.Interrupted("SIGTERM")
+        end_run(tracker, KILLED, f"interrupted ({type(exc).__name__}: {exc})".replace(": )", ")"))
         raise
     except Exception as exc:
         end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}", traceback.format_exc())

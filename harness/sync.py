@@ -7,12 +7,17 @@ with its original status and end time. A replayed file is renamed `*.synced`; ru
 """
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
+from harness import failures
 from harness.errors import ConfigError
+from harness.failures import StoreError
 from harness.tracking import spool, store
 from harness.tracking.sinks import ClientSink
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def sync_file(path: Path, tracking_uri: str | None = None) -> str:
@@ -20,8 +25,10 @@ def sync_file(path: Path, tracking_uri: str | None = None) -> str:
     from mlflow.entities import Param, RunTag
 
     header, records = spool.read(path)
-    client = store.client(tracking_uri or header["tracking_uri"])
-    run_id, points, sink = header["run_id"], 0, ClientSink(client)
+    run_id = check_run_id(header.get("run_id"))
+    client = store.client(tracking_uri or recorded_server(header), create=False)
+    check_run_exists(client, run_id)
+    points, sink = 0, ClientSink(client)
     for record in records:
         if "metrics" in record:
             rows = [tuple(row) for row in record["metrics"]]
@@ -41,6 +48,37 @@ def sync_file(path: Path, tracking_uri: str | None = None) -> str:
     return f"{path}: run {run_id} complete ({points} metric points uploaded)"
 
 
+def check_run_id(run_id: object) -> str:
+    """A spool file is input: its run id must look like one (32 hex digits) before it reaches a query."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"the header's run id {run_id!r} is not an MLflow run id (32 hex digits)")
+    return run_id
+
+
+def recorded_server(header: dict) -> str:
+    """The store the spool was meant for: a tracking server (spools are written for servers), or an SQLite file that
+    exists (`store.client(create=False)` creates nothing). Any other database URI in a header is refused: connecting
+    could create a database where a crafted file points. `--tracking-uri` names another store explicitly."""
+    uri = header.get("tracking_uri")
+    if not isinstance(uri, str) or not (store.is_remote(uri) or store.sqlite_path(uri) is not None):
+        raise ValueError(
+            f"the header's tracking URI {uri!r} is neither a tracking server (http:// or https://) nor an SQLite "
+            "store; pass --tracking-uri to upload into another store"
+        )
+    return uri
+
+
+def check_run_exists(client, run_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise ValueError(f"run {run_id} does not exist in {store.redact(client.tracking_uri)}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.sync", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="spool files (mlruns/unsent/<run id>.jsonl)")
@@ -50,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.files:
         try:
             print(sync_file(path, args.tracking_uri))
-        except (ConfigError, OSError, ValueError) as exc:
-            print(f"error: {path}: {exc}", file=sys.stderr)
+        except (ConfigError, StoreError, OSError, ValueError) as exc:
+            print(f"error: {path}: {failures.describe(exc) or exc}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
 

@@ -14,10 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from harness import plugins
+from harness import entry, plugins
 from harness.config import register_configs, to_config
 from harness.context import JobContext
 from harness.errors import ConfigError
+from harness.install import CONF_DIR
 from harness.job import run_job
 from harness.sweep import state as sweep_state
 from harness.sweep.run import run_in_sweep
@@ -52,7 +53,8 @@ def job_context() -> JobContext:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@entry.task  # signals handled in every job's process; store and filesystem failures in one line
 def main(cfg: DictConfig) -> float | None:
     ctx = job_context()
     hc = HydraConfig.get()
@@ -69,4 +71,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    entry.run(main)

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,38 @@ def run_cli(
     )
 
 
+def wait_for(condition, timeout: float = 240, what: str = "the condition", proc=None):
+    """Poll `condition()` until it returns something truthy (returned); fail after `timeout` seconds or when `proc`
+    ends first. Tests wait on what they can observe (a run RUNNING in the store), never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (rc={proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)  # a polling interval, not a wait for the condition itself
+
+
+def running_runs(uri: str, children_only: bool = False) -> list:
+    """Runs RUNNING in the store; an empty list while the store does not exist yet. Opened through the harness's
+    store lock, so polling never races the process that is creating the store (MLflow's migrations)."""
+    from mlflow.entities import ViewType
+
+    from harness.failures import StoreError
+    from harness.tracking import store as stores
+
+    try:
+        client = stores.client(uri, create=False)
+    except StoreError:
+        return []
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(experiments, "attributes.status = 'RUNNING'") if experiments else []
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags] if children_only else runs
+
+
 def mlflow_client(uri: str):
     from mlflow import MlflowClient
 
@@ -59,10 +92,18 @@ def mlflow_client(uri: str):
 
 
 def all_runs(uri: str) -> list:
-    """Every run in every experiment of the store (active and deleted experiments alike)."""
+    """Every run in every experiment of the store (active and deleted experiments alike); none while a SQLite
+    store does not exist. Opened through the harness's store lock: a test polling a store that a process it started
+    is creating must not race MLflow's migrations."""
     from mlflow.entities import ViewType
 
-    client = mlflow_client(uri)
+    from harness.failures import StoreError
+    from harness.tracking import store as stores
+
+    try:
+        client = stores.client(uri, create=False) if uri.startswith("sqlite:///") else mlflow_client(uri)
+    except StoreError:
+        return []
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     return (
         client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=10_000) if experiments else []

@@ -12,19 +12,19 @@ from harness.tasks import TASKS
 BAD_VALUES = [
     # (override, text the one-line error must contain, exit code)
     ("optimizer.lr=-1", "optimizer.lr=-1.0", 2),
-    ("optimizer.lr=abc", "optimizer.lr", 1),  # Hydra's typed-config error
+    ("optimizer.lr=abc", "optimizer.lr", 2),  # Hydra's typed-config error
     ("data.batch_size=0", "data.batch_size=0", 2),
     ("data.batch_size=half", "data.batch_size='half'", 2),
     ("trainer.epochs=0", "trainer.epochs=0", 2),
     ("trainer.eval_every=-5", "trainer.eval_every=-5", 2),
     ("device=cuda:7", "device='cuda:7'", 2),
     ("device=tpu", "device='tpu'", 2),
-    ("optimizer=nonexistent", "optimizer/nonexistent", 1),
-    ("task=nonexistent", "task/nonexistent", 1),
+    ("optimizer=nonexistent", "optimizer/nonexistent", 2),
+    ("task=nonexistent", "task/nonexistent", 2),
     ("optimizer.momentum=1.5", "optimizer.momentum=1.5", 2),
-    ("optimizer.betas=[0.9,0.99]", "Key 'betas' not in", 1),  # sgd has no betas
-    ("no_such_key=1", "Key 'no_such_key' not in", 1),
-    ("scheduler.min_factor=0.1", "Key 'min_factor' not in", 1),  # the default schedule, none, has no keys
+    ("optimizer.betas=[0.9,0.99]", "Key 'betas' not in", 2),  # sgd has no betas
+    ("no_such_key=1", "Key 'no_such_key' not in", 2),
+    ("scheduler.min_factor=0.1", "Key 'min_factor' not in", 2),  # the default schedule, none, has no keys
     ("scheduler=cosine scheduler.min_factor=2", "scheduler.min_factor=2.0", 2),
     ("optimizer=adam optimizer.betas=[0.8,1]", "optimizer.betas=[0.8, 1.0]", 2),
     (
@@ -41,9 +41,8 @@ def test_bad_values_are_refused_in_one_line_and_create_no_run(override, message,
     assert proc.returncode == code, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
-    if code == 2:
-        [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-        assert message in line and "allowed" in line
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]  # Hydra's errors too (harness.entry)
+    assert line.startswith("error:") and message in line
     assert all_runs(store) == []
 
 

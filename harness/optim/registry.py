@@ -8,7 +8,6 @@ them, and range errors quote them. Adding an optimizer is one `register(OptimInf
 your own named in $HARNESS_PLUGINS (see harness.plugins).
 """
 
-import importlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import torch
 from omegaconf import MISSING
 
 from harness.errors import ConfigError
+from harness.imports import import_object
 from harness.optim.hparams import (
     NON_NEGATIVE,
     POSITIVE,
@@ -96,11 +96,7 @@ def tuple_args(cls: type, *names: str) -> Callable[..., torch.optim.Optimizer]:
 def _import_optimizer(target: str) -> type:
     """Import `package.module.Class` (or `package.module:Class`) and check it is a torch Optimizer."""
     allowed = "an import path 'package.module.Class' of a torch.optim.Optimizer subclass"
-    module_name, _, attr = target.replace(":", ".").rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError("optimizer.target", target, f"{allowed} ({exc})") from None
+    cls = import_object("optimizer.target", target)  # checks the name's form first (harness.imports)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError("optimizer.target", target, allowed)
     return cls

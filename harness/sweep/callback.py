@@ -18,6 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from harness import shutdown
 from harness.errors import ConfigError
 from harness.sweep import grid, progress
 from harness.sweep.state import SweepState
@@ -45,8 +46,10 @@ class SweepCallback(Callback):
                 file=sys.stderr,
             )
             raise SystemExit(1) from exc
+        shutdown.sweep_opened(self.state)  # harness.shutdown ends the parent KILLED on SIGINT/SIGTERM
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        shutdown.sweep_closed()
         if self.state is not None:
             # The re-run commands repeat each job's overrides: a tracking URI's credentials are redacted.
             print(record.redact(end_sweep(self.state)), file=sys.stderr, flush=True)

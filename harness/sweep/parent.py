@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from harness.context import ParentRun
 from harness.sweep import grid
 from harness.sweep.state import SweepState
-from harness.tracking import queries, record, schema, store
+from harness.tracking import locks, queries, record, schema, store
 
 
 def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepState:
@@ -26,6 +26,8 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepS
     experiment = grid.experiment_name(config)
     experiment_id = store.ensure_experiment(client, experiment)
     key = grid.sweep_key(config, experiment)
+    # A second launch of a running sweep refuses here (harness.tracking.locks).
+    locks.claim_sweep(uri, key, Path.cwd())
     found = None if rerun_all else queries.find_parent(client, experiment_id, key)
     completed: dict[str, float | None] = {}
     if found is not None:

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 
+from harness import failures
 from harness.config import Config, config_hash
 from harness.context import JobContext
 from harness.errors import ConfigError
@@ -50,6 +51,8 @@ def _run(cfg: Config, ctx: JobContext) -> tuple[float | None, str, str]:
                 log.error("could not record the refused job in MLflow: %s", record_error)
         return None, schema.FAILED_OUTCOME, str(exc)
     except Exception as exc:  # noqa: BLE001 - a failing job is recorded (run FAILED) and the sweep goes on
+        if failures.stops_sweep(exc):
+            raise  # the store or the disk failed: every later job would fail the same way (harness.failures)
         log.error("job failed: %s: %s", type(exc).__name__, exc, exc_info=True)
         return None, schema.FAILED_OUTCOME, f"{type(exc).__name__}: {exc}"
     return result.final_val.get("loss"), result.status, ""

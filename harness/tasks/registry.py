@@ -1,8 +1,7 @@
 """Task registry: name -> task class. One module per task family registers itself on import."""
 
-import importlib
-
 from harness.errors import ConfigError
+from harness.imports import import_module
 from harness.tasks.base import Task
 
 TASKS: dict[str, type[Task]] = {}
@@ -19,10 +18,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 def create_task(name: str, module: str | None = None, kwargs: dict | None = None) -> Task:
     """Instantiate a registered task, importing `module` first if given (a user's own task)."""
     if module:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise ConfigError("task.module", module, f"an importable module ({exc})") from None
+        import_module("task.module", module)  # checks the name's form first (harness.imports)
     if name not in TASKS:
         raise ConfigError("task.name", name, f"one of {sorted(TASKS)}")
     try:

@@ -46,6 +46,8 @@ class Spool:
 def read(path: Path) -> tuple[dict, list[dict]]:
     """The header and the records of a spool file."""
     lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    if not lines or "run_id" not in lines[0]:
+    if not lines or not isinstance(lines[0], dict) or "run_id" not in lines[0]:
         raise ValueError(f"{path} is not a harness spool file (no header)")
+    if not all(isinstance(line, dict) for line in lines):
+        raise ValueError(f"{path} is not a harness spool file (a line is not a JSON object)")
     return lines[0], lines[1:]

@@ -1,0 +1,61 @@
+"""How the harness's commands start and stop: signals handled, user-caused failures in one line, exit codes.
+
+`run(main)` wraps a Hydra main function (the console script and `python -m harness.train` both go through it);
+`task(fn)` wraps the Hydra task function, which runs once per job, in the launching process or in a worker.
+"""
+
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from harness import failures, shutdown, signals
+
+
+def task(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate the Hydra task function: handle signals in this process (workers too), failures in one line."""
+    one_line = failures.one_line(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        signals.install()
+        return one_line(*args, **kwargs)
+
+    return wrapper
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Run a Hydra main function; on SIGINT/SIGTERM end what is RUNNING, say how to resume, exit 130/143."""
+    signals.install()
+    signals.on_signal(shutdown.wait_for_workers)
+    if not failures.debug():
+        # Hydra prints its own errors (a group's options one per line) unless HYDRA_FULL_ERROR is set, in which
+        # case it raises them: set, so that they reach us and are said in one line; HARNESS_DEBUG=0 records that
+        # the user did not ask for tracebacks (inherited by workers).
+        os.environ["HARNESS_DEBUG"], os.environ["HYDRA_FULL_ERROR"] = "0", "1"
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, signals.Interrupted) else signal.SIGINT
+        if failures.debug():
+            raise
+        print(f"\n{shutdown.interrupted(signal.Signals(signum).name)}", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+    except failures.Reported as exc:
+        shutdown.failed(exc.message)
+        raise
+    except Exception as exc:
+        message = failures.config_message(exc) or failures.describe(exc)
+        if message is None or failures.debug():
+            raise
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(failures.exit_code(exc))
+
+
+def train() -> None:
+    """The `harness-train` console script."""
+    from harness.train import main
+
+    run(main)

@@ -1,0 +1,145 @@
+"""Failures a user can cause, said in one line: a bad config value, a store that cannot be used, a full or read-only
+disk, an interrupt. Anything else is a bug and keeps its traceback.
+
+`HARNESS_DEBUG=1` (or Hydra's `HYDRA_FULL_ERROR=1`) shows the traceback of the one-line failures too.
+"""
+
+import errno
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from harness.errors import ConfigError
+
+DEBUG_VARIABLES = ("HARNESS_DEBUG", "HYDRA_FULL_ERROR")
+CONFIG_EXIT = 2  # a refused config value (as before: argparse's convention for usage errors)
+ENVIRONMENT_EXIT = 1  # the store, the filesystem
+
+
+class StoreError(RuntimeError):
+    """The tracking store cannot be used as it is. The message says where, what is wrong and what to do."""
+
+
+# Messages of sqlite3 / SQLAlchemy / MLflow errors (wrapped in each other) that mean the store, not the code, failed.
+_STORE_MESSAGES = {
+    "database or disk is full": "no space left on the device of the tracking store",
+    "disk i/o error": "the disk of the tracking store failed to write (disk I/O error; is it full?)",
+    "attempt to write a readonly database": "the tracking store is read-only",
+    "unable to open database file": "the tracking store's database file cannot be opened or created",
+    "file is not a database": "the tracking store's file is not an SQLite database (corrupt?)",
+    "database disk image is malformed": "the tracking store's database is corrupt (malformed disk image)",
+}
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only filesystem",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def debug() -> bool:
+    """Tracebacks wanted: HARNESS_DEBUG decides when set, else HYDRA_FULL_ERROR (see harness.entry.run)."""
+    for name in DEBUG_VARIABLES:
+        if os.environ.get(name, "") != "":
+            return os.environ[name] != "0"
+    return False
+
+
+_DETAILS = ("full_key:", "reference_type=", "object_type=", "Config search path", "provider=")
+
+
+def config_message(exc: BaseException) -> str | None:
+    """One line for Hydra's and OmegaConf's errors about the command line or the configs (None for others).
+
+    Hydra lists a group's options one per line; here they are joined, schema names (`base_*`) left out.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(exc, (HydraException, OmegaConfBaseException)):
+        return None
+    raw = str(exc).splitlines()
+    head = raw[0].strip() if raw else type(exc).__name__
+    if any(line.startswith("Available options") for line in raw):
+        listed = [line.strip() for line in raw if line.startswith("\t")]
+        options = [o for o in listed if not o.startswith(("base_", *_DETAILS))]
+        return f"{head}; available: {', '.join(options)}"
+    lines = [line.strip() for line in raw if line.strip() and not line.strip().startswith(_DETAILS)]
+    cause = exc.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        lines += [line.strip() for line in str(cause).splitlines()[:1] if line.strip() not in lines]
+    message = "; ".join(lines).replace(".; ", ". ") or head
+    key = getattr(exc, "full_key", None)
+    return f"{key}: {message}" if key and key not in message else message
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and its causes (`raise ... from`, and the one being handled when it was raised)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _where() -> str:
+    from harness.tracking import store
+
+    return f" ({store.last_location})" if store.last_location else ""
+
+
+def describe(exc: BaseException) -> str | None:
+    """One line for a failure the user's config or environment caused; None for a bug (keep the traceback)."""
+    for link in _chain(exc):
+        if isinstance(link, (ConfigError, StoreError)):
+            return str(link)
+        said = config_message(link)
+        if said is not None:
+            return said
+        if isinstance(link, OSError) and link.errno in _OS_ERRORS:
+            path = link.filename or ""
+            return f"{_OS_ERRORS[link.errno]}: {path}" if path else f"{_OS_ERRORS[link.errno]}{_where()}"
+        text = str(link).lower()
+        for needle, meaning in _STORE_MESSAGES.items():
+            if needle in text:
+                return meaning + _where()
+    return None
+
+
+def stops_sweep(exc: BaseException) -> bool:
+    """A failure of the store or the filesystem: the next job would meet it too, so the sweep stops here."""
+    return describe(exc) is not None and exit_code(exc) == ENVIRONMENT_EXIT
+
+
+def exit_code(exc: BaseException) -> int:
+    config = any(isinstance(link, ConfigError) or config_message(link) for link in _chain(exc))
+    return CONFIG_EXIT if config else ENVIRONMENT_EXIT
+
+
+class Reported(SystemExit):
+    """A failure already told in one line: ends the process (and a sweep: Hydra lets SystemExit through)."""
+
+    message = ""
+
+
+def one_line(task: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate the Hydra task function: user-caused failures end the process with one line, not a traceback."""
+
+    @functools.wraps(task)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return task(*args, **kwargs)
+        except Exception as exc:
+            message = describe(exc)
+            if message is None or debug():
+                raise
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            reported = Reported(exit_code(exc))
+            reported.message = message
+            raise reported from exc
+
+    return wrapper

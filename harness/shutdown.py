@@ -1,0 +1,104 @@
+"""A process that stops early leaves a consistent store: no run RUNNING, the sweep's parent ended with its counts.
+
+The job itself ends its run KILLED on an interrupt (harness.job). What is left is the sweep's: runs of workers that
+were killed before they could end theirs, and the parent run. The launching process ends both here, then says in one
+line how to resume.
+"""
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from harness import failures
+from harness.sweep.state import SweepState
+from harness.tracking import schema
+
+WORKER_GRACE_S = 20.0  # how long a signalled sweep waits for its workers to end their runs themselves
+
+_open: SweepState | None = None
+
+
+def sweep_opened(state: SweepState | None) -> None:
+    """Called in the launching process once the sweep's parent run exists."""
+    global _open
+    _open = state
+
+
+def sweep_closed() -> None:
+    global _open
+    _open = None
+
+
+def command() -> str:
+    """The command line as the user typed it (what resumes the sweep)."""
+    program = "harness-train" if Path(sys.argv[0]).name == "harness-train" else "python -m harness.train"
+    return f"{program} {shlex.join(sys.argv[1:])}".strip()
+
+
+def wait_for_workers(workers: int, timeout: float = WORKER_GRACE_S) -> None:
+    """Signal hook: give signalled workers the time to end their runs KILLED (metrics flushed) before the pool is
+    torn down. Polls the store until no child of the parent is RUNNING."""
+    if not workers or _open is None or _open.parent_run_id is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _running_children(_open):
+        time.sleep(0.2)
+
+
+def _running_children(state: SweepState) -> list:
+    from harness.tracking import queries, store
+
+    runs = queries.children(store.client(state.uri), state.experiment_id, state.parent_run_id)
+    return [r for r in runs if r.info.status == schema.RUNNING]
+
+
+def end_sweep(status: str, reason: str) -> str | None:
+    """End the open sweep's leftover RUNNING children and its parent run with `status`; a line on the outcome.
+
+    Returns None when no sweep is open in this process.
+    """
+    state = _open
+    if state is None or state.parent_run_id is None:
+        return None
+    sweep_closed()
+    from harness.tracking import queries, store
+
+    client = store.client(state.uri)
+    for run in _running_children(state):
+        client.set_tag(run.info.run_id, schema.STATUS, schema.KILLED_OUTCOME)
+        client.set_tag(run.info.run_id, schema.ERROR, reason)
+        client.set_terminated(run.info.run_id, schema.KILLED)
+    runs = queries.children(client, state.experiment_id, state.parent_run_id)
+    latest = queries.latest_per_grid_point(runs).values()
+    counts = schema.count_outcomes(queries.child_outcome(r).outcome for r in latest)
+    tags = {schema.job_count_tag(k): str(v) for k, v in counts.items()}
+    tags[schema.ERROR] = reason
+    for key, value in tags.items():
+        client.set_tag(state.parent_run_id, key, value)
+    client.set_terminated(state.parent_run_id, status, end_time=int(time.time() * 1000))
+    done = counts[schema.COMPLETED] + counts[schema.DIVERGED]
+    total = state.total_jobs if state.total_jobs is not None else "?"
+    return f"sweep parent run {state.parent_run_id} ended {status} with {done} of {total} grid points done"
+
+
+def interrupted(signame: str) -> str:
+    """The one line printed when a signal stopped the process, after ending what was left RUNNING."""
+    reason = f"interrupted ({signame})"
+    try:
+        sweep = end_sweep(schema.KILLED, reason)
+    except Exception as exc:  # noqa: BLE001 - the store may be what failed; the line below must still come out
+        sweep = f"could not end the sweep's runs ({failures.describe(exc) or type(exc).__name__})"
+    if sweep is None:
+        return f"interrupted by {signame}: the run ended KILLED; run it again with: {command()}"
+    return f"interrupted by {signame}: {sweep}; resume it (done points are skipped) with: {command()}"
+
+
+def failed(message: str) -> None:
+    """After a one-line failure of the store or the filesystem: end the sweep's runs FAILED if the store lets us."""
+    try:
+        line = end_sweep(schema.FAILED, message)
+    except Exception:  # noqa: BLE001 - the store is what failed: its own error is already said
+        return
+    if line:
+        print(f"{line}; run the same command again once the problem is fixed: {command()}", file=sys.stderr)

@@ -1,0 +1,74 @@
+"""SIGINT and SIGTERM leave no run RUNNING: real signals to real processes, waiting on the store, not on a clock."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import all_runs, history, running_runs, wait_for
+
+LONG = ["task=digits_mlp", "trainer.max_steps=1000000", "tracking.progress=false"]
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+
+
+def start(args, cwd) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.train", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def interrupt(proc: subprocess.Popen, signum: int, store: str, running: int = 1, sweep: bool = False) -> str:
+    """Send `signum` once `running` runs train (seen in the store: a sweep's jobs, not its parent); the process's
+    stderr once it has ended."""
+    wait_for(
+        lambda: len(running_runs(store, children_only=sweep)) >= running, proc=proc, what="runs training"
+    )
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return err
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signalled_run_ends_killed_with_its_metrics_and_one_line(store, tmp_path, signum, code):
+    proc = start(LONG, tmp_path)
+    err = interrupt(proc, signum, store)
+    assert proc.returncode == code
+    lines = [ln for ln in err.splitlines() if ln.strip() and "INFO mlflow" not in ln]
+    name = signal.Signals(signum).name
+    assert lines == [
+        f"interrupted by {name}: the run ended KILLED; run it again with: python -m harness.train {' '.join(LONG)}"
+    ]
+    [run] = all_runs(store)
+    assert run.info.status == "KILLED" and run.data.tags["harness.status"] == "killed"
+    assert run.data.tags["harness.error"] == f"interrupted (Interrupted: {name})"
+    losses = history(store, run.info.run_id, "train/loss")
+    assert len(losses) > 0 and [s for s, _ in losses] == list(range(len(losses)))  # buffered points flushed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [[], JOBLIB], ids=["basic", "joblib"])
+def test_a_signalled_sweep_ends_its_jobs_and_parent_killed_with_counts(store, tmp_path, launcher):
+    args = ["-m", *LONG, "seed=0,1,2", *launcher]
+    proc = start(args, tmp_path)
+    err = interrupt(proc, signal.SIGTERM, store, running=2 if launcher else 1, sweep=True)
+    assert proc.returncode == 143
+    runs = all_runs(store)
+    [parent] = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == (2 if launcher else 1)
+    assert all(r.info.status == "KILLED" for r in runs)  # nothing left RUNNING, the parent included
+    tags = parent.data.tags
+    assert (tags["harness.jobs.killed"], tags["harness.jobs.completed"], tags["harness.jobs.total"]) == (
+        str(len(children)),
+        "0",
+        str(len(children)),
+    )
+    [line] = [ln for ln in err.splitlines() if ln.startswith("interrupted by SIGTERM")]
+    assert f"sweep parent run {parent.info.run_id} ended KILLED with 0 of 3 grid points done" in line
+    assert "resume it (done points are skipped) with: python -m harness.train -m" in line

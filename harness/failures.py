@@ -22,6 +22,10 @@ class StoreError(RuntimeError):
     """The tracking store cannot be used as it is. The message says where, what is wrong and what to do."""
 
 
+class Stopped(RuntimeError):
+    """The harness stopped on purpose (e.g. an HPO study past its failure budget); the message is the one line."""
+
+
 # Messages of sqlite3 / SQLAlchemy / MLflow errors (wrapped in each other) that mean the store, not the code, failed.
 _STORE_MESSAGES = {
     "database or disk is full": "no space left on the device of the tracking store",
@@ -95,7 +99,7 @@ def _where() -> str:
 def describe(exc: BaseException) -> str | None:
     """One line for a failure the user's config or environment caused; None for a bug (keep the traceback)."""
     for link in _chain(exc):
-        if isinstance(link, (ConfigError, StoreError)):
+        if isinstance(link, (ConfigError, StoreError, Stopped)):
             return str(link)
         said = config_message(link)
         if said is not None:

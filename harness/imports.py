@@ -37,7 +37,10 @@ def import_object(key: str, target: str) -> object:
     if not isinstance(target, str) or not _DOTTED.fullmatch(target.replace(":", ".", 1)) or "." not in target:
         raise ConfigError(key, target, "an import path 'package.module.Name' (or 'package.module:Name')")
     module_name, _, attr = target.replace(":", ".").rpartition(".")
-    module = import_module(key, module_name)
+    try:
+        module = import_module(key, module_name)
+    except ConfigError as exc:  # name what the user typed (the whole path), not the module part of it
+        raise ConfigError(key, target, exc.allowed) from None
     try:
         return getattr(module, attr)
     except AttributeError:

@@ -39,7 +39,7 @@ def command() -> str:
 def wait_for_workers(workers: int, timeout: float = WORKER_GRACE_S) -> None:
     """Signal hook: give signalled workers the time to end their runs KILLED (metrics flushed) before the pool is
     torn down. Polls the store until no child of the parent is RUNNING."""
-    if not workers or _open is None or _open.parent_run_id is None:
+    if not workers or _open is None or _open.parent is None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _running_children(_open):
@@ -49,7 +49,8 @@ def wait_for_workers(workers: int, timeout: float = WORKER_GRACE_S) -> None:
 def _running_children(state: SweepState) -> list:
     from harness.tracking import queries, store
 
-    runs = queries.children(store.client(state.uri), state.experiment_id, state.parent_run_id)
+    parent = state.parent
+    runs = queries.children(store.client(parent.uri), parent.experiment_id, parent.run_id)
     return [r for r in runs if r.info.status == schema.RUNNING]
 
 
@@ -59,27 +60,28 @@ def end_sweep(status: str, reason: str) -> str | None:
     Returns None when no sweep is open in this process.
     """
     state = _open
-    if state is None or state.parent_run_id is None:
+    if state is None or state.parent is None:
         return None
     sweep_closed()
     from harness.tracking import queries, store
 
-    client = store.client(state.uri)
+    parent = state.parent
+    client = store.client(parent.uri)
     for run in _running_children(state):
         client.set_tag(run.info.run_id, schema.STATUS, schema.KILLED_OUTCOME)
         client.set_tag(run.info.run_id, schema.ERROR, reason)
         client.set_terminated(run.info.run_id, schema.KILLED)
-    runs = queries.children(client, state.experiment_id, state.parent_run_id)
+    runs = queries.children(client, parent.experiment_id, parent.run_id)
     latest = queries.latest_per_grid_point(runs).values()
     counts = schema.count_outcomes(queries.child_outcome(r).outcome for r in latest)
     tags = {schema.job_count_tag(k): str(v) for k, v in counts.items()}
     tags[schema.ERROR] = reason
     for key, value in tags.items():
-        client.set_tag(state.parent_run_id, key, value)
-    client.set_terminated(state.parent_run_id, status, end_time=int(time.time() * 1000))
+        client.set_tag(parent.run_id, key, value)
+    client.set_terminated(parent.run_id, status, end_time=int(time.time() * 1000))
     done = counts[schema.COMPLETED] + counts[schema.DIVERGED]
     total = state.total_jobs if state.total_jobs is not None else "?"
-    return f"sweep parent run {state.parent_run_id} ended {status} with {done} of {total} grid points done"
+    return f"sweep parent run {parent.run_id} ended {status} with {done} of {total} grid points done"
 
 
 def interrupted(signame: str) -> str:

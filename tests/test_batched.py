@@ -10,7 +10,8 @@ from harness.batched.engine import train_group
 from harness.batched.spec import ScheduleSpec, TrialSpec, group_key
 from harness.data import make_loader
 from harness.loop import LoopSettings, train
-from harness.optim import create_optimizer, create_scheduler
+from harness.optim import create_scheduler, get_optimizer_info
+from harness.optim.schedulers import get_schedule_info
 from harness.tasks import create_task
 from harness.tracking.base import MemoryTracker
 
@@ -57,17 +58,10 @@ def run_alone(spec: TrialSpec):
     np.random.seed(spec.seed)
     torch.manual_seed(spec.seed)
     model = spec.task.make_model()
-    optimizer = create_optimizer(spec.optimizer, model.parameters(), spec.lr, spec.hparams)
+    optimizer = get_optimizer_info(spec.optimizer).create(model.parameters(), spec.lr, spec.hparams)
     s = spec.scheduler
-    scheduler = create_scheduler(
-        optimizer,
-        s.name,
-        spec.total_steps,
-        step_every=s.step_every,
-        gamma=s.gamma,
-        warmup=s.warmup,
-        min_factor=s.min_factor,
-    )
+    schedule_params = {k: getattr(s, k) for k in get_schedule_info(s.name).defaults()}
+    scheduler = create_scheduler(optimizer, s.name, spec.total_steps, schedule_params)
     loader = make_loader(spec.splits.train, spec.batch_size, spec.shuffle, spec.seed)
     settings = LoopSettings(
         total_steps=spec.total_steps,
@@ -302,16 +296,17 @@ def test_not_one_group_is_refused():
 
 
 def test_spec_from_a_composed_config_trains_as_the_job_does():
-    """The launcher's path: Config + harness.job.plan -> TrialSpec; its trajectory is the single run's."""
+    """The launcher's path: Config -> harness.plan.Plan -> TrialSpec; its trajectory is the single run's."""
     from conftest import compose_config
 
-    from harness.batched.spec import spec_from_config
-    from harness.job import JobContext, plan
+    from harness.batched.spec import spec_from_plan
+    from harness.context import JobContext
+    from harness.plan import make_plan
 
     cfg = compose_config(
         "task=linreg_1d", "optimizer=adam", "optimizer.lr_scale=2", "trainer.max_steps=7", "seed=3"
     )
-    spec = spec_from_config(cfg, plan(cfg, JobContext()))
+    spec = spec_from_plan(make_plan(cfg, JobContext()))
     assert (spec.lr, spec.total_steps, spec.seed, spec.batch_size) == (0.002, 7, 3, 32)
     trackers, results, params = run_group([spec])
     _assert_same_run(run_alone(spec), (trackers[0], results[0], params[0]))
@@ -321,7 +316,7 @@ def test_trials_recorded_in_a_real_mlflow_store(store):
     """A group writes each trial to its own MLflow run (SQLite): the single run's points, and its outcome tags."""
     from conftest import history, mlflow_client
 
-    from harness.job import record_result
+    from harness.job_run import record_result
     from harness.tracking import store as stores
     from harness.tracking.mlflow_tracker import MlflowTracker
 
@@ -331,7 +326,7 @@ def test_trials_recorded_in_a_real_mlflow_store(store):
     trackers = [MlflowTracker.start(client, experiment, f"lr={s.lr}", {}) for s in specs]
     results = train_group(specs, trackers, sync_every=6)
     for tracker, result in zip(trackers, results):
-        record_result(tracker, result)
+        record_result(tracker, result, tracker.run_id)
     for spec, tracker in zip(specs, trackers):
         alone, alone_result, _ = run_alone(spec)
         for key in ("train/loss", "val/loss", "train/suboptimality"):

@@ -108,7 +108,9 @@ def test_help_lists_every_registered_option_and_no_schema_names(tmp_path):
     )
     assert groups["optimizer"].split(", ") == sorted(OPTIMIZERS)
     assert groups["scheduler"].split(", ") == sorted(SCHEDULERS)
-    assert groups["task"].split(", ") == sorted(TASKS)
+    # Other tests register users' tasks in this process; the CLI process has the built-in ones.
+    builtin = sorted(name for name, cls in TASKS.items() if cls.__module__.startswith("harness."))
+    assert groups["task"].split(", ") == builtin
     assert "base_" not in proc.stdout
 
 

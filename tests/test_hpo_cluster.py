@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONF_DIR, ROOT, all_runs, history, mlflow_client, run_cli
+from conftest import CONF_DIR, ROOT, all_runs, history, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -18,14 +18,24 @@ from harness.sweep.hpo import failure_budget
 from harness.sweep.run import objective
 
 
+def _fresh_experiments(store: str) -> list:
+    import sqlite3
+    from types import SimpleNamespace
+
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as connection:
+        rows = connection.execute("SELECT experiment_id, name FROM experiments").fetchall()
+    return [SimpleNamespace(experiment_id=str(i), name=n) for i, n in rows]
+
+
 def check_one_parent(store, children_expected: int, experiment: str):
     """One FINISHED parent run in `experiment`, every child under it and in it, nothing in the Default experiment.
 
     The Optuna tests share a store (its migrations then run once), each in an experiment of its own.
     """
-    client = mlflow_client(store)
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
     runs = all_runs(store)
+    # all_runs reads the store afresh; a client kept from an earlier test in this process can hold an old snapshot.
+    experiment_ids = {e.experiment_id for e in _fresh_experiments(store) if e.name == experiment}
+    [experiment_id] = experiment_ids
     [parent] = [
         r
         for r in runs
@@ -38,7 +48,7 @@ def check_one_parent(store, children_expected: int, experiment: str):
     in_experiment = [r for r in runs if r.info.experiment_id == experiment_id]
     assert len(in_experiment) == children_expected + 1
     # The callback's state reached every job (pickled to submitit workers too): no run fell back to Default.
-    assert client.search_runs(["0"]) == []
+    assert [r for r in runs if r.info.experiment_id == "0"] == []
     return parent, children
 
 

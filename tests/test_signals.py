@@ -26,9 +26,13 @@ def start(args, cwd) -> subprocess.Popen:
 def interrupt(proc: subprocess.Popen, signum: int, store: str, running: int = 1, sweep: bool = False) -> str:
     """Send `signum` once `running` runs train (seen in the store: a sweep's jobs, not its parent); the process's
     stderr once it has ended."""
-    wait_for(
-        lambda: len(running_runs(store, children_only=sweep)) >= running, proc=proc, what="runs training"
-    )
+
+    def training() -> bool:
+        runs = running_runs(store, children_only=sweep)
+        # A run is RUNNING from before its first step: wait until each has written training points.
+        return len(runs) >= running and all(history(store, r.info.run_id, "train/loss") for r in runs)
+
+    wait_for(training, proc=proc, what="runs training")
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     return err

@@ -71,18 +71,15 @@ class TrialSpec:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
-def spec_from_config(cfg, plan) -> TrialSpec:
-    """The TrialSpec of a job given its validated Config and its harness.job.Plan (what the single path trains)."""
-    from harness.config import optimizer_hparams
-    from harness.job import effective_lr
-
-    s = cfg.scheduler
+def spec_from_plan(plan) -> TrialSpec:
+    """The TrialSpec of a job from its harness.plan.Plan: exactly what the single-run path trains."""
+    cfg = plan.cfg
     return TrialSpec(
         task=plan.task,
         splits=plan.splits,
         optimizer=cfg.optimizer.name,
-        lr=effective_lr(cfg),
-        hparams=optimizer_hparams(cfg),
+        lr=plan.lr,
+        hparams=plan.hparams,
         seed=cfg.seed,
         batch_size=plan.batch_size,
         shuffle=cfg.data.shuffle,
@@ -90,7 +87,7 @@ def spec_from_config(cfg, plan) -> TrialSpec:
         steps_per_epoch=plan.steps_per_epoch,
         eval_every=plan.eval_every,
         divergence_factor=cfg.trainer.divergence_factor,
-        scheduler=ScheduleSpec(s.name, s.step_every, s.gamma, s.warmup, s.min_factor),
+        scheduler=ScheduleSpec(name=plan.schedule.name, **plan.schedule_params),
         device=plan.device,
     )
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
 
+from harness.failures import Stopped
 from harness.tracking import schema
 
 
-class FailureBudgetExceeded(RuntimeError):
+class FailureBudgetExceeded(Stopped):
     """More trials failed or diverged than `hydra.sweeper.max_failure_rate` x `n_trials` allows."""
 
 

@@ -11,6 +11,7 @@ Knows nothing of Hydra: the launcher hands over plain `Config`s and hooks that c
 
 import dataclasses
 import importlib.util
+import inspect
 import logging
 import traceback
 from collections.abc import Sequence
@@ -55,9 +56,10 @@ class Hooks(Protocol):
 def is_harness_task(task_function) -> bool:
     """True for the harness's own entry point (harness.train.main), whose jobs this module knows how to run.
 
-    By its source file: under `python -m harness.train` the function's module is `__main__`.
+    By its source file: under `python -m harness.train` the function's module is `__main__`. Decorators that wrap
+    it (harness.entry.task) are looked through.
     """
-    code = getattr(task_function, "__code__", None)
+    code = getattr(inspect.unwrap(task_function), "__code__", None)
     spec = importlib.util.find_spec("harness.train")
     return (
         code is not None and spec is not None and code.co_filename == spec.origin and code.co_name == "main"
@@ -132,7 +134,7 @@ def _partition(jobs: Sequence[InProcessJob], hooks: Hooks):
     for job in jobs:
         try:
             p = make_plan(job.config, context(job, hooks))
-            key = _group_key(spec_module, trial_spec(p), keys)
+            key = _group_key(spec_module, spec_module.spec_from_plan(p), keys)
         except ConfigError:
             key = None  # refused: the single path records it as a failed run
         except Exception as exc:  # noqa: BLE001 - whatever the engine cannot classify trains alone, never stops the sweep
@@ -169,35 +171,12 @@ def _group_key(spec_module, spec, cache: dict):
     return cache[inputs]
 
 
-def trial_spec(p: Plan):
-    """The engine's description of one trial, from the job's plan. Raises TypeError for a schedule it lacks."""
-    from harness.batched.spec import ScheduleSpec, TrialSpec
-
-    cfg = p.cfg
-    return TrialSpec(
-        task=p.task,
-        splits=p.splits,
-        optimizer=cfg.optimizer.name,
-        lr=p.lr,
-        hparams=p.hparams,
-        seed=cfg.seed,
-        batch_size=p.batch_size,
-        shuffle=cfg.data.shuffle,
-        total_steps=p.total_steps,
-        steps_per_epoch=p.steps_per_epoch,
-        eval_every=p.eval_every,
-        divergence_factor=cfg.trainer.divergence_factor,
-        scheduler=ScheduleSpec(name=p.schedule.name, **p.schedule_params),
-        device=p.device,
-    )
-
-
 # --- a batched group -------------------------------------------------------------------------------------------------
 
 
 def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dict[int, object]:
     """Train K trials as one program; each trial is its own child run, ended as the single path ends it."""
-    engine, _ = _engine()
+    engine, spec_module = _engine()
     for job in jobs:
         hooks.on_job_start(job)
     state = hooks.state
@@ -211,7 +190,7 @@ def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dic
             for job, p in zip(jobs, plans):
                 trackers.append(open_run(p, context(job, hooks), engine_tags))
         torch.set_num_threads(plans[0].threads)
-        results = engine.train_group([trial_spec(p) for p in plans], trackers)
+        results = engine.train_group([spec_module.spec_from_plan(p) for p in plans], trackers)
     except KeyboardInterrupt:
         for tracker in trackers:
             end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
@@ -269,4 +248,4 @@ def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, st
     return NewRun(run_name(p.cfg, p.task.name, p.batch_size), tags, params, texts)
 
 
-__all__ = ["InProcessJob", "is_harness_task", "run_jobs", "trial_spec"]
+__all__ = ["InProcessJob", "is_harness_task", "run_jobs"]

@@ -245,7 +245,9 @@ def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, st
     config = dataclasses.asdict(p.cfg)
     params = record.job_params(config, resolved_params(p))
     texts = {schema.CONFIG_ARTIFACT: config_text(record.redact_config(config))}
-    return NewRun(run_name(p.cfg, p.task.name, p.batch_size), tags, params, texts)
+    dataset = record.dataset_record(p.task, p.splits)
+    datasets = [record.dataset_input(dataset)] if dataset is not None else []
+    return NewRun(run_name(p.cfg, p.task.name, p.batch_size), tags, params, texts, datasets)
 
 
 __all__ = ["InProcessJob", "is_harness_task", "run_jobs"]

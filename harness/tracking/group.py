@@ -38,6 +38,7 @@ class NewRun:
     tags: dict[str, str]
     params: dict[str, Any]
     texts: dict[str, str] = field(default_factory=dict)  # artifact file -> text (config.yaml)
+    datasets: list = field(default_factory=list)  # mlflow DatasetInputs, as MlflowTracker.log_inputs logs them
 
 
 class RunGroup:
@@ -114,6 +115,8 @@ class RunGroup:
         for tracker, run in zip(trackers, runs):
             for name, text in run.texts.items():
                 tracker.log_text(text, name)
+            if run.datasets:  # the same dataset input the single path logs (MLflow dedupes the dataset row)
+                self.store.log_inputs(tracker.run_id, datasets=run.datasets)
         self.trackers.extend(trackers)
         return trackers
 

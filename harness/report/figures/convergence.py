@@ -118,7 +118,9 @@ CONVERGENCE = FigureKind(
     "Convergence",
     "Each optimizer at its best configuration (the ranked table). Line: geometric mean over seeds; band: 95% "
     f"t-interval (log scale). Curves are averaged into at most {curves.MAX_POINTS} bins per run before pooling; "
-    "training loss is the mini-batch loss.",
+    "training loss is the mini-batch loss. Seconds are each run's clock: a trial trained in a batched group "
+    "(hydra/launcher=batched, tag harness.batch_trials = K > 1) shows its group's clock, the time of all K trials "
+    "together; compare seconds between runs trained the same way.",
     draw_convergence,
 )
 BY_BATCH = FigureKind(

@@ -135,7 +135,8 @@ TIME_TO_TARGET = FigureKind(
     "time_to_target",
     "Time to target",
     "Steps and seconds until the task's target was first reached. Points: runs; black bar: the optimizer's time "
-    "({rule}). Runs that never reached it are counted below; runs whose initial model already met it (time 0) too.",
+    "({rule}). Runs that never reached it are counted below; runs whose initial model already met it (time 0) too. "
+    "Seconds of batched trials (tag harness.batch_trials = K > 1) are their group's clock: K trials together.",
     draw_time_to_target,
 )
 PROFILES = FigureKind(

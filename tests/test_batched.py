@@ -423,11 +423,36 @@ def test_rmsprop_every_branch_with_per_trial_hyperparameters_is_bitwise(task):
         make_spec(task, "rmsprop", 0.001, 1, hparams={**branches, "momentum": 0.5}, scheduler=cosine),
         make_spec(task, "rmsprop", 0.002, 2, hparams=branches, scheduler=cosine),
     ]
-    trackers, results, params = run_group(specs, sync_every=4)
-    for i, spec in enumerate(specs):
-        alone = run_alone(spec)
-        _assert_same_run(alone, (trackers[i], results[i], params[i]))
-        assert trackers[i].values("lr") == alone[0].values("lr")
+    plain_wd = [  # weight decay without momentum: the decayed gradient's workspace then holds -lr * grad
+        make_spec(task, "rmsprop", lr, i, hparams={"weight_decay": 1e-2, "alpha": alpha})
+        for i, (lr, alpha) in enumerate(((0.003, 0.9), (0.001, 0.99)))
+    ]
+    for group in (specs, plain_wd):
+        trackers, results, params = run_group(group, sync_every=4)
+        for i, spec in enumerate(group):
+            alone = run_alone(spec)
+            _assert_same_run(alone, (trackers[i], results[i], params[i]))
+            assert trackers[i].values("lr") == alone[0].values("lr")
+
+
+def test_rmsprop_and_adagrad_trials_leave_the_group_and_the_rest_stay_bitwise():
+    """lr 1000 on the quadratic: the first step is about 10 x lr per coordinate, a loss 1e4 x the initial one."""
+    import warnings
+
+    branches = {"momentum": 0.9, "centered": True, "weight_decay": 0.01}
+    for optimizer, hparams in (("rmsprop", branches), ("rmsprop", {}), ("adagrad", {"weight_decay": 0.01})):
+        specs = [
+            make_spec("quadratic", optimizer, lr, 0, total_steps=12, eval_every=2, hparams=hparams)
+            for lr in (0.1, 1000.0, 0.3)
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "error"
+            )  # a workspace of the old group size would be resized with a warning
+            trackers, results, params = run_group(specs, sync_every=3)
+        assert [r.status for r in results] == ["completed", "diverged", "completed"], optimizer
+        for i, spec in enumerate(specs):
+            _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
 
 
 @pytest.mark.parametrize("task", ["linreg_1d", "digits_mlp"])

@@ -256,10 +256,11 @@ class BatchedRMSprop(BatchedOptimizer):
         self._workspaces()
 
     def _workspaces(self) -> None:
-        # avg is a new tensor per step in torch.optim; num holds grad + wd * param, then -lr * grad.
+        # avg is a new tensor per step in torch.optim; num holds grad + wd * param, then (without momentum, once
+        # grad is read for the last time) -lr * grad: at most 7 copies of the parameters with every branch on.
         self.ws_avg = [torch.empty_like(p) for p in self.params]
-        self.ws_num = [torch.empty_like(p) for p in self.params]
-        self.ws_grad = [torch.empty_like(p) for p in self.params] if self.use_wd else []
+        need_num = self.use_wd or not self.use_momentum
+        self.ws_num = [torch.empty_like(p) for p in self.params] if need_num else []
 
     def _make_hypers(self) -> None:
         self.alpha = _shared_or_hyper(self, lambda g: g["alpha"])
@@ -275,9 +276,9 @@ class BatchedRMSprop(BatchedOptimizer):
         neg_lr = coeffs["neg_lr"][row] * live
         for i, p in enumerate(self.params):
             param, grad = p.data, p.grad
-            square_avg, avg, num = self.square_avg[i], self.ws_avg[i], self.ws_num[i]
+            square_avg, avg = self.square_avg[i], self.ws_avg[i]
             if self.use_wd:
-                grad = torch.addcmul(grad, param, _bcast(self.wd, p), out=self.ws_grad[i])
+                grad = torch.addcmul(grad, param, _bcast(self.wd, p), out=self.ws_num[i])
             square_avg.mul_(_maybe_bcast(self.alpha, p))
             _addcmul_value(square_avg, grad, grad, self.one_minus_alpha, avg)  # avg: scratch until below
             if self.centered:
@@ -292,7 +293,7 @@ class BatchedRMSprop(BatchedOptimizer):
                 buf.mul_(_maybe_bcast(self.momentum, p)).addcdiv_(grad, avg)
                 param.addcmul_(buf, _bcast(neg_lr, p))
             else:
-                torch.mul(grad, _bcast(neg_lr, p), out=num)
+                num = torch.mul(grad, _bcast(neg_lr, p), out=self.ws_num[i])
                 param.addcdiv_(num, avg)
 
     def select(self, keep: Tensor, keep_list: list[int]) -> None:
@@ -301,7 +302,9 @@ class BatchedRMSprop(BatchedOptimizer):
         self.square_avg = [t.index_select(0, keep) for t in self.square_avg]
         self.grad_avg = [t.index_select(0, keep) for t in self.grad_avg]
         self.bufs = [t.index_select(0, keep) for t in self.bufs]
-        self._workspaces()
+        # Workspaces by selection: the caller replaces `params` after this returns; contents are scratch.
+        self.ws_avg = [t.index_select(0, keep) for t in self.ws_avg]
+        self.ws_num = [t.index_select(0, keep) for t in self.ws_num]
 
 
 class BatchedAdagrad(BatchedOptimizer):
@@ -345,7 +348,8 @@ class BatchedAdagrad(BatchedOptimizer):
         super().select(keep, keep_list)
         self._make_hypers()
         self.state_sum = [t.index_select(0, keep) for t in self.state_sum]
-        self._workspaces()
+        self.ws_std = [t.index_select(0, keep) for t in self.ws_std]  # as BatchedRMSprop.select
+        self.ws_num = [t.index_select(0, keep) for t in self.ws_num]
 
 
 def _shared_or_hyper(opt: BatchedOptimizer, fn) -> float | Tensor:

@@ -23,6 +23,8 @@ HPARAMS = {
     "nesterov": {"momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0, "nesterov": True},
     "adam": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False},
     "adamw": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01, "amsgrad": False},
+    "rmsprop": {"alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "centered": False},
+    "adagrad": {"lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10},
 }
 
 
@@ -101,7 +103,7 @@ def run_group(specs, sync_every=256):
 PER_STEP = ("train/loss", "train/suboptimality")
 COMPARED = (*PER_STEP, "val/loss", "val/accuracy")
 EXACT_TASKS = ("quadratic", "rosenbrock", "rastrigin", "linreg_origin", "linreg_1d", "digits_mlp")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 LRS = {"sgd": (0.01, 0.03), "momentum": (0.01, 0.003), "nesterov": (0.01, 0.003), "adam": (0.01, 0.001)}
 
 
@@ -145,7 +147,11 @@ def test_bitwise_equal_to_the_single_run(task, optimizer):
 @pytest.mark.parametrize(
     ("task", "optimizer"),
     [
-        *[(t, o) for t in ("linreg_10d", "logreg_cancer") for o in ("sgd", "momentum", "adam")],
+        *[
+            (t, o)
+            for t in ("linreg_10d", "logreg_cancer")
+            for o in ("sgd", "momentum", "adam", "rmsprop", "adagrad")
+        ],
         ("digits_cnn", "adam"),
         pytest.param("digits_cnn", "sgd", marks=pytest.mark.slow),
     ],
@@ -403,3 +409,72 @@ def test_adam_trials_leave_the_group_and_the_rest_stay_bitwise():
     assert [r.status for r in results] == ["completed", "diverged", "completed"]
     for i, spec in enumerate(specs):
         _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
+
+
+@pytest.mark.parametrize("task", ["linreg_1d", "digits_mlp"])
+def test_rmsprop_every_branch_with_per_trial_hyperparameters_is_bitwise(task):
+    """Momentum, centered and weight decay on, alpha, eps and momentum differing per trial, a cosine schedule."""
+    cosine = ScheduleSpec("cosine", min_factor=0.1)
+    branches = {"momentum": 0.9, "centered": True, "weight_decay": 1e-2}
+    specs = [
+        make_spec(
+            task, "rmsprop", 0.003, 0, hparams={**branches, "alpha": 0.9, "eps": 1e-6}, scheduler=cosine
+        ),
+        make_spec(task, "rmsprop", 0.001, 1, hparams={**branches, "momentum": 0.5}, scheduler=cosine),
+        make_spec(task, "rmsprop", 0.002, 2, hparams=branches, scheduler=cosine),
+    ]
+    plain_wd = [  # weight decay without momentum: the decayed gradient's workspace then holds -lr * grad
+        make_spec(task, "rmsprop", lr, i, hparams={"weight_decay": 1e-2, "alpha": alpha})
+        for i, (lr, alpha) in enumerate(((0.003, 0.9), (0.001, 0.99)))
+    ]
+    for group in (specs, plain_wd):
+        trackers, results, params = run_group(group, sync_every=4)
+        for i, spec in enumerate(group):
+            alone = run_alone(spec)
+            _assert_same_run(alone, (trackers[i], results[i], params[i]))
+            assert trackers[i].values("lr") == alone[0].values("lr")
+
+
+def test_rmsprop_and_adagrad_trials_leave_the_group_and_the_rest_stay_bitwise():
+    """lr 1000 on the quadratic: the first step is about 10 x lr per coordinate, a loss 1e4 x the initial one."""
+    import warnings
+
+    branches = {"momentum": 0.9, "centered": True, "weight_decay": 0.01}
+    for optimizer, hparams in (("rmsprop", branches), ("rmsprop", {}), ("adagrad", {"weight_decay": 0.01})):
+        specs = [
+            make_spec("quadratic", optimizer, lr, 0, total_steps=12, eval_every=2, hparams=hparams)
+            for lr in (0.1, 1000.0, 0.3)
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "error"
+            )  # a workspace of the old group size would be resized with a warning
+            trackers, results, params = run_group(specs, sync_every=3)
+        assert [r.status for r in results] == ["completed", "diverged", "completed"], optimizer
+        for i, spec in enumerate(specs):
+            _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
+
+
+@pytest.mark.parametrize("task", ["linreg_1d", "digits_mlp"])
+def test_adagrad_lr_decay_weight_decay_and_initial_sum_per_trial_are_bitwise(task):
+    hparams = [
+        {"lr_decay": 0.01, "weight_decay": 1e-2, "initial_accumulator_value": 0.1, "eps": 1e-8},
+        {"lr_decay": 0.0, "weight_decay": 1e-3, "initial_accumulator_value": 0.0},
+        {"lr_decay": 0.1, "weight_decay": 1e-2, "initial_accumulator_value": 1.0},
+    ]
+    specs = [make_spec(task, "adagrad", 0.05, i, hparams=h) for i, h in enumerate(hparams)]
+    trackers, results, params = run_group(specs, sync_every=5)
+    for i, spec in enumerate(specs):
+        _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
+
+
+def test_rmsprop_and_adagrad_group_keys():
+    base = make_spec("quadratic", "rmsprop", 0.01, 0)
+    assert group_key(make_spec("quadratic", "rmsprop", 0.1, 3, hparams={"alpha": 0.9})) == group_key(base)
+    for branch in ({"momentum": 0.9}, {"centered": True}, {"weight_decay": 0.1}):
+        assert group_key(make_spec("quadratic", "rmsprop", 0.01, 0, hparams=branch)) != group_key(base)
+    adagrad = make_spec("quadratic", "adagrad", 0.01, 0)
+    assert group_key(adagrad) not in (None, group_key(base))
+    assert group_key(make_spec("quadratic", "adagrad", 0.1, 1, hparams={"lr_decay": 0.1})) == group_key(
+        adagrad
+    )

@@ -122,6 +122,23 @@ def test_a_mixed_grid_runs_lbfgs_alone_and_tags_every_run_with_its_engine(store,
     assert all(c.data.tags[schema.STATUS] == schema.COMPLETED for c in children)
 
 
+def test_rmsprop_and_adagrad_jobs_train_batched(store, tmp_path):
+    """Each optimizer's 4 jobs (2 lrs x 2 seeds) form one group of K = 4; none runs alone."""
+    args = ["task=quadratic", "optimizer=rmsprop,adagrad", "optimizer.lr_scale=0.3,1", "seed=0,1"]
+    proc = run_cli("-m", *args, "trainer.max_steps=6", BATCHED, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, children = parents_and_children(store)
+    engines = sorted(
+        (c.data.params["optimizer.name"], c.data.tags[schema.ENGINE], c.data.tags[schema.BATCH_TRIALS])
+        for c in children
+    )
+    assert (
+        engines
+        == [("adagrad", schema.ENGINE_BATCHED, "4")] * 4 + [("rmsprop", schema.ENGINE_BATCHED, "4")] * 4
+    )
+    assert all(c.data.tags[schema.STATUS] == schema.COMPLETED for c in children)
+
+
 @pytest.mark.slow
 def test_a_failing_and_a_diverging_job_do_not_stop_the_others(store, tmp_path):
     proc = run_cli("-m", *GRID, BATCHED, cwd=tmp_path)

@@ -37,7 +37,8 @@ def _resolved_group(name: str, lr: float, hparams: Mapping[str, Any]) -> tuple[t
 def optimizer_family(name: str, hparams: Mapping[str, Any], lr: float = 1e-3) -> Hashable | None:
     """What must be shared by trials whose updates run as one: the update's class and the branches it takes.
 
-    None when no batched update exists for it (any class but SGD, Adam, AdamW; maximize; differentiable).
+    None when no batched update exists for it (any class but SGD, Adam, AdamW, RMSprop, Adagrad; maximize;
+    differentiable; Adagrad's fused kernel).
     Cached: grouping asks once per trial, and building the optimizer to read its param group costs milliseconds.
     """
     key = (name, json.dumps(dict(hparams), sort_keys=True, default=str), lr)
@@ -65,6 +66,10 @@ def _family(name: str, hparams: Mapping[str, Any], lr: float) -> Hashable | None
             bool(group["amsgrad"]),
             group["weight_decay"] != 0,
         )
+    if cls is torch.optim.RMSprop:
+        return ("rmsprop", group["momentum"] > 0, bool(group["centered"]), group["weight_decay"] != 0)
+    if cls is torch.optim.Adagrad and not group.get("fused"):
+        return ("adagrad", group["weight_decay"] != 0)
     return None
 
 
@@ -236,6 +241,132 @@ class BatchedAdam(BatchedOptimizer):
         self.ws_num = [t.index_select(0, keep) for t in self.ws_num]
 
 
+class BatchedRMSprop(BatchedOptimizer):
+    """torch.optim.RMSprop's _single_tensor_rmsprop (alpha, eps, weight decay, momentum, centered), K trials at once."""
+
+    def __init__(self, params: list[Tensor], groups: list[dict[str, Any]]):
+        super().__init__(params, groups)
+        first = groups[0]
+        self.use_momentum, self.centered = first["momentum"] > 0, bool(first["centered"])
+        self.use_wd = first["weight_decay"] != 0
+        self._make_hypers()
+        self.square_avg = [torch.zeros_like(p) for p in params]
+        self.grad_avg = [torch.zeros_like(p) for p in params] if self.centered else []
+        self.bufs = [torch.zeros_like(p) for p in params] if self.use_momentum else []
+        self._workspaces()
+
+    def _workspaces(self) -> None:
+        # avg is a new tensor per step in torch.optim; num holds grad + wd * param, then (without momentum, once
+        # grad is read for the last time) -lr * grad: at most 7 copies of the parameters with every branch on.
+        self.ws_avg = [torch.empty_like(p) for p in self.params]
+        need_num = self.use_wd or not self.use_momentum
+        self.ws_num = [torch.empty_like(p) for p in self.params] if need_num else []
+
+    def _make_hypers(self) -> None:
+        self.alpha = _shared_or_hyper(self, lambda g: g["alpha"])
+        self.one_minus_alpha = _shared_or_hyper(self, lambda g: 1 - g["alpha"])
+        self.eps = _shared_or_hyper(self, lambda g: g["eps"])
+        self.momentum = _shared_or_hyper(self, lambda g: g["momentum"])
+        self.wd = self._hyper(lambda g: g["weight_decay"])
+
+    def coefficients(self, first_step: int, lrs: np.ndarray) -> dict[str, Tensor]:
+        return {"neg_lr": _to_device(-lrs, self.dtype, self.device)}
+
+    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
+        neg_lr = coeffs["neg_lr"][row] * live
+        for i, p in enumerate(self.params):
+            param, grad = p.data, p.grad
+            square_avg, avg = self.square_avg[i], self.ws_avg[i]
+            if self.use_wd:
+                grad = torch.addcmul(grad, param, _bcast(self.wd, p), out=self.ws_num[i])
+            square_avg.mul_(_maybe_bcast(self.alpha, p))
+            _addcmul_value(square_avg, grad, grad, self.one_minus_alpha, avg)  # avg: scratch until below
+            if self.centered:
+                grad_avg = self.grad_avg[i]
+                grad_avg.lerp_(grad, _maybe_bcast(self.one_minus_alpha, p))
+                torch.addcmul(square_avg, grad_avg, grad_avg, value=-1, out=avg).sqrt_()
+            else:
+                torch.sqrt(square_avg, out=avg)
+            avg.add_(_maybe_bcast(self.eps, p))
+            if self.use_momentum:
+                buf = self.bufs[i]
+                buf.mul_(_maybe_bcast(self.momentum, p)).addcdiv_(grad, avg)
+                param.addcmul_(buf, _bcast(neg_lr, p))
+            else:
+                num = torch.mul(grad, _bcast(neg_lr, p), out=self.ws_num[i])
+                param.addcdiv_(num, avg)
+
+    def select(self, keep: Tensor, keep_list: list[int]) -> None:
+        super().select(keep, keep_list)
+        self._make_hypers()
+        self.square_avg = [t.index_select(0, keep) for t in self.square_avg]
+        self.grad_avg = [t.index_select(0, keep) for t in self.grad_avg]
+        self.bufs = [t.index_select(0, keep) for t in self.bufs]
+        # Workspaces by selection: the caller replaces `params` after this returns; contents are scratch.
+        self.ws_avg = [t.index_select(0, keep) for t in self.ws_avg]
+        self.ws_num = [t.index_select(0, keep) for t in self.ws_num]
+
+
+class BatchedAdagrad(BatchedOptimizer):
+    """torch.optim.Adagrad's dense _single_tensor_adagrad (lr decay, weight decay, initial accumulator), K trials."""
+
+    def __init__(self, params: list[Tensor], groups: list[dict[str, Any]]):
+        super().__init__(params, groups)
+        self.use_wd = groups[0]["weight_decay"] != 0
+        self._make_hypers()
+        init = self._hyper(lambda g: g["initial_accumulator_value"])  # full_like rounds it as this does
+        self.state_sum = [torch.zeros_like(p).add_(_bcast(init, p)) for p in params]
+        self._workspaces()
+
+    def _workspaces(self) -> None:
+        self.ws_std = [torch.empty_like(p) for p in self.params]
+        self.ws_num = [torch.empty_like(p) for p in self.params]
+
+    def _make_hypers(self) -> None:
+        self.eps = _shared_or_hyper(self, lambda g: g["eps"])
+        self.wd = self._hyper(lambda g: g["weight_decay"])
+
+    def coefficients(self, first_step: int, lrs: np.ndarray) -> dict[str, Tensor]:
+        # clr = lr / (1 + (step - 1) * lr_decay) in Python floats, step counted from 1 as a float.
+        done = np.arange(first_step, first_step + lrs.shape[0], dtype=np.float64)[:, None]
+        lr_decay = np.array([g["lr_decay"] for g in self.groups], dtype=np.float64)[None, :]
+        return {"neg_clr": _to_device(-(lrs / (1 + done * lr_decay)), self.dtype, self.device)}
+
+    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
+        neg_clr = coeffs["neg_clr"][row] * live
+        for i, p in enumerate(self.params):
+            param, grad = p.data, p.grad
+            std, num = self.ws_std[i], self.ws_num[i]
+            if self.use_wd:
+                grad = torch.addcmul(grad, param, _bcast(self.wd, p), out=num)
+            self.state_sum[i].addcmul_(grad, grad, value=1)
+            torch.sqrt(self.state_sum[i], out=std).add_(_maybe_bcast(self.eps, p))
+            torch.mul(grad, _bcast(neg_clr, p), out=num)
+            param.addcdiv_(num, std)
+
+    def select(self, keep: Tensor, keep_list: list[int]) -> None:
+        super().select(keep, keep_list)
+        self._make_hypers()
+        self.state_sum = [t.index_select(0, keep) for t in self.state_sum]
+        self.ws_std = [t.index_select(0, keep) for t in self.ws_std]  # as BatchedRMSprop.select
+        self.ws_num = [t.index_select(0, keep) for t in self.ws_num]
+
+
+def _shared_or_hyper(opt: BatchedOptimizer, fn) -> float | Tensor:
+    """A value all trials share stays a Python float (the very scalar op torch.optim runs), else (K,) per trial."""
+    values = {fn(g) for g in opt.groups}
+    return values.pop() if len(values) == 1 else opt._hyper(fn)
+
+
+def _addcmul_value(target: Tensor, a: Tensor, b: Tensor, value: float | Tensor, scratch: Tensor) -> None:
+    """target.addcmul_(a, b, value=value), value per trial: value * a rounded first, as ATen rounds it."""
+    if isinstance(value, Tensor):
+        torch.mul(a, _bcast(value, a), out=scratch)
+        target.addcmul_(scratch, b)
+    else:
+        target.addcmul_(a, b, value=value)
+
+
 def _powers_table(betas: list[float], steps: range, fn) -> np.ndarray:
     """(C, K) of fn(beta, float(step)) in Python floats, as torch.optim computes them (once per distinct beta)."""
     columns = {}
@@ -251,9 +382,21 @@ def build_optimizer(params: list[Tensor], specs: list) -> BatchedOptimizer:
     groups = [group for _, group in resolved]
     if cls is torch.optim.SGD:
         return BatchedSGD(params, groups)
+    if cls is torch.optim.RMSprop:
+        return BatchedRMSprop(params, groups)
+    if cls is torch.optim.Adagrad:
+        return BatchedAdagrad(params, groups)
     for group in groups:
         group.setdefault("decoupled_weight_decay", cls is torch.optim.AdamW)
     return BatchedAdam(params, groups)
 
 
-__all__ = ["BatchedAdam", "BatchedOptimizer", "BatchedSGD", "build_optimizer", "optimizer_family"]
+__all__ = [
+    "BatchedAdagrad",
+    "BatchedAdam",
+    "BatchedOptimizer",
+    "BatchedRMSprop",
+    "BatchedSGD",
+    "build_optimizer",
+    "optimizer_family",
+]

@@ -38,7 +38,9 @@ class NewRun:
     tags: dict[str, str]
     params: dict[str, Any]
     texts: dict[str, str] = field(default_factory=dict)  # artifact file -> text (config.yaml)
-    datasets: list = field(default_factory=list)  # mlflow DatasetInputs, as MlflowTracker.log_inputs logs them
+    datasets: list = field(
+        default_factory=list
+    )  # mlflow DatasetInputs, as MlflowTracker.log_inputs logs them
 
 
 class RunGroup:

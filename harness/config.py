@@ -183,21 +183,6 @@ def _same_keys(group: str, name: str, records: dict, values: dict) -> None:
         )
 
 
-def flat_params(cfg: Config) -> dict[str, str]:
-    """The resolved config flattened to dotted keys (`optimizer.lr`, `data.batch_size`), as MLflow params."""
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), value)
-        else:
-            flat[prefix] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
-
-    walk("", dataclasses.asdict(cfg))
-    return flat
-
-
 # A run's identity is what it computes: its config minus the fields that only say where it is recorded (tracking)
 # or how it is scheduled (threads). Hydra's own keys (hydra.*, hydra/launcher=...) are never part of a Config. This
 # one rule serves the config hash (a grid point: resume skips it once done) and the sweep key (a sweep: run again,

@@ -8,12 +8,10 @@ checks that the tables have the columns it writes, and `RunGroup.open` returns N
 the caller then uses one MlflowTracker per trial. tests/test_group_tracking.py proves both paths store the same.
 """
 
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -220,22 +218,9 @@ class GroupTracker:
         self.tags.update({key: str(value)[:MAX_TAG_LENGTH] for key, value in tags.items()})
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-        from mlflow.utils.file_utils import local_file_uri_to_path
-        from mlflow.utils.uri import is_local_uri
+        from harness.tracking.mlflow_tracker import upload_text
 
-        if is_local_uri(
-            self.artifact_uri
-        ):  # the common case: write the file where the artifact store keeps it
-            path = Path(local_file_uri_to_path(self.artifact_uri), artifact_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp, Path(artifact_file).name)
-            local.write_text(text)
-            directory = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
-            get_artifact_repository(self.artifact_uri).log_artifact(str(local), directory)
+        upload_text(self.artifact_uri, text, artifact_file)
 
     def close(self, status: str = FINISHED) -> None:
         """Mark the run ended; it is written at the group's next flush (the caller flushes when all are closed)."""

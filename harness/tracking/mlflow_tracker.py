@@ -5,7 +5,6 @@ and handed to a writer thread once 1,000 have gathered, or `flush_every_s` has p
 active run, so jobs sharing a process cannot leak runs into each other.
 """
 
-import json
 import sys
 import tempfile
 import threading
@@ -154,14 +153,7 @@ class MlflowTracker:
             self.client.log_text(self.run_id, text, artifact_file)
             return
         # MlflowClient.log_text looks the run up again to find its artifact store; we already know it.
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp, Path(artifact_file).name)
-            local.write_text(text)
-            directory = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
-            get_artifact_repository(self.artifact_uri).log_artifact(str(local), directory)
-
-    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
-        self.log_text(json.dumps(data, indent=2, default=str), artifact_file)
+        upload_text(self.artifact_uri, text, artifact_file)
 
     def close(self, status: str = FINISHED) -> None:
         try:
@@ -212,3 +204,20 @@ class MlflowTracker:
 
 
 _OFFLINE_LOCK = threading.Lock()
+
+
+def upload_text(artifact_uri: str, text: str, artifact_file: str) -> None:
+    """Write `text` as `artifact_file` into a run's artifact store, known by its URI (no run lookup)."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import is_local_uri
+
+    if is_local_uri(artifact_uri):  # the common case: write the file where the artifact store keeps it
+        path = Path(local_file_uri_to_path(artifact_uri), artifact_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp, Path(artifact_file).name)
+        local.write_text(text)
+        directory = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
+        get_artifact_repository(artifact_uri).log_artifact(str(local), directory)

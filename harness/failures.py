@@ -65,6 +65,9 @@ def config_message(exc: BaseException) -> str | None:
 
     if not isinstance(exc, (HydraException, OmegaConfBaseException)):
         return None
+    for link in _chain(exc):  # a plugin's own range check, raised while Hydra instantiated it
+        if isinstance(link, ConfigError):
+            return str(link)
     raw = str(exc).splitlines()
     head = raw[0].strip() if raw else type(exc).__name__
     if any(line.startswith("Available options") for line in raw):

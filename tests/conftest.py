@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+# The scikit-learn splits' cache (harness.tasks.sklearn_data): one per test session, shared by its subprocesses.
+os.environ.setdefault("HARNESS_CACHE_DIR", tempfile.mkdtemp(prefix="harness-cache-"))
 register_configs()
 
 

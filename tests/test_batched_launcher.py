@@ -5,6 +5,7 @@ final values, config.yaml), resume and isolate failures the same way, and tag ea
 """
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,77 @@ def test_a_bad_value_in_the_grid_is_refused_before_any_job(store, tmp_path):
     assert proc.returncode != 0
     assert "optimizer.lr" in proc.stderr
     assert parents_and_children(store)[1] == []
+
+
+def exact_record(store, run) -> dict:
+    """record() with the histories' values (clock metrics aside) as they are: for runs of the same engine."""
+    seen = record(store, run)
+    seen["histories"] = {k: v for k, v in seen["histories"].items() if k not in CLOCK_METRICS}
+    return seen
+
+
+def test_groups_train_side_by_side_in_worker_processes_exactly_as_here(store, tmp_path):
+    """Two groups (sgd, adam) in two worker processes record bit for bit what one process records."""
+    here = run_cli(
+        "-m", *QUADRATIC, "tracking.experiment=here", BATCHED, "hydra.launcher.workers=1", cwd=tmp_path
+    )
+    assert here.returncode == 0, here.stderr[-3000:]
+    assert "worker processes" not in here.stdout  # Hydra's log lines go to stdout
+    apart = run_cli(
+        "-m", *QUADRATIC, "tracking.experiment=apart", BATCHED, "hydra.launcher.workers=2", cwd=tmp_path
+    )
+    assert apart.returncode == 0, apart.stderr[-3000:]
+    assert "Training 2 batched groups in 2 worker processes" in apart.stdout
+    one, two = children_of(store, "here"), children_of(store, "apart")
+    assert len(one) == len(two) == 8 and one.keys() == two.keys()
+    for point, run in one.items():
+        assert exact_record(store, run) == exact_record(store, two[point])
+        assert two[point].data.tags[schema.BATCH_TRIALS] == "4"
+        assert len(history(store, run.info.run_id, schema.TRAIN_LOSS)) == 12
+
+
+def test_a_worker_that_dies_fails_its_trials_and_the_sweep_goes_on(store, tmp_path):
+    env = {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
+        )
+    }
+    args = ["task.module=user_tasks", "task.name=user_dies_in_worker", "optimizer=sgd,adam,lbfgs", "seed=0,1"]
+    proc = run_cli(
+        "-m", *args, "trainer.max_steps=5", BATCHED, "hydra.launcher.workers=2", cwd=tmp_path, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[sweep] finished: 6/6 jobs done · 4 failed" in proc.stderr
+    parents, children = parents_and_children(store)
+    outcome = sorted((c.data.params["optimizer.name"], c.info.status) for c in children)
+    assert outcome == [("adam", "FAILED")] * 2 + [("lbfgs", "FINISHED")] * 2 + [("sgd", "FAILED")] * 2
+    for child in children:
+        if child.info.status == "FAILED":
+            assert child.data.tags[schema.ERROR] == "worker process died (exit code 3)"
+    [parent] = parents
+    assert parent.info.status == "FINISHED" and parent.data.tags[schema.job_count_tag("failed")] == "4"
+
+
+@pytest.mark.parametrize(
+    "override,line",
+    [
+        ("workers=0", "hydra.launcher.workers=0 is not allowed: an integer >= 1, or null"),
+        ("memory_budget_mb=-5", "hydra.launcher.memory_budget_mb=-5.0 is not allowed: a number of MiB > 0"),
+    ],
+)
+def test_a_bad_launcher_option_is_one_line_naming_it_and_creates_no_run(store, tmp_path, override, line):
+    proc = run_cli(
+        "-m", "seed=0,1", "trainer.max_steps=3", BATCHED, f"hydra.launcher.{override}", cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [f"error: {line}"]
+    assert parents_and_children(store) == ([], [])
+
+
+def test_max_trials_caps_a_batched_program(store, tmp_path):
+    args = ["task=quadratic", "optimizer=adam", "seed=range(0,5)", "trainer.max_steps=4", BATCHED]
+    proc = run_cli("-m", *args, "hydra.launcher.max_trials=2", "hydra.launcher.workers=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, children = parents_and_children(store)
+    assert sorted(c.data.tags[schema.BATCH_TRIALS] for c in children) == ["1", "2", "2", "2", "2"]
+    assert sorted(c.data.tags[schema.ENGINE] for c in children) == [schema.ENGINE_BATCHED] * 5

@@ -55,3 +55,34 @@ def test_batches_are_fetched_with_one_indexing_call():
     )
     assert sum(len(b[0]) for b in loader) == 64
     assert calls == []
+
+
+def test_the_sklearn_splits_are_made_once_and_read_back_the_same(tmp_path, monkeypatch):
+    import numpy as np
+
+    from harness.tasks import sklearn_data
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    made = sklearn_data._make_digits()
+    first = sklearn_data._cached("digits", sklearn_data._make_digits)
+    [stored] = (tmp_path / "cache").glob("digits-*.npz")
+    calls = []
+    again = sklearn_data._cached("digits", lambda: calls.append(1))  # read back: nothing is made
+    assert calls == []
+    for a, b, c in zip(made, first, again):
+        assert a.dtype == c.dtype and np.array_equal(a, b) and np.array_equal(a, c)
+    assert [len(a) for a in again] == [1437, 360, 1437, 360]
+    stored.write_bytes(b"not an npz")  # a damaged file is made again
+    assert np.array_equal(sklearn_data._cached("digits", sklearn_data._make_digits)[0], made[0])
+
+
+def test_an_unwritable_cache_still_gives_the_splits(tmp_path, monkeypatch):
+    import numpy as np
+
+    from harness.tasks import sklearn_data
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot be created
+    arrays = sklearn_data._cached("breast_cancer", sklearn_data._make_cancer)
+    assert [len(a) for a in arrays] == [426, 143, 426, 143] and np.isfinite(arrays[0]).all()

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import all_runs, history, running_runs, wait_for
@@ -76,3 +77,37 @@ def test_a_signalled_sweep_ends_its_jobs_and_parent_killed_with_counts(store, tm
     [line] = [ln for ln in err.splitlines() if ln.startswith("interrupted by SIGTERM")]
     assert f"sweep parent run {parent.info.run_id} ended KILLED with 0 of 3 grid points done" in line
     assert "resume it (done points are skipped) with: python -m harness.train -m" in line
+
+
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["in-process", "worker-processes"])
+def test_a_signalled_batched_sweep_ends_its_trials_and_parent_killed(store, tmp_path, workers):
+    """Two groups (sgd, adam) of two trials, trained here or in two worker processes: SIGTERM ends all four runs
+    KILLED with the steps they recorded, the parent too, and leaves no worker behind."""
+    args = ["-m", *LONG, "optimizer=sgd,adam", "seed=0,1", "hydra/launcher=batched"]
+    proc = start([*args, f"hydra.launcher.workers={workers}"], tmp_path)
+    err = interrupt(proc, signal.SIGTERM, store, running=2 if workers == "1" else 4, sweep=True)
+    assert proc.returncode == 143
+    runs = all_runs(store)
+    [parent] = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert all(r.info.status == "KILLED" for r in runs)
+    assert len(children) == (2 if workers == "1" else 4)
+    for child in children:
+        losses = history(store, child.info.run_id, "train/loss")
+        assert len(losses) > 0 and [s for s, _ in losses] == list(range(len(losses)))
+    assert parent.data.tags["harness.jobs.killed"] == str(len(children))
+    [line] = [ln for ln in err.splitlines() if ln.startswith("interrupted by SIGTERM")]
+    assert f"sweep parent run {parent.info.run_id} ended KILLED with 0 of 4 grid points done" in line
+    wait_for(lambda: not processes_in(tmp_path), timeout=30, what="the worker processes to end")
+
+
+def processes_in(directory) -> list[int]:
+    """Pids of the processes whose working directory is `directory` (Linux's /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")) == Path(directory):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids

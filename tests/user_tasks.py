@@ -39,3 +39,19 @@ class Cube(Quadratic):
 
     def objective(self, x: Tensor) -> Tensor:
         return (x**4).sum()
+
+
+@register_task
+class DiesInWorker(Quadratic):
+    """Batches (it defines only its objective), and ends the process it trains in with exit code 3 when that is a
+    worker of the batched launcher: a worker killed by the OOM killer or a crash in native code, as a test sees it."""
+
+    name = "user_dies_in_worker"
+
+    def objective(self, x: Tensor) -> Tensor:
+        import multiprocessing
+        import os
+
+        if multiprocessing.parent_process() is not None:
+            os._exit(3)
+        return super().objective(x)

@@ -8,7 +8,9 @@ them, and range errors quote them. Adding an optimizer is one `register(OptimInf
 your own named in $HARNESS_PLUGINS (see harness.plugins).
 """
 
+import contextlib
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,11 +58,41 @@ class OptimInfo:
     def create(self, params: Params, lr: float, hparams: Mapping[str, Any]) -> torch.optim.Optimizer:
         """Build over `params`; what torch itself refuses becomes a ConfigError."""
         try:
-            return self.build(list(params), lr=lr, **dict(hparams))
+            with _dynamo_unloaded():
+                return self.build(list(params), lr=lr, **dict(hparams))
         except ConfigError:
             raise
         except (ValueError, TypeError) as exc:
             raise ConfigError("optimizer", dict(hparams), f"rejected by {self.name}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _dynamo_unloaded():
+    """Build optimizers without importing torch._dynamo while nothing has imported it.
+
+    torch.optim.Optimizer wraps add_param_group (and zero_grad, state_dict, load_state_dict) in
+    torch._disable_dynamo, whose first call imports torch._dynamo (about a second) only to mark the method as never
+    to be compiled. While torch._dynamo is not imported nothing can be compiling, so the wrapper may call the method
+    itself: the marker it caches (`__dynamo_disable`) is set to the method during the build and removed after. A
+    process that trains batched trials never builds anything else from torch.optim.
+    """
+    if "torch._dynamo" in sys.modules:
+        yield
+        return
+    marker = torch._compile._disable_dynamo(lambda: None).__code__
+    methods = [
+        m.__wrapped__
+        for m in vars(torch.optim.Optimizer).values()
+        if getattr(m, "__code__", None) is marker and not hasattr(m.__wrapped__, "__dynamo_disable")
+    ]
+    for method in methods:
+        setattr(method, "__dynamo_disable", method)
+    try:
+        yield
+    finally:
+        for method in methods:
+            if getattr(method, "__dynamo_disable", None) is method:
+                delattr(method, "__dynamo_disable")
 
 
 OPTIMIZERS: dict[str, OptimInfo] = {}

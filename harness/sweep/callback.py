@@ -36,6 +36,7 @@ class SweepCallback(Callback):
         try:
             if self.rerun not in RERUN:
                 raise ConfigError("hydra.callbacks.sweep.rerun", self.rerun, "'failed' or 'all'")
+            _check_launcher(config)
             self.state = start_sweep(config, rerun_all=self.rerun == "all")
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -54,6 +55,21 @@ class SweepCallback(Callback):
             # The re-run commands repeat each job's overrides: a tracking URI's credentials are redacted.
             print(record.redact(end_sweep(self.state)), file=sys.stderr, flush=True)
             self.state = None
+
+
+def _check_launcher(config: DictConfig) -> None:
+    """The launcher's own range checks (a `check_options` of its class), before the parent run exists: Hydra builds
+    the launcher only after this callback ran."""
+    from hydra.utils import get_class
+
+    node = config.hydra.launcher
+    try:
+        launcher = get_class(str(node._target_))
+    except Exception:  # noqa: BLE001 - a launcher that cannot be imported fails in Hydra's own words later
+        return
+    check = getattr(launcher, "check_options", None)
+    if check is not None:
+        check(**{k: v for k, v in node.items() if k != "_target_"})
 
 
 def start_sweep(config: DictConfig, rerun_all: bool = False) -> SweepState:

@@ -42,6 +42,18 @@ class InProcessJob:
     structural: tuple[str, ...] = ()  # its config-group choices (the launcher's composition key)
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """How the launcher batches (hydra.launcher.*)."""
+
+    batch: bool = True  # false: every job trains on its own
+    workers: int | None = None  # processes training groups side by side (None: one per usable core; 1: none)
+    max_trials: int | None = None  # at most this many trials in one batched program
+    memory_budget_mb: float | None = (
+        None  # what one batched program may hold beyond the data (None: the engine's)
+    )
+
+
 class Hooks(Protocol):
     """What the launcher does around each job (Hydra's on_job_start / on_job_end callbacks)."""
 
@@ -66,18 +78,29 @@ def is_harness_task(task_function) -> bool:
     )
 
 
-def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, batch: bool = True) -> list[object]:
+def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions | None = None) -> list[object]:
     """Run every job; returns, in job order, what the task function would have returned (or the exception)."""
+    options = options or BatchOptions()
     values = _skip_done(jobs, hooks)
     jobs_to_run = [job for job in jobs if job.index not in values]
-    singles, groups = _partition(jobs_to_run, hooks) if batch else (jobs_to_run, [])
-    order = sorted([(j.index, [j], None) for j in singles] + [(g[0][0].index, *zip(*g)) for g in groups])
-    for _, members, plans in order:
-        if plans is None:
-            values[members[0].index] = _run_single(members[0], hooks)
-        else:
-            values.update(_run_group(list(members), list(plans), hooks))
+    singles, groups = _partition(jobs_to_run, hooks) if options.batch else (jobs_to_run, [])
+    target = _worker_target(groups, options)
+    pieces = _pieces(groups, options, target) if groups else []
+    workers = min(target, len(pieces))
+    if workers > 1:
+        values.update(_train_in_workers(pieces, singles, hooks, workers))
+    else:
+        order = sorted([(j.index, j) for j in singles] + [(p.jobs[0].index, p) for p in pieces], key=_first)
+        for _, item in order:
+            if isinstance(item, _Piece):
+                values.update(_train_here(item, hooks))
+            else:
+                values[item.index] = _run_single(item, hooks)
     return [values[j.index] for j in jobs]
+
+
+def _first(pair: tuple) -> int:
+    return pair[0]
 
 
 def _skip_done(jobs: Sequence[InProcessJob], hooks: Hooks) -> dict[int, object]:
@@ -171,57 +194,215 @@ def _group_key(spec_module, spec, cache: dict):
     return cache[inputs]
 
 
-# --- a batched group -------------------------------------------------------------------------------------------------
+# --- batched groups ------------------------------------------------------------------------------------------------
 
 
-def _run_group(jobs: list[InProcessJob], plans: list[Plan], hooks: Hooks) -> dict[int, object]:
-    """Train K trials as one program; each trial is its own child run, ended as the single path ends it."""
+@dataclass(frozen=True)
+class _Piece:
+    """Trials that train as one program: one group key, at most what the memory budget (and max_trials) allows."""
+
+    jobs: tuple[InProcessJob, ...]
+    plans: tuple[Plan, ...]
+    specs: tuple  # TrialSpec per trial
+
+    def cost(self) -> float:
+        """Work, roughly, to order pieces for the workers: trials x steps x parameters x (samples per step + what a
+        step costs beyond its samples, about 64 samples' worth on digits_mlp)."""
+        from harness.batched.spec import batched_form
+
+        spec = self.specs[0]
+        params = batched_form(spec.task).param_count()
+        return len(self.specs) * spec.total_steps * max(1, params) * (max(1, spec.batch_size) + 64)
+
+    def halves(self) -> "tuple[_Piece, _Piece]":
+        mid = len(self.jobs) // 2
+        cut = lambda part: _Piece(self.jobs[part], self.plans[part], self.specs[part])  # noqa: E731
+        return cut(slice(None, mid)), cut(slice(mid, None))
+
+
+def _pieces(groups: list, options: BatchOptions, workers: int) -> list[_Piece]:
+    """Groups cut to what one program may hold, then the largest halved until every worker has a piece;
+    largest first (the longest work starts first, so the workers finish together)."""
     engine, spec_module = _engine()
-    for job in jobs:
-        hooks.on_job_start(job)
-    state = hooks.state
-    engine_tags = {schema.ENGINE: schema.ENGINE_BATCHED, schema.BATCH_TRIALS: str(len(jobs))}
-    trackers, values, group = [], {}, None
-    try:
-        group = _run_group_record(jobs, plans, hooks, engine_tags)
-        if group is not None:
-            trackers = group.create([_new_run(job, p, hooks, engine_tags) for job, p in zip(jobs, plans)])
-        else:
-            for job, p in zip(jobs, plans):
-                trackers.append(open_run(p, context(job, hooks), engine_tags))
-        torch.set_num_threads(plans[0].threads)
-        results = engine.train_group([spec_module.spec_from_plan(p) for p in plans], trackers)
-    except KeyboardInterrupt:
-        for tracker in trackers:
-            end_run(tracker, KILLED, "interrupted (KeyboardInterrupt)")
-        raise
-    except Exception as exc:  # noqa: BLE001 - the whole group failed: every trial is a failed job, the sweep goes on
-        error, details = f"{type(exc).__name__}: {exc}", traceback.format_exc()
-        log.error("batched group of %d trials failed: %s", len(jobs), error, exc_info=True)
-        for tracker in trackers:
-            end_run(tracker, FAILED, error, details)
-        if state is not None:
-            progress.report_many(state, [(schema.FAILED_OUTCOME, list(job.overrides), error) for job in jobs])
+    pieces = []
+    for members in groups:
+        jobs, plans = zip(*members)
+        specs = tuple(spec_module.spec_from_plan(p) for p in plans)
+        budget = options.memory_budget_mb or engine.DEFAULT_MEMORY_BUDGET_MB
+        size = engine.max_group_size(specs[0], budget)
+        if options.max_trials is not None:
+            size = max(1, min(size, options.max_trials))
+        for start in range(0, len(jobs), size):
+            part = slice(start, start + size)
+            pieces.append(_Piece(jobs[part], plans[part], specs[part]))
+    pieces.sort(key=_Piece.cost, reverse=True)
+    if workers <= 1:
+        return pieces
+    while len(pieces) < workers and len(pieces[0].jobs) >= 4:
+        pieces = sorted([*pieces[1:], *pieces[0].halves()], key=_Piece.cost, reverse=True)
+    # The last pieces handed out decide how long one worker trains while the others wait: halved, the wait halves.
+    tail = [
+        half for piece in pieces[-workers:] for half in (piece.halves() if len(piece.jobs) >= 8 else [piece])
+    ]
+    return pieces[:-workers] + sorted(tail, key=_Piece.cost, reverse=True)
+
+
+def _worker_target(groups: list, options: BatchOptions) -> int:
+    """Processes for the groups: one per usable core (per trial's torch threads); one (this process) on a GPU, where
+    one process drives the device, or where fork is not available."""
+    from harness.sweep import workers
+
+    if not groups or not workers.available():
+        return 1
+    plans = [p for members in groups for _, p in members]
+    if any(p.device.type != "cpu" for p in plans):
+        return 1
+    if options.workers is not None:
+        return max(1, options.workers)
+    return max(1, workers.usable_cores() // max(1, max(p.threads for p in plans)))
+
+
+class _GroupRun:
+    """One piece's life in the launcher: runs created, metrics written as they come, runs ended."""
+
+    def __init__(self, piece: _Piece, hooks: Hooks):
+        self.piece, self.hooks = piece, hooks
+        self.trackers: list = []
+        self.group = None
+
+    def start(self) -> bool:
+        """Hydra's on_job_start per trial, then the runs; False (and every trial failed) when they cannot start."""
+        jobs, plans = self.piece.jobs, self.piece.plans
         for job in jobs:
-            values[job.index] = None
-            hooks.on_job_end(job, None)
+            self.hooks.on_job_start(job)
+        engine_tags = {schema.ENGINE: schema.ENGINE_BATCHED, schema.BATCH_TRIALS: str(len(jobs))}
+        try:
+            self.group = _run_group_record(plans, self.hooks)
+            if self.group is not None:
+                new_runs = [_new_run(job, p, self.hooks, engine_tags) for job, p in zip(jobs, plans)]
+                self.trackers = self.group.create(new_runs)
+                self.group.flush()
+            else:
+                for job, p in zip(jobs, plans):
+                    self.trackers.append(open_run(p, context(job, self.hooks), engine_tags))
+        except Exception as exc:  # noqa: BLE001 - the store refused: every trial is a failed job, the sweep goes on
+            self.fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            return False
+        return True
+
+    def log_columns(self, trial: int, steps: list[int], columns: dict) -> None:
+        self.trackers[trial].log_columns(steps, columns)
+
+    def finish(self, results: list) -> dict[int, object]:
+        """Final metrics and status of each trial, the runs ended (one transaction on SQLite), Hydra told."""
+        plans, jobs = self.piece.plans, self.piece.jobs
+        for tracker, result, p in zip(self.trackers, results, plans):
+            record_result(tracker, result, run_name(p.cfg, p.task.name, p.batch_size))
+        self._flush()
+        state = self.hooks.state
+        if state is not None:
+            progress.report_many(state, [(r.status, list(j.overrides), "") for j, r in zip(jobs, results)])
+        values = {}
+        for job, result in zip(jobs, results):
+            values[job.index] = objective(result.final_val.get("loss"))
+            self.hooks.on_job_end(job, values[job.index])
         return values
-    finally:
-        if group is not None:
-            group.flush()  # the runs' metrics, tags and ends, in one transaction
-    for tracker, result, p in zip(trackers, results, plans):
-        record_result(tracker, result, run_name(p.cfg, p.task.name, p.batch_size))
-    if group is not None:
-        group.flush()
-    if state is not None:
-        progress.report_many(state, [(r.status, list(job.overrides), "") for job, r in zip(jobs, results)])
-    for job, result in zip(jobs, results):
-        values[job.index] = objective(result.final_val.get("loss"))
-        hooks.on_job_end(job, values[job.index])
+
+    def fail(self, error: str, details: str | None) -> dict[int, object]:
+        """The whole piece failed: every trial is a failed job (its steps so far kept), the sweep goes on."""
+        log.error("batched group of %d trials failed: %s", len(self.piece.jobs), error)
+        for tracker in self.trackers:
+            end_run(tracker, FAILED, error, details)
+        self._flush()
+        if self.hooks.state is not None:
+            progress.report_many(
+                self.hooks.state,
+                [(schema.FAILED_OUTCOME, list(job.overrides), error) for job in self.piece.jobs],
+            )
+        values = {}
+        for job in self.piece.jobs:
+            values[job.index] = None
+            self.hooks.on_job_end(job, None)
+        return values
+
+    def kill(self, reason: str) -> None:
+        """Interrupted: every run ends KILLED with the steps it recorded."""
+        for tracker in self.trackers:
+            end_run(tracker, KILLED, reason)
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.group is not None:
+            self.group.flush()
+
+
+def _train_here(piece: _Piece, hooks: Hooks) -> dict[int, object]:
+    """Train a piece in this process."""
+    engine, _ = _engine()
+    run = _GroupRun(piece, hooks)
+    if not run.start():
+        return {job.index: None for job in piece.jobs}
+    torch.set_num_threads(piece.plans[0].threads)
+    try:
+        results = engine.train_group(list(piece.specs), run.trackers, max_trials=len(piece.specs))
+    except KeyboardInterrupt:
+        run.kill("interrupted (KeyboardInterrupt)")
+        raise
+    except Exception as exc:  # noqa: BLE001 - as Hydra's run_job: the failure becomes the job's return
+        log.debug("batched group failed", exc_info=True)
+        return run.fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    return run.finish(results)
+
+
+def _train_in_workers(pieces: list[_Piece], singles: list[InProcessJob], hooks: Hooks, n: int) -> dict:
+    """Pieces in n worker processes, largest first; jobs that train alone run here meanwhile."""
+    from harness.sweep import workers
+
+    values: dict[int, object] = {}
+    queue, running = list(range(len(pieces))), {}
+    singles = list(singles)
+    threads = pieces[0].plans[0].threads
+    log.info(f"Training {len(pieces)} batched groups in {n} worker processes")
+    with workers.Pool([list(p.specs) for p in pieces], n, threads) as pool:
+        try:
+            while queue or running:
+                while queue and pool.idle():
+                    index = queue.pop(0)
+                    run = _GroupRun(pieces[index], hooks)
+                    if run.start():
+                        running[index] = run
+                        pool.submit(index)
+                    else:
+                        values.update({job.index: None for job in pieces[index].jobs})
+                if not running:
+                    for index in queue:  # no worker left (they died): the rest trains here
+                        values.update(_train_here(pieces[index], hooks))
+                    queue = []
+                    continue
+                events = pool.events(timeout=0 if singles else None)
+                if not events and singles:
+                    job = singles.pop(0)
+                    values[job.index] = _run_single(job, hooks)
+                for event in events:
+                    run = running[event.piece]
+                    if isinstance(event, workers.Columns):
+                        run.log_columns(event.trial, event.steps, event.columns)
+                    elif isinstance(event, workers.Done):
+                        values.update(run.finish(event.results))
+                        del running[event.piece]
+                    else:
+                        values.update(run.fail(event.error, event.details))
+                        del running[event.piece]
+        except KeyboardInterrupt:
+            for run in running.values():
+                run.kill("interrupted (KeyboardInterrupt)")
+            raise
+    for job in singles:
+        values[job.index] = _run_single(job, hooks)
     return values
 
 
-def _run_group_record(jobs, plans, hooks: Hooks, engine_tags):
+def _run_group_record(plans, hooks: Hooks):
     """A RunGroup on the sweep's SQLite store, or None: then one MlflowTracker per trial (any other store)."""
     parent = hooks.state.parent if hooks.state is not None else None
     if parent is None or not plans[0].cfg.tracking.enabled:

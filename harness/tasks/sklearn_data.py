@@ -1,6 +1,17 @@
-"""Classification on scikit-learn's bundled datasets (no downloads): breast cancer and 8x8 digits."""
+"""Classification on scikit-learn's bundled datasets (no downloads): breast cancer and 8x8 digits.
+
+The splits are computed once per scikit-learn version and kept as .npz files in a cache directory
+($HARNESS_CACHE_DIR, else $XDG_CACHE_HOME/harness, else ~/.cache/harness): importing scikit-learn to make them costs
+≈1.2 s, more than a small job, and every process of a sweep paid it. Where the cache cannot be written, the splits are
+made in memory as before.
+"""
 
 import functools
+import os
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,14 +23,58 @@ from harness.tasks.registry import register_task
 SPLIT_SEED = 0  # fixes every split below; never the run's seed
 
 
-@functools.cache
-def _digits() -> tuple[np.ndarray, ...]:
-    """Pixels / 16 in [0, 1]; a stratified 80/20 split: 1,437 train, 360 validation."""
-    from sklearn.datasets import load_digits  # lazily: scikit-learn takes ~1 s to import
+CACHE_VERSION = 1  # bump when a split below changes
+
+
+def cache_dir() -> Path:
+    if os.environ.get("HARNESS_CACHE_DIR"):
+        return Path(os.environ["HARNESS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"
+
+
+def _cached(name: str, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """`make()` (arrays from scikit-learn), read from the cache when this scikit-learn version made it before."""
+    path = (
+        cache_dir()
+        / f"{name}-v{CACHE_VERSION}-sklearn{metadata.version('scikit-learn')}-seed{SPLIT_SEED}.npz"
+    )
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return tuple(stored[f"a{i}"] for i in range(len(stored.files)))
+    except (OSError, ValueError, KeyError):
+        pass  # not there yet, or unreadable: make it
+    arrays = make()
+    try:  # written whole, then renamed: a process reading at the same time sees the old file or the new one
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
+            np.savez(tmp, **{f"a{i}": a for i, a in enumerate(arrays)})
+        os.chmod(tmp.name, 0o644)
+        os.replace(tmp.name, path)
+    except OSError:
+        pass  # a read-only home: no cache, same data
+    return arrays
+
+
+def _make_digits() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
     return tuple(train_test_split(x / 16.0, y, test_size=0.2, random_state=SPLIT_SEED, stratify=y))
+
+
+@functools.cache
+def _digits() -> tuple[np.ndarray, ...]:
+    """Pixels / 16 in [0, 1]; a stratified 80/20 split: 1,437 train, 360 validation."""
+    return _cached("digits", _make_digits)
+
+
+def _make_cancer() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_breast_cancer(return_X_y=True)
+    return tuple(train_test_split(x, y, test_size=0.25, random_state=SPLIT_SEED, stratify=y))
 
 
 def _tensors(x: np.ndarray, y: np.ndarray, y_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -36,11 +91,7 @@ class LogregCancer(Task):
     criterion = staticmethod(nn.functional.binary_cross_entropy_with_logits)
 
     def make_data(self) -> Splits:
-        from sklearn.datasets import load_breast_cancer
-        from sklearn.model_selection import train_test_split
-
-        x, y = load_breast_cancer(return_X_y=True)
-        x_tr, x_va, y_tr, y_va = train_test_split(x, y, test_size=0.25, random_state=SPLIT_SEED, stratify=y)
+        x_tr, x_va, y_tr, y_va = _cached("breast_cancer", _make_cancer)
         mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
         norm = lambda a: (a - mean) / std  # noqa: E731 - train statistics only, no leak from validation
         return Splits(

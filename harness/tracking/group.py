@@ -21,6 +21,7 @@ from harness.tracking.base import FINISHED
 from harness.tracking.sinks import METRIC_COLUMNS, Row, _finite
 
 MAX_BUFFERED_ROWS = 200_000  # metric points held before they are written (all trials, one transaction)
+FLUSH_EVERY_S = 5.0  # and at least this often while a group trains: its curves grow live in the MLflow UI
 MAX_TAG_LENGTH = 5000  # as MlflowTracker: MLflow refuses longer tag values
 _RUN_COLUMNS = {
     "run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status", "start_time",
@@ -68,6 +69,7 @@ class RunGroup:
         if {c.name for c in SqlParam.__table__.columns} != {"key", "value", "run_uuid"}:
             raise RuntimeError("unexpected MLflow params schema")
         self.trackers: list[GroupTracker] = []
+        self.flushed_at = time.monotonic()
 
     @classmethod
     def open(cls, client, experiment_id: str) -> "RunGroup | None":
@@ -125,6 +127,7 @@ class RunGroup:
 
     def flush(self) -> None:
         """Write every buffered metric point, tag and run end, in one transaction."""
+        self.flushed_at = time.monotonic()
         trackers = [t for t in self.trackers if t.rows or t.tags or t.ended]
         if not trackers:
             return
@@ -227,5 +230,8 @@ class GroupTracker:
         self.ended, self.closed = (status, int(time.time() * 1000)), True
 
     def _flush_if_full(self) -> None:
-        if len(self.rows) > 1000 and self.group.buffered() > MAX_BUFFERED_ROWS:
-            self.group.flush()
+        group = self.group
+        if time.monotonic() - group.flushed_at > FLUSH_EVERY_S or (
+            len(self.rows) > 1000 and group.buffered() > MAX_BUFFERED_ROWS
+        ):
+            group.flush()

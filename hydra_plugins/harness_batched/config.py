@@ -13,6 +13,13 @@ class BatchedLauncherConf:
     write_job_dirs: bool = False
     # false: every job trains on its own (still in this process, composed once per group of config choices).
     batch: bool = True
+    # Processes training groups side by side on CPU (null: one per usable core; 1: all in the launching process).
+    workers: int | None = None
+    # At most this many trials in one batched program (null: as many as memory_budget_mb holds).
+    max_trials: int | None = None
+    # MiB one batched program may use beyond the shared data: parameters, gradients, optimizer state, activations
+    # (null: harness.batched.engine.DEFAULT_MEMORY_BUDGET_MB).
+    memory_budget_mb: float | None = None
 
 
 @dataclass

@@ -36,11 +36,31 @@ log = logging.getLogger(__name__)
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, write_job_dirs: bool = False, batch: bool = True) -> None:
-        self.write_job_dirs, self.batch = write_job_dirs, batch
+    def __init__(
+        self,
+        write_job_dirs: bool = False,
+        batch: bool = True,
+        workers: int | None = None,
+        max_trials: int | None = None,
+        memory_budget_mb: float | None = None,
+    ) -> None:
+        self.check_options(workers=workers, max_trials=max_trials, memory_budget_mb=memory_budget_mb)
+        self.write_job_dirs = write_job_dirs
+        self.options = (batch, workers, max_trials, memory_budget_mb)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+
+    @staticmethod
+    def check_options(workers=None, max_trials=None, memory_budget_mb=None, **_) -> None:
+        """Range checks of hydra.launcher.*; the sweep callback calls this before it creates the parent run."""
+        from harness.errors import ConfigError
+
+        for key, value in (("workers", workers), ("max_trials", max_trials)):
+            if value is not None and value < 1:
+                raise ConfigError(f"hydra.launcher.{key}", value, "an integer >= 1, or null")
+        if memory_budget_mb is not None and not memory_budget_mb > 0:
+            raise ConfigError("hydra.launcher.memory_budget_mb", memory_budget_mb, "a number of MiB > 0")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -59,7 +79,7 @@ class BatchedLauncher(Launcher):
         log.debug(f"Derived {len(jobs)} job configs in {time.perf_counter() - started:.2f} s")
         hooks = _Hooks(self.hydra_context, self.task_function, self._group_config, self.config)
         with env_override(OmegaConf.to_container(self.config.hydra.job.env_set, resolve=True)):
-            returns = inprocess.run_jobs(jobs, hooks, batch=self.batch)
+            returns = inprocess.run_jobs(jobs, hooks, inprocess.BatchOptions(*self.options))
         return [hooks.job_return(job, value) for job, value in zip(jobs, returns)]
 
     def _prepare(self, overrides: Sequence[str], index: int):

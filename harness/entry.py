@@ -78,9 +78,9 @@ def exit_now(code: object = 0) -> None:
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():  # as the interpreter's own exit: non-daemon threads are waited for
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # As the interpreter's own exit, in its order: threading's exit hooks (they stop executors' manager threads:
+    # joblib's loky, concurrent.futures), non-daemon threads joined, then the atexit handlers.
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -69,8 +69,8 @@ def test_a_sweep_with_a_diverging_lr_and_a_missing_device_basic_launcher(store, 
     assert "[sweep] 8/8 jobs done" in proc.stderr
 
 
-@pytest.mark.slow
 def test_the_same_sweep_with_the_joblib_launcher(store, tmp_path):
+    # Fast on purpose: it is also the test that the command's exit (harness.entry.exit_now) stops loky's threads.
     proc = run_cli("-m", *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
     check_grid_sweep(store, proc)
 

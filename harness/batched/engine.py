@@ -33,6 +33,9 @@ from harness.tracking import schema
 from harness.tracking.base import Tracker
 
 DEFAULT_MEMORY_BUDGET_MB = 2048.0
+# Copies of the parameters a trial holds at most: parameters and gradients, then the update's state and workspaces
+# (Adam: 2 + 2; RMSprop with momentum, centered and weight decay: 3 + 2, the most of the batched updates).
+PARAM_COPIES = 7
 SYNC_EVERY = 256  # steps between host syncs (one columnar write per trial per sync)
 
 
@@ -72,12 +75,12 @@ class _Trial:
 
 def trial_bytes(spec: TrialSpec) -> int:
     """Memory one trial adds to a group, beyond the shared data: parameters, gradients, optimizer state and
-    workspaces (6 copies covers Adam), and the activations of a training batch. (Evaluation runs over slices of a
-    few trials, so its activations do not grow with K.)"""
+    workspaces (PARAM_COPIES), and the activations of a training batch. (Evaluation runs over slices of a few
+    trials, so its activations do not grow with K.)"""
     form = batched_form(spec.task)
     itemsize = 8 if spec.task.dtype == torch.float64 else 4
     sample = spec.splits.train[0][:1]
-    return 6 * form.param_count() * itemsize + form.sample_bytes(spec.task, sample) * spec.batch_size
+    return PARAM_COPIES * form.param_count() * itemsize + form.sample_bytes(spec.task, sample) * spec.batch_size
 
 
 def max_group_size(spec: TrialSpec, memory_budget_mb: float) -> int:

@@ -80,7 +80,9 @@ def trial_bytes(spec: TrialSpec) -> int:
     form = batched_form(spec.task)
     itemsize = 8 if spec.task.dtype == torch.float64 else 4
     sample = spec.splits.train[0][:1]
-    return PARAM_COPIES * form.param_count() * itemsize + form.sample_bytes(spec.task, sample) * spec.batch_size
+    return (
+        PARAM_COPIES * form.param_count() * itemsize + form.sample_bytes(spec.task, sample) * spec.batch_size
+    )
 
 
 def max_group_size(spec: TrialSpec, memory_budget_mb: float) -> int:

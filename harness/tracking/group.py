@@ -8,6 +8,8 @@ checks that the tables have the columns it writes, and `RunGroup.open` returns N
 the caller then uses one MlflowTracker per trial. tests/test_group_tracking.py proves both paths store the same.
 """
 
+import itertools
+import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,7 +20,7 @@ from sqlalchemy import bindparam
 
 from harness.tracking import schema
 from harness.tracking.base import FINISHED
-from harness.tracking.sinks import METRIC_COLUMNS, Row, _finite
+from harness.tracking.sinks import METRIC_COLUMNS, _finite
 
 MAX_BUFFERED_ROWS = 200_000  # metric points held before they are written (all trials, one transaction)
 FLUSH_EVERY_S = 5.0  # and at least this often while a group trains: its curves grow live in the MLflow UI
@@ -167,7 +169,9 @@ class GroupTracker:
 
     def __init__(self, group: RunGroup, run_id: str, artifact_uri: str):
         self.group, self.run_id, self.artifact_uri = group, run_id, artifact_uri
-        self.rows: list[Row] = []
+        self.rows: list[
+            tuple
+        ] = []  # rows of MLflow's metrics table: key, value, timestamp, step, is_nan, run id
         self.tags: dict[str, str] = {}
         self.ended: tuple[str, int] | None = None
         self.closed = False
@@ -177,20 +181,8 @@ class GroupTracker:
         self._changed: set[str] = set()
 
     def metric_records(self) -> list[tuple]:
-        """The buffered points as rows of MLflow's metrics table, noting which latest values they change.
-
-        MLflow's latest_metrics rule: the point with the greatest (step, timestamp, value) is a key's latest. No one
-        else writes these runs while the group trains, so the latest values need not be read back from the store.
-        """
-        records = []
-        for key, value, timestamp, step in self.rows:
-            is_nan, value = self.group.store.sanitize_metric_value(_finite(value))
-            records.append((key, value, timestamp, step, is_nan, self.run_id))
-            current = self.latest.get(key)
-            if current is None or (step, timestamp, value) > current[:3]:
-                self.latest[key] = (step, timestamp, value, is_nan)
-                self._changed.add(key)
-        return records
+        """The buffered points as rows of MLflow's metrics table (made as they were logged, see _add)."""
+        return self.rows
 
     def take_latest(self) -> list[dict]:
         rows = [
@@ -205,17 +197,38 @@ class GroupTracker:
         raise NotImplementedError("a RunGroup's params are given when its runs are created")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        timestamp = int(time.time() * 1000)
-        self.rows.extend((key, float(value), timestamp, step) for key, value in metrics.items())
-        self._flush_if_full()
+        self.log_columns([step], {key: [value] for key, value in metrics.items()})
 
     def log_columns(self, steps, columns: Mapping[str, Any], timestamps=None) -> None:
         steps = [int(s) for s in steps]
         if timestamps is None:
             timestamps = [int(time.time() * 1000)] * len(steps)
         for key, values in columns.items():
-            self.rows.extend((key, float(v), t, s) for s, v, t in zip(steps, values, timestamps))
+            self._add(key, steps, [float(v) for v in values], timestamps)
         self._flush_if_full()
+
+    def _add(self, key: str, steps: list[int], values: list[float], timestamps: list[int]) -> None:
+        """One key's points as metrics rows, noting whether they change the key's latest value.
+
+        MLflow's latest_metrics rule: the point with the greatest (step, timestamp, value) is a key's latest. No one
+        else writes these runs while the group trains, so the latest values need not be read back from the store.
+        A chunk of finite values (the usual case) is converted without a Python call per point.
+        """
+        if all(map(math.isfinite, values)):
+            nans: Any = itertools.repeat(False)
+        else:
+            sanitized = [self.group.store.sanitize_metric_value(_finite(v)) for v in values]
+            nans, values = [n for n, _ in sanitized], [v for _, v in sanitized]
+        self.rows.extend(
+            zip(itertools.repeat(key), values, timestamps, steps, nans, itertools.repeat(self.run_id))
+        )
+        if not values:
+            return
+        newest = max(zip(steps, timestamps, values, nans))
+        current = self.latest.get(key)
+        if current is None or newest[:3] > current[:3]:
+            self.latest[key] = newest
+            self._changed.add(key)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.tags.update({key: str(value)[:MAX_TAG_LENGTH] for key, value in tags.items()})

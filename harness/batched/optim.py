@@ -95,9 +95,15 @@ class BatchedOptimizer:
         values = np.array([fn(g) for g in self.groups], dtype=np.float64)
         return torch.from_numpy(values).to(device=self.device, dtype=self.dtype)
 
+    def _shared_or_hyper(self, fn) -> float | Tensor:
+        """A value all trials share stays a Python float (the very scalar op torch.optim runs), else (K,) per trial."""
+        values = {fn(g) for g in self.groups}
+        return values.pop() if len(values) == 1 else self._hyper(fn)
+
     def coefficients(self, first_step: int, lrs: np.ndarray) -> dict[str, Tensor]:
-        """Per-step scalars for steps first_step.. (0-based), lrs (C, K) float64: (C, K) tensors on the device."""
-        raise NotImplementedError
+        """Per-step scalars for steps first_step.. (0-based), lrs (C, K) float64: (C, K) tensors on the device.
+        Here -lr, what an update that scales by the lr alone needs (SGD, RMSprop)."""
+        return {"neg_lr": _to_device(-lrs, self.dtype, self.device)}
 
     def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
         """Apply update `row` of `coeffs`; trials with live == 0 keep their parameters (finite gradients)."""
@@ -127,9 +133,6 @@ class BatchedSGD(BatchedOptimizer):
         self.momentum = self._hyper(lambda g: g["momentum"])
         self.damp = self._hyper(lambda g: 1 - g["dampening"])
         self.wd = self._hyper(lambda g: g["weight_decay"])
-
-    def coefficients(self, first_step: int, lrs: np.ndarray) -> dict[str, Tensor]:
-        return {"neg_lr": _to_device(-lrs, self.dtype, self.device)}
 
     def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
         neg_lr = coeffs["neg_lr"][row] * live
@@ -182,10 +185,6 @@ class BatchedAdam(BatchedOptimizer):
         self.one_minus_beta2 = self._shared_or_hyper(lambda g: 1 - g["betas"][1])
         self.eps = self._shared_or_hyper(lambda g: g["eps"])
         self.wd = self._hyper(lambda g: g["weight_decay"])
-
-    def _shared_or_hyper(self, fn) -> float | Tensor:
-        values = {fn(g) for g in self.groups}
-        return values.pop() if len(values) == 1 else self._hyper(fn)
 
     def coefficients(self, first_step: int, lrs: np.ndarray) -> dict[str, Tensor]:
         steps = range(first_step + 1, first_step + 1 + lrs.shape[0])  # torch.optim counts from 1
@@ -263,14 +262,11 @@ class BatchedRMSprop(BatchedOptimizer):
         self.ws_num = [torch.empty_like(p) for p in self.params] if need_num else []
 
     def _make_hypers(self) -> None:
-        self.alpha = _shared_or_hyper(self, lambda g: g["alpha"])
-        self.one_minus_alpha = _shared_or_hyper(self, lambda g: 1 - g["alpha"])
-        self.eps = _shared_or_hyper(self, lambda g: g["eps"])
-        self.momentum = _shared_or_hyper(self, lambda g: g["momentum"])
+        self.alpha = self._shared_or_hyper(lambda g: g["alpha"])
+        self.one_minus_alpha = self._shared_or_hyper(lambda g: 1 - g["alpha"])
+        self.eps = self._shared_or_hyper(lambda g: g["eps"])
+        self.momentum = self._shared_or_hyper(lambda g: g["momentum"])
         self.wd = self._hyper(lambda g: g["weight_decay"])
-
-    def coefficients(self, first_step: int, lrs: np.ndarray) -> dict[str, Tensor]:
-        return {"neg_lr": _to_device(-lrs, self.dtype, self.device)}
 
     def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
         neg_lr = coeffs["neg_lr"][row] * live
@@ -323,7 +319,7 @@ class BatchedAdagrad(BatchedOptimizer):
         self.ws_num = [torch.empty_like(p) for p in self.params]
 
     def _make_hypers(self) -> None:
-        self.eps = _shared_or_hyper(self, lambda g: g["eps"])
+        self.eps = self._shared_or_hyper(lambda g: g["eps"])
         self.wd = self._hyper(lambda g: g["weight_decay"])
 
     def coefficients(self, first_step: int, lrs: np.ndarray) -> dict[str, Tensor]:
@@ -350,12 +346,6 @@ class BatchedAdagrad(BatchedOptimizer):
         self.state_sum = [t.index_select(0, keep) for t in self.state_sum]
         self.ws_std = [t.index_select(0, keep) for t in self.ws_std]  # as BatchedRMSprop.select
         self.ws_num = [t.index_select(0, keep) for t in self.ws_num]
-
-
-def _shared_or_hyper(opt: BatchedOptimizer, fn) -> float | Tensor:
-    """A value all trials share stays a Python float (the very scalar op torch.optim runs), else (K,) per trial."""
-    values = {fn(g) for g in opt.groups}
-    return values.pop() if len(values) == 1 else opt._hyper(fn)
 
 
 def _addcmul_value(target: Tensor, a: Tensor, b: Tensor, value: float | Tensor, scratch: Tensor) -> None:

@@ -10,12 +10,14 @@ Knows nothing of Hydra: the launcher hands over plain `Config`s and hooks that c
 """
 
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import logging
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -50,7 +52,7 @@ class BatchOptions:
     workers: int | None = None  # processes training groups side by side (None: one per usable core; 1: none)
     max_trials: int | None = None  # at most this many trials in one batched program
     memory_budget_mb: float | None = (
-        None  # what one batched program may hold beyond the data (None: the engine's)
+        None  # MiB one batched program may hold beyond the data (None: the engine's)
     )
 
 
@@ -90,17 +92,15 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions |
     if workers > 1:
         values.update(_train_in_workers(pieces, singles, hooks, workers))
     else:
-        order = sorted([(j.index, j) for j in singles] + [(p.jobs[0].index, p) for p in pieces], key=_first)
+        order = sorted(
+            [(j.index, j) for j in singles] + [(p.jobs[0].index, p) for p in pieces], key=itemgetter(0)
+        )
         for _, item in order:
             if isinstance(item, _Piece):
                 values.update(_train_here(item, hooks))
             else:
                 values[item.index] = _run_single(item, hooks)
     return [values[j.index] for j in jobs]
-
-
-def _first(pair: tuple) -> int:
-    return pair[0]
 
 
 def _skip_done(jobs: Sequence[InProcessJob], hooks: Hooks) -> dict[int, object]:
@@ -205,6 +205,7 @@ class _Piece:
     plans: tuple[Plan, ...]
     specs: tuple  # TrialSpec per trial
 
+    @functools.cached_property
     def cost(self) -> float:
         """Work, roughly, to order pieces for the workers: trials x steps x parameters x (samples per step + what a
         step costs beyond its samples, about 64 samples' worth on digits_mlp)."""
@@ -220,31 +221,35 @@ class _Piece:
         return cut(slice(None, mid)), cut(slice(mid, None))
 
 
+def _cost(piece: _Piece) -> float:
+    return piece.cost
+
+
 def _pieces(groups: list, options: BatchOptions, workers: int) -> list[_Piece]:
     """Groups cut to what one program may hold, then the largest halved until every worker has a piece;
     largest first (the longest work starts first, so the workers finish together)."""
     engine, spec_module = _engine()
     pieces = []
+    budget = options.memory_budget_mb or engine.DEFAULT_MEMORY_BUDGET_MB
     for members in groups:
         jobs, plans = zip(*members)
         specs = tuple(spec_module.spec_from_plan(p) for p in plans)
-        budget = options.memory_budget_mb or engine.DEFAULT_MEMORY_BUDGET_MB
         size = engine.max_group_size(specs[0], budget)
         if options.max_trials is not None:
             size = max(1, min(size, options.max_trials))
         for start in range(0, len(jobs), size):
             part = slice(start, start + size)
             pieces.append(_Piece(jobs[part], plans[part], specs[part]))
-    pieces.sort(key=_Piece.cost, reverse=True)
+    pieces.sort(key=_cost, reverse=True)
     if workers <= 1:
         return pieces
     while len(pieces) < workers and len(pieces[0].jobs) >= 4:
-        pieces = sorted([*pieces[1:], *pieces[0].halves()], key=_Piece.cost, reverse=True)
+        pieces = sorted([*pieces[1:], *pieces[0].halves()], key=_cost, reverse=True)
     # The last pieces handed out decide how long one worker trains while the others wait: halved, the wait halves.
     tail = [
         half for piece in pieces[-workers:] for half in (piece.halves() if len(piece.jobs) >= 8 else [piece])
     ]
-    return pieces[:-workers] + sorted(tail, key=_Piece.cost, reverse=True)
+    return pieces[:-workers] + sorted(tail, key=_cost, reverse=True)
 
 
 def _worker_target(groups: list, options: BatchOptions) -> int:
@@ -270,8 +275,8 @@ class _GroupRun:
         self.trackers: list = []
         self.group = None
 
-    def start(self) -> bool:
-        """Hydra's on_job_start per trial, then the runs; False (and every trial failed) when they cannot start."""
+    def start(self) -> dict[int, object] | None:
+        """Hydra's on_job_start per trial, then the runs; when they cannot start, every trial failed: their values."""
         jobs, plans = self.piece.jobs, self.piece.plans
         for job in jobs:
             self.hooks.on_job_start(job)
@@ -286,9 +291,8 @@ class _GroupRun:
                 for job, p in zip(jobs, plans):
                     self.trackers.append(open_run(p, context(job, self.hooks), engine_tags))
         except Exception as exc:  # noqa: BLE001 - the store refused: every trial is a failed job, the sweep goes on
-            self.fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            return False
-        return True
+            return self.fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        return None
 
     def log_columns(self, trial: int, steps: list[int], columns: dict) -> None:
         self.trackers[trial].log_columns(steps, columns)
@@ -340,8 +344,9 @@ def _train_here(piece: _Piece, hooks: Hooks) -> dict[int, object]:
     """Train a piece in this process."""
     engine, _ = _engine()
     run = _GroupRun(piece, hooks)
-    if not run.start():
-        return {job.index: None for job in piece.jobs}
+    failed = run.start()
+    if failed is not None:
+        return failed
     torch.set_num_threads(piece.plans[0].threads)
     try:
         results = engine.train_group(list(piece.specs), run.trackers, max_trials=len(piece.specs))
@@ -369,11 +374,12 @@ def _train_in_workers(pieces: list[_Piece], singles: list[InProcessJob], hooks: 
                 while queue and pool.idle():
                     index = queue.pop(0)
                     run = _GroupRun(pieces[index], hooks)
-                    if run.start():
+                    failed = run.start()
+                    if failed is None:
                         running[index] = run
                         pool.submit(index)
                     else:
-                        values.update({job.index: None for job in pieces[index].jobs})
+                        values.update(failed)
                 if not running:
                     for index in queue:  # no worker left (they died): the rest trains here
                         values.update(_train_here(pieces[index], hooks))

@@ -65,8 +65,6 @@ class Failed:
 class _Relay:
     """The tracker a trial has in a worker: log_columns goes to the launcher; nothing else is called on it."""
 
-    run_id = None
-
     def __init__(self, conn: Connection, piece: int, trial: int):
         self.conn, self.piece, self.trial = conn, piece, trial
 
@@ -151,6 +149,7 @@ class Pool:
                 piece = self._busy.pop(conn)
                 process = self._processes.pop(conn)
                 process.join(timeout=5)
+                conn.close()
                 events.append(Failed(piece, f"worker process died ({_exit_reason(process.exitcode)})", None))
         return events
 

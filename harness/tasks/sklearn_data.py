@@ -9,6 +9,7 @@ made in memory as before.
 import functools
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -41,17 +42,19 @@ def _cached(name: str, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.n
     try:
         with np.load(path, allow_pickle=False) as stored:
             return tuple(stored[f"a{i}"] for i in range(len(stored.files)))
-    except (OSError, ValueError, KeyError):
-        pass  # not there yet, or unreadable: make it
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # not there yet, or damaged: make it
     arrays = make()
+    tmp = None
     try:  # written whole, then renamed: a process reading at the same time sees the old file or the new one
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz.tmp", delete=False) as tmp:
             np.savez(tmp, **{f"a{i}": a for i, a in enumerate(arrays)})
         os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, path)
-    except OSError:
-        pass  # a read-only home: no cache, same data
+    except OSError:  # a read-only or full disk: no cache, same data
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
     return arrays
 
 

@@ -45,8 +45,10 @@ class BatchedLauncher(Launcher):
         memory_budget_mb: float | None = None,
     ) -> None:
         self.check_options(workers=workers, max_trials=max_trials, memory_budget_mb=memory_budget_mb)
+        from harness.sweep.inprocess import BatchOptions
+
         self.write_job_dirs = write_job_dirs
-        self.options = (batch, workers, max_trials, memory_budget_mb)
+        self.options = BatchOptions(batch, workers, max_trials, memory_budget_mb)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -79,7 +81,7 @@ class BatchedLauncher(Launcher):
         log.debug(f"Derived {len(jobs)} job configs in {time.perf_counter() - started:.2f} s")
         hooks = _Hooks(self.hydra_context, self.task_function, self._group_config, self.config)
         with env_override(OmegaConf.to_container(self.config.hydra.job.env_set, resolve=True)):
-            returns = inprocess.run_jobs(jobs, hooks, inprocess.BatchOptions(*self.options))
+            returns = inprocess.run_jobs(jobs, hooks, self.options)
         return [hooks.job_return(job, value) for job, value in zip(jobs, returns)]
 
     def _prepare(self, overrides: Sequence[str], index: int):

@@ -61,8 +61,10 @@ def _run(main: Callable[[], Any]) -> None:
     except Exception as exc:
         message = failures.config_message(exc) or failures.describe(exc)
         if message is None or failures.debug():
+            shutdown.failed(f"{type(exc).__name__}: {exc}")  # an open sweep's parent must not stay RUNNING
             raise
         print(f"error: {message}", file=sys.stderr, flush=True)
+        shutdown.failed(message)
         sys.exit(failures.exit_code(exc))
 
 

@@ -35,6 +35,11 @@ _STORE_MESSAGES = {
     "file is not a database": "the tracking store's file is not an SQLite database (corrupt?)",
     "database disk image is malformed": "the tracking store's database is corrupt (malformed disk image)",
 }
+# What a launcher says when the machine lacks what it launches through.
+_LAUNCHER_MESSAGES = {
+    'could not detect "srun"': "hydra/launcher=slurm needs a SLURM cluster: srun is not on this machine "
+    "(hydra/launcher=local_cluster runs the same jobs here)",
+}
 _OS_ERRORS = {
     errno.ENOSPC: "no space left on device",
     errno.EDQUOT: "disk quota exceeded",
@@ -114,6 +119,9 @@ def describe(exc: BaseException) -> str | None:
         for needle, meaning in _STORE_MESSAGES.items():
             if needle in text:
                 return meaning + _where()
+        for needle, meaning in _LAUNCHER_MESSAGES.items():
+            if needle in text:
+                return meaning
     return None
 
 

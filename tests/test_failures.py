@@ -6,6 +6,7 @@ Real processes, typed as users type them, against real SQLite stores; a real rea
 
 import errno
 import os
+import shutil
 import sqlite3
 import subprocess
 from contextlib import contextmanager
@@ -200,3 +201,22 @@ def test_dataloader_workers_inside_joblib_workers(store, tmp_path):
     jobs = [r for r in all_runs(store) if "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.data.tags["harness.status"] for r in jobs) == ["completed", "completed"]
     assert all(r.data.metrics["steps"] == 20 for r in jobs)
+
+
+@pytest.mark.skipif(
+    shutil.which("srun") is not None, reason="this machine has SLURM: the sweep would be submitted"
+)
+def test_the_slurm_launcher_without_slurm_is_one_line_and_ends_the_sweep(store, tmp_path):
+    """The launcher fails after the sweep's parent run was continued: the parent ends FAILED, never RUNNING."""
+    grid = ["-m", "task=quadratic", "seed=0,1", "trainer.max_steps=3"]
+    assert run_cli(*grid, cwd=tmp_path).returncode == 0
+    proc = run_cli(*grid, "hydra/launcher=slurm", cwd=tmp_path)
+    assert proc.returncode == 1
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [
+        "error: hydra/launcher=slurm needs a SLURM cluster: srun is not on this machine "
+        "(hydra/launcher=local_cluster runs the same jobs here)"
+    ]
+    assert "Traceback" not in proc.stderr
+    [parent] = [r for r in all_runs(store) if r.data.tags.get("harness.role") == "sweep"]
+    assert parent.info.status == "FAILED" and parent.data.tags["harness.jobs.completed"] == "2"

@@ -17,6 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
 
+from harness import shutdown
 from harness.failures import Stopped
 from harness.tracking import schema
 
@@ -61,4 +62,5 @@ def end_parent_run(config: DictConfig, reason: str) -> str:
     run = queries.find_parent(client, experiment_id, grid.sweep_key(config, experiment))
     client.set_tag(run.info.run_id, schema.STOPPED, reason)
     counts = parent.finish(client, experiment_id, run.info.run_id)
+    shutdown.sweep_closed()  # ended here: what the command does on its way out must not end it again
     return f"[sweep] parent run {run.info.run_id} ended after {counts['total']} trials: {reason}"

@@ -111,11 +111,14 @@ def measured_trial_bytes(specs: list[TrialSpec]) -> float:
     group = _Group(specs, [NullTracker() for _ in specs], sync_every=1)
     group.total = 1
     group.run()
-    tensors = list(group.model.params) + [p.grad for p in group.model.params if p.grad is not None]
+    model = group.model
+    tensors = list(model.update_tensors) + [model.grad_flat]  # parameters and the gradient block
     for name in ("exp_avg", "exp_avg_sq", "max_sq", "ws_denom", "ws_num"):
         tensors += getattr(group.opt, name, [])
-    tensors += [p for p in group.model.params]  # the gradients of the next step
-    return sum(t.numel() * t.element_size() for t in tensors) / len(specs)
+    for steps in model._steps.values():  # the training step's activation and gradient buffers
+        for step in steps:
+            tensors += [t for t in (getattr(step, "out", None), getattr(step, "grad_x", None)) if t is not None]
+    return sum(t.untyped_storage().nbytes() for t in tensors) / len(specs)
 
 
 def main() -> None:

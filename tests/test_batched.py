@@ -281,6 +281,30 @@ def test_user_tasks_batch_through_the_building_blocks_or_fall_back():
     assert group_key(failing) is None  # its own `loss`: the batched form cannot know what it does
 
 
+def test_tanh_sigmoid_bias_free_layers_a_short_last_batch_and_eight_trials_are_bitwise():
+    """A user's MLP with Tanh, Sigmoid and a bias-free layer; batch 100 leaves a last batch of 37 of the 1,437
+    training digits (its buffers are another size); eight trials put every trial's block at another offset."""
+    import user_tasks  # noqa: F401 - registers the user's tasks
+
+    specs = [
+        make_spec("user_tanh_sigmoid_mlp", "adam", lr, seed, batch_size=100, total_steps=17, eval_every=7)
+        for lr, seed in [
+            (0.01, 0),
+            (0.01, 1),
+            (0.01, 2),
+            (0.003, 3),
+            (0.02, 4),
+            (0.005, 5),
+            (0.001, 6),
+            (0.03, 7),
+        ]
+    ]
+    assert specs[0].steps_per_epoch == 15  # step 14 is the short batch, 15 starts a new shuffle
+    trackers, results, params = run_group(specs, sync_every=6)
+    for i, spec in enumerate(specs):
+        _assert_same_run(run_alone(spec), (trackers[i], results[i], params[i]))
+
+
 def dataclasses_replace(spec, **changes):
     import dataclasses
 

@@ -4,6 +4,7 @@ from torch import Tensor, nn
 
 from harness.tasks import Batch, register_task
 from harness.tasks.functions import Quadratic
+from harness.tasks.sklearn_data import DigitsMLP
 
 
 class _FailsAtStep(Quadratic):
@@ -55,3 +56,15 @@ class DiesInWorker(Quadratic):
         if multiprocessing.parent_process() is not None:
             os._exit(3)
         return super().objective(x)
+
+
+@register_task
+class TanhSigmoidDigits(DigitsMLP):
+    """A user's MLP of the building blocks with Sigmoid and Tanh (and a bias-free layer): it batches exactly."""
+
+    name = "user_tanh_sigmoid_mlp"
+
+    def make_model(self) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(64, 48), nn.Sigmoid(), nn.Linear(48, 24, bias=False), nn.Tanh(), nn.Linear(24, 10)
+        )

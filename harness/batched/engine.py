@@ -132,8 +132,7 @@ class _Group:
         self.model: BatchedModel = batched_form(self.task).build(
             self.task, [s.seed for s in specs], self.device
         )
-        self.opt: BatchedOptimizer = build_optimizer(self.model.params, specs)
-        self.opt.params = self.model.params
+        self.opt: BatchedOptimizer = build_optimizer(self.model.update_tensors, specs)
         self.train_data = tuple(t.to(self.device) for t in first.splits.train)
         self.val_data = tuple(t.to(self.device) for t in first.splits.val)
         self.size = self.train_data[0].shape[0]
@@ -161,7 +160,10 @@ class _Group:
                 perms = perms.pin_memory().to(self.device, non_blocking=True)
             self.orders = perms
         index = self.orders[:, position : position + self.batch_size]
-        return tuple(t[index] for t in self.train_data)
+        flat = index.reshape(
+            -1
+        )  # index_select of the flat index: ≈5x faster than t[index] with a (K, B) index
+        return tuple(t.index_select(0, flat).view(*index.shape, *t.shape[1:]) for t in self.train_data)
 
     def _lrs(self, first: int, n: int) -> np.ndarray:
         """(n, K) float64 lr of each live trial at steps first.., as LambdaLR computes base_lr x multiplier."""
@@ -207,21 +209,18 @@ class _Group:
         alive = torch.ones(len(self.live), dtype=torch.bool, device=self.device)
         for i in range(chunk.size):
             step = first + i
-            loss = self.model.losses(self._batch(step))
-            loss.sum().backward()  # trials are independent: each gets d(loss_k)/d(params_k) x 1.0
+            value, grads = self.model.losses_and_grads(self._batch(step))
             with torch.no_grad():
-                value = loss.detach()
                 chunk.losses[i] = value
-                chunk.sq_norms[i] = self._sq_norm()
+                chunk.sq_norms[i] = self._sq_norm(grads)
                 if self.limit is None:
                     self.limit = self.factors * value.double().abs().clamp_min(1e-12)
                     self.limit = torch.where(torch.isfinite(value), self.limit, -math.inf)
                 bad = alive & ~(value.double() <= self.limit)  # NaN fails every comparison
                 chunk.died = torch.where(bad, step, chunk.died)
                 alive = alive & ~bad
-                self.opt.step(coeffs, i, alive.to(self.dtype))  # a diverged trial's update is scaled by 0
-            for p in self.model.params:
-                p.grad = None
+                # a diverged trial's update is scaled by 0
+                self.opt.step(coeffs, i, alive.to(self.dtype), grads)
             chunk.walls[i] = time.perf_counter() - self.start
             done = step + 1
             if done % self.eval_every == 0 or done == self.total:
@@ -232,11 +231,13 @@ class _Group:
                 chunk.evals.append(evaluation)
             chunk.done = i + 1
 
-    def _sq_norm(self) -> Tensor:
-        """Per trial, the squared global gradient norm: per-tensor norms, then the norm of those (as harness.loop's
-        _grad_norm on main computes it), squared in float64."""
-        norms = [torch.linalg.vector_norm(p.grad.reshape(p.shape[0], -1), dim=1) for p in self.model.params]
-        total = torch.linalg.vector_norm(torch.stack(norms, dim=1), dim=1).double()
+    @staticmethod
+    def _sq_norm(grads: list[Tensor]) -> Tensor:
+        """Per trial, the squared global gradient norm (per-tensor norms, then the norm of those), in float64.
+        The single run sums in another order: equal to ≈1e-7 relative."""
+        norms = [torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1) for g in grads]
+        total = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms, dim=1), dim=1)
+        total = total.double()
         return total * total
 
     # --- recording ----------------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ class _Group:
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.model.select(index)
         self.opt.select(index, keep)
-        self.opt.params = self.model.params
+        self.opt.params = self.model.update_tensors
         self.factors = self.factors.index_select(0, index)
         if self.limit is not None:
             self.limit = self.limit.index_select(0, index)

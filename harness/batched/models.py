@@ -3,11 +3,13 @@
 A task declares its family through `Task.batched_form()` (harness.tasks.base); `form_for` asks it and checks the
 declaration against what the task really does, so a task that overrides `loss` or `evaluate` falls back.
 - FunctionForm: function tasks; x is (K, d), the objective runs per trial under torch.func.vmap.
-- StackedNetForm: nn.Linear or nn.Sequential of Linear and elementwise activations with a built-in criterion; the
-  linear layer is a custom autograd Function whose backward computes the weight gradient as g^T x, as F.linear's.
+- StackedNetForm: nn.Linear or nn.Sequential of Linear and elementwise activations with a built-in criterion,
+  trained by a hand-written backward that calls the kernels the single run's autograd calls (the weight gradient as
+  g^T x, as F.linear's backward computes it).
 - VmapForm: any buffer-free module through torch.func.functional_call under vmap (digits_cnn); not bitwise.
 """
 
+import math
 import random
 from collections.abc import Callable, Hashable
 
@@ -32,19 +34,35 @@ def init_models(task: Task, seeds: list[int], device: torch.device) -> list[nn.M
     for seed in seeds:
         random.seed(seed)
         np.random.seed(seed)
-        torch.manual_seed(seed)
+        # torch.manual_seed's CPU part: its lazy CUDA/XPU/MTIA seeding formats a stack trace each call (≈0.25 ms),
+        # and models are initialised on the CPU generator (then moved).
+        torch.default_generator.manual_seed(seed)
         models.append(task.make_model().to(device))
     return models
 
 
 class BatchedModel:
-    """K trials of one model family: stacked leaf parameters, per-trial losses and evaluation."""
+    """K trials of one model family: stacked parameters, per-trial losses, gradients and evaluation."""
 
-    params: list[Tensor]
+    params: list[
+        Tensor
+    ]  # each of the model's parameters stacked along a leading trial dimension, in its order
+
+    @property
+    def update_tensors(self) -> list[Tensor]:
+        """The tensors the optimizer updates in place, matching `losses_and_grads`'s gradients."""
+        return self.params
 
     def losses(self, batch: Batch) -> Tensor:
-        """(K,) mean training losses over a per-trial batch (tensors with a leading K dimension)."""
+        """(K,) mean training losses over a per-trial batch (tensors with a leading K dimension), differentiable."""
         raise NotImplementedError
+
+    def losses_and_grads(self, batch: Batch) -> tuple[Tensor, list[Tensor]]:
+        """(K,) training losses and, per update tensor, d(sum of the losses)/d(tensor): the trials are independent,
+        so trial k's slice is the gradient of its own loss."""
+        losses = self.losses(batch)
+        grads = torch.autograd.grad(losses.sum(), self.params)
+        return losses.detach(), list(grads)
 
     @torch.no_grad()
     def evaluate(self, val: Batch) -> dict[str, Tensor]:
@@ -144,9 +162,36 @@ def function_form(task: FunctionTask) -> BatchedForm | None:
 
 EVAL_SLICE = 8  # trials evaluated at once
 NAIVE_BMM_MACS = 400  # below this many multiply-adds per trial, ATen's bmm runs its own loop (no BLAS call)
+# A trial's parameter blocks start on 64-byte boundaries, as a fresh CPU allocation does: MKL's GEMM results depend
+# on the operands' alignment, and each trial must round as its own single run does.
+ALIGN_BYTES = 64
 
 
-def _linear_mode(x: Tensor, weight: Tensor) -> str:
+def _aligned_empty(like: Tensor, k: int, *shape: int) -> Tensor:
+    """An uninitialised (k, *shape) tensor whose trial blocks each start on a 64-byte boundary, as a fresh single-run
+    tensor would (a plain (k, *shape) tensor puts trial 1 of a (k, 100, 10) block 32 bytes off), with a gap after each
+    block. The gap keeps elementwise kernels from fusing the trials into one run: they then loop over each trial's
+    block as over the single run's tensor, with the same split between the vectorised body and the scalar tail, which
+    round tanh and sigmoid differently."""
+    step = max(1, ALIGN_BYTES // like.element_size())
+    size = math.prod(shape)
+    block = like.new_empty(k, (size // step + 1) * step)
+    return block[:, :size].view(k, *shape)
+
+
+def _aligned(x: Tensor) -> Tensor:
+    """x itself when each trial's block is contiguous and aligned (or one block shared, stride 0), else an aligned
+    copy."""
+    if (
+        x[0].is_contiguous()
+        and x.stride(0) * x.element_size() % ALIGN_BYTES == 0
+        and x.data_ptr() % ALIGN_BYTES == 0
+    ):
+        return x
+    return _aligned_empty(x, x.shape[0], *x.shape[1:]).copy_(x)
+
+
+def _linear_mode(batch: int, out_features: int, in_features: int, device: torch.device) -> str:
     """Which kernels run the layer for K trials.
 
     - "mm" (CPU, BLAS-sized layers): per trial the very addmm/mm the single run calls, so trial k is bitwise the
@@ -157,71 +202,218 @@ def _linear_mode(x: Tensor, weight: Tensor) -> str:
       path and differs by an ulp (a per-trial addmv matched most but not all steps and halved linreg_10d's
       throughput). On a GPU one launch beats K, and nothing there is bitwise against the single run anyway.
     """
-    n, (out_features, in_features) = x.shape[1], weight.shape[1:]
-    if x.device.type == "cpu" and n * out_features * in_features >= NAIVE_BMM_MACS and out_features > 1:
+    if device.type == "cpu" and batch * out_features * in_features >= NAIVE_BMM_MACS and out_features > 1:
         return "mm"
     return "bmm"
 
 
-class StackedLinear(torch.autograd.Function):
-    """y_k = x_k W_k^T + b_k for K trials; backward as F.linear's: dW = g^T x, dx = g W, db = sum over samples."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias, ctx.mode = bias is not None, _linear_mode(x, weight)
-        if ctx.mode == "bmm":
-            if bias is None:
-                return torch.bmm(x, weight.transpose(1, 2))
-            return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-        out = x.new_empty(x.shape[0], x.shape[1], weight.shape[1])
-        # unbind makes the K views in one call: per-trial indexing from Python cost more than small GEMMs.
-        xs, ws, outs = x.unbind(0), weight.transpose(1, 2).unbind(0), out.unbind(0)
+def _linear(
+    x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, views: "_Views | None" = None
+) -> None:
+    """out = x W^T + b per trial (forward of F.linear; `views` caches the per-trial views of the "mm" mode)."""
+    if _linear_mode(x.shape[1], weight.shape[1], weight.shape[2], x.device) == "bmm":
         if bias is None:
-            for xi, wi, oi in zip(xs, ws, outs):
-                torch.mm(xi, wi, out=oi)
+            torch.bmm(x, weight.transpose(1, 2), out=out)
         else:
-            for bi, xi, wi, oi in zip(bias.unbind(0), xs, ws, outs):
-                torch.addmm(bi, xi, wi, out=oi)
-        return out
+            torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2), out=out)
+        return
+    views = views or _Views(weight, bias, out)
+    x = views.aligned(x)
+    if bias is None:
+        for xi, wi, oi in zip(views.xs, views.w_t, views.outs):
+            torch.mm(xi, wi, out=oi)
+    else:
+        for bi, xi, wi, oi in zip(views.b, views.xs, views.w_t, views.outs):
+            torch.addmm(bi, xi, wi, out=oi)
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, weight = ctx.saved_tensors
-        grad_b = grad.sum(1) if ctx.has_bias else None
-        need_x = ctx.needs_input_grad[0]
-        if ctx.mode == "bmm":
-            grad_x = torch.bmm(grad, weight) if need_x else None
-            return grad_x, torch.bmm(grad.transpose(1, 2), x), grad_b
-        grad_w = torch.empty_like(weight)
-        for gi, xi, oi in zip(grad.transpose(1, 2).unbind(0), x.unbind(0), grad_w.unbind(0)):
+
+class _Views:
+    """Per-trial views of one layer's tensors, made once: a K-way unbind per call cost more than the small GEMMs."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, out: Tensor):
+        self.w_t, self.w = weight.transpose(1, 2).unbind(0), weight.unbind(0)
+        self.b = bias.unbind(0) if bias is not None else None
+        self.outs = out.unbind(0)
+        self.x = self.x_source = self.g = self.g_source = None
+
+    def aligned(self, x: Tensor) -> Tensor:
+        """x, or an aligned copy of it, and its per-trial views in `xs` (made again only for another tensor: a batch is
+        new each step, the input of a later layer is the previous layer's buffer)."""
+        if x is not self.x and x is not self.x_source:
+            self.x_source, self.x = x, _aligned(x)
+            self.xs = self.x.unbind(0)
+        return self.x
+
+    def of_g(self, g: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        if g is not self.g and g is not self.g_source:
+            self.g_source, self.g = g, _aligned(g)
+            self.gs, self.g_ts = self.g.unbind(0), self.g.transpose(1, 2).unbind(0)
+        return self.gs, self.g_ts
+
+
+class _LinearStep:
+    """One stacked linear layer of a training step: forward into its own output buffer, backward into the model's
+    gradient block, as F.linear's backward computes it: dW = g^T x, dx = g W, db = g summed over samples."""
+
+    def __init__(
+        self,
+        weight: Tensor,
+        bias: Tensor | None,
+        grad_w: Tensor,
+        grad_b: Tensor | None,
+        batch: int,
+        need_grad_x: bool,
+    ):
+        k, out_features, in_features = weight.shape
+        self.weight, self.bias, self.grad_w, self.grad_b = weight, bias, grad_w, grad_b
+        self.out = _aligned_empty(weight, k, batch, out_features)
+        self.grad_x = _aligned_empty(weight, k, batch, in_features) if need_grad_x else None
+        self.mode = _linear_mode(batch, out_features, in_features, weight.device)
+        self.views = _Views(weight, bias, self.out) if self.mode == "mm" else None
+        if self.views is not None:
+            self.grad_ws = grad_w.unbind(0)
+            self.grad_xs = self.grad_x.unbind(0) if need_grad_x else None
+        self.x: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.x = x if self.views is None else self.views.aligned(x)
+        _linear(self.x, self.weight, self.bias, self.out, self.views)
+        return self.out
+
+    def backward(self, g: Tensor) -> Tensor | None:
+        """Fills grad_w and grad_b from the output gradient g; returns the input gradient (None for the first layer)."""
+        x = self.x
+        if self.grad_b is not None:
+            torch.sum(g, 1, out=self.grad_b)
+        if self.views is None:
+            torch.bmm(g.transpose(1, 2), x, out=self.grad_w)
+            if self.grad_x is not None:
+                torch.bmm(g, self.weight, out=self.grad_x)
+            return self.grad_x
+        gs, g_ts = self.views.of_g(g)
+        for gi, xi, oi in zip(g_ts, self.views.xs, self.grad_ws):
             torch.mm(gi, xi, out=oi)
-        if not need_x:
-            return None, grad_w, grad_b
-        grad_x = torch.empty_like(x)
-        for gi, wi, oi in zip(grad.unbind(0), weight.unbind(0), grad_x.unbind(0)):
-            torch.mm(gi, wi, out=oi)
-        return grad_x, grad_w, grad_b
+        if self.grad_x is not None:
+            for gi, wi, oi in zip(gs, self.views.w, self.grad_xs):
+                torch.mm(gi, wi, out=oi)
+        return self.grad_x
+
+
+# Activations: forward in place on a linear layer's output buffer, backward in place on the gradient (with the
+# kernels autograd runs for torch.relu/tanh/sigmoid: they read the activation's result).
+_IN_PLACE = {nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_, nn.Identity: lambda x: x}
+_BACKWARD = {
+    nn.ReLU: lambda g, y: torch.ops.aten.threshold_backward.grad_input(g, y, 0, grad_input=g),
+    nn.Tanh: lambda g, y: torch.ops.aten.tanh_backward.grad_input(g, y, grad_input=g),
+    nn.Sigmoid: lambda g, y: torch.ops.aten.sigmoid_backward.grad_input(g, y, grad_input=g),
+    nn.Identity: lambda g, y: g,
+}
+
+
+def _activation(kind: type, x: Tensor) -> Tensor:
+    """The activation into a new per-trial-gapped buffer (see _aligned_empty); relu is clamp_min(x, 0) in ATen."""
+    if kind is nn.Identity:
+        return x
+    out = _aligned_empty(x, x.shape[0], *x.shape[1:])
+    fn = {
+        nn.ReLU: lambda t, out: torch.clamp_min(t, 0, out=out),
+        nn.Tanh: torch.tanh,
+        nn.Sigmoid: torch.sigmoid,
+    }[kind]
+    return fn(x, out=out)
+
+
+class _FlatLayout:
+    """Where each parameter of a trial lives in the trial's row of one (K, P) block, each on a 64-byte boundary."""
+
+    def __init__(self, shapes: list[tuple[int, ...]], itemsize: int):
+        step = max(1, ALIGN_BYTES // itemsize)
+        self.shapes, self.offsets, width = shapes, [], 0
+        for shape in shapes:
+            self.offsets.append(width)
+            width += -(-math.prod(shape) // step) * step
+        self.width = width
+
+    def views(self, flat: Tensor) -> list[Tensor]:
+        k = flat.shape[0]
+        return [
+            flat[:, at : at + math.prod(shape)].view(k, *shape)
+            for shape, at in zip(self.shapes, self.offsets)
+        ]
 
 
 class StackedNet(BatchedModel):
-    def __init__(self, task: Task, layers: list, params: list[Tensor]):
-        self.task, self.layers, self.params = task, layers, params
+    """Linear layers and elementwise activations, trained by a hand-written forward and backward (no autograd):
+    every buffer and per-trial view is made once per batch size, the gradients land in one (K, P) block that the
+    optimizer updates in one pass per operation, and each kernel is the one the single run's autograd calls."""
+
+    def __init__(self, task: Task, layers: list, flat: Tensor, layout: _FlatLayout):
+        self.task, self.layers, self.layout = task, layers, layout
         self.criterion = BATCHED_CRITERIA[task.criterion]
+        self._set_flat(flat)
+
+    def _set_flat(self, flat: Tensor) -> None:
+        self.flat = flat
+        self.grad_flat = torch.zeros_like(flat)  # the padding between parameters stays zero
+        self.params = self.layout.views(flat)
+        self.grads = self.layout.views(self.grad_flat)
+        self._steps: dict[int, list] = {}  # batch size -> the training step's layers
+
+    @property
+    def update_tensors(self) -> list[Tensor]:
+        return [self.flat]
+
+    def _train_layers(self, batch: int) -> list:
+        """[_LinearStep | activation class] of a training step at this batch size (buffers made once)."""
+        if batch not in self._steps:
+            params, grads, steps, first = iter(self.params), iter(self.grads), [], True
+            for kind, has_bias in self.layers:
+                if kind == "linear":
+                    weight, grad_w = next(params), next(grads)
+                    bias, grad_b = (next(params), next(grads)) if has_bias else (None, None)
+                    steps.append(_LinearStep(weight, bias, grad_w, grad_b, batch, need_grad_x=not first))
+                    first = False
+                else:
+                    steps.append(kind)
+            self._steps[batch] = steps
+        return self._steps[batch]
+
+    def losses_and_grads(self, batch: Batch) -> tuple[Tensor, list[Tensor]]:
+        inputs, targets = batch
+        x, results, after_linear = inputs, [], False
+        steps = self._train_layers(inputs.shape[1])
+        for step in steps:
+            if isinstance(step, _LinearStep):
+                x, after_linear = step.forward(x), True
+            else:
+                # In place only on a linear layer's own output buffer (no other activation's result lives there).
+                x = _IN_PLACE[step](x) if after_linear else _activation(step, x)
+                after_linear = False
+            results.append(x)
+        losses, g = self.criterion.losses_and_grad(x, targets)
+        for index in range(len(steps) - 1, -1, -1):
+            step = steps[index]
+            if isinstance(step, _LinearStep):
+                g = step.backward(g)
+                if g is None:  # the first linear layer: nothing before it has parameters
+                    break
+            else:
+                g = _BACKWARD[step](g, results[index])
+        return losses, [self.grad_flat]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Outputs without gradients (evaluation)."""
         params = iter(self.params)
         for kind, has_bias in self.layers:
             if kind == "linear":
                 weight = next(params)
-                x = StackedLinear.apply(x, weight, next(params) if has_bias else None)
+                bias = next(params) if has_bias else None
+                out = _aligned_empty(x, x.shape[0], x.shape[1], weight.shape[1])
+                _linear(x, weight, bias, out)
+                x = out
             else:
-                x = ACTIVATIONS[kind](x)
+                x = _activation(kind, x)
         return x
-
-    def losses(self, batch: Batch) -> Tensor:
-        inputs, targets = batch
-        return self.criterion(self.forward(inputs), targets)
 
     @torch.no_grad()
     def evaluate(self, val: Batch) -> dict[str, Tensor]:
@@ -241,11 +433,14 @@ class StackedNet(BatchedModel):
         finally:
             self.params = full
         stacked_targets = targets.unsqueeze(0).expand(stop - start, *targets.shape)
-        metrics = {"loss": self.criterion(outputs, stacked_targets)}
+        metrics = {"loss": self.criterion.losses(outputs, stacked_targets)}
         if self.task.classification:
             correct = [self.task.correct(out, targets) for out in outputs]
             metrics["accuracy"] = torch.stack([c.float().mean() for c in correct])
         return metrics
+
+    def select(self, keep: Tensor) -> None:
+        self._set_flat(self.flat.index_select(0, keep))
 
 
 def _layers(model: nn.Module) -> list | None:
@@ -268,12 +463,13 @@ class StackedNetForm(BatchedForm):
 
     def build(self, task: Task, seeds: list[int], device: torch.device) -> BatchedModel:
         models = init_models(task, seeds, device)
-        per_model = [list(m.parameters()) for m in models]
-        params = [
-            torch.stack([ps[i].detach() for ps in per_model]).requires_grad_()
-            for i in range(len(per_model[0]))
-        ]
-        return StackedNet(task, self.layers, params)
+        first = list(models[0].parameters())
+        layout = _FlatLayout([tuple(p.shape) for p in first], first[0].element_size())
+        flat = first[0].new_zeros(len(models), layout.width)
+        for views, model in zip(zip(*layout.views(flat)), models):
+            for view, param in zip(views, model.parameters()):
+                view.copy_(param.detach())
+        return StackedNet(task, self.layers, flat, layout)
 
     def param_count(self) -> int:
         return self.n_params

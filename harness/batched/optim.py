@@ -105,8 +105,9 @@ class BatchedOptimizer:
         Here -lr, what an update that scales by the lr alone needs (SGD, RMSprop)."""
         return {"neg_lr": _to_device(-lrs, self.dtype, self.device)}
 
-    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
-        """Apply update `row` of `coeffs`; trials with live == 0 keep their parameters (finite gradients)."""
+    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor, grads: list[Tensor]) -> None:
+        """Apply update `row` of `coeffs` with `grads` (one per tensor in `params`); trials with live == 0 keep their
+        parameters (finite gradients)."""
         raise NotImplementedError
 
     def select(self, keep: Tensor, keep_list: list[int]) -> None:
@@ -134,10 +135,9 @@ class BatchedSGD(BatchedOptimizer):
         self.damp = self._hyper(lambda g: 1 - g["dampening"])
         self.wd = self._hyper(lambda g: g["weight_decay"])
 
-    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
+    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor, grads: list[Tensor]) -> None:
         neg_lr = coeffs["neg_lr"][row] * live
-        for i, p in enumerate(self.params):
-            grad = p.grad
+        for i, (p, grad) in enumerate(zip(self.params, grads)):
             if self.use_wd:
                 grad = torch.addcmul(grad, p, _bcast(self.wd, p))
             if self.use_momentum:
@@ -201,12 +201,12 @@ class BatchedAdam(BatchedOptimizer):
             coeffs["decay"] = _to_device(1 - lrs * wd, self.dtype, self.device)
         return coeffs
 
-    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
+    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor, grads: list[Tensor]) -> None:
         neg_step_size = coeffs["neg_step_size"][row] * live
         bc2_sqrt = coeffs["bc2_sqrt"][row]
         decay = torch.where(live > 0, coeffs["decay"][row], 1.0) if "decay" in coeffs else None
-        for i, p in enumerate(self.params):
-            param, grad = p.data, p.grad
+        for i, (p, grad) in enumerate(zip(self.params, grads)):
+            param = p.data
             exp_avg, exp_avg_sq = self.exp_avg[i], self.exp_avg_sq[i]
             denom, num = self.ws_denom[i], self.ws_num[i]
             if self.use_wd:
@@ -268,10 +268,10 @@ class BatchedRMSprop(BatchedOptimizer):
         self.momentum = self._shared_or_hyper(lambda g: g["momentum"])
         self.wd = self._hyper(lambda g: g["weight_decay"])
 
-    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
+    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor, grads: list[Tensor]) -> None:
         neg_lr = coeffs["neg_lr"][row] * live
-        for i, p in enumerate(self.params):
-            param, grad = p.data, p.grad
+        for i, (p, grad) in enumerate(zip(self.params, grads)):
+            param = p.data
             square_avg, avg = self.square_avg[i], self.ws_avg[i]
             if self.use_wd:
                 grad = torch.addcmul(grad, param, _bcast(self.wd, p), out=self.ws_num[i])
@@ -328,10 +328,10 @@ class BatchedAdagrad(BatchedOptimizer):
         lr_decay = np.array([g["lr_decay"] for g in self.groups], dtype=np.float64)[None, :]
         return {"neg_clr": _to_device(-(lrs / (1 + done * lr_decay)), self.dtype, self.device)}
 
-    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor) -> None:
+    def step(self, coeffs: dict[str, Tensor], row: int, live: Tensor, grads: list[Tensor]) -> None:
         neg_clr = coeffs["neg_clr"][row] * live
-        for i, p in enumerate(self.params):
-            param, grad = p.data, p.grad
+        for i, (p, grad) in enumerate(zip(self.params, grads)):
+            param = p.data
             std, num = self.ws_std[i], self.ws_num[i]
             if self.use_wd:
                 grad = torch.addcmul(grad, param, _bcast(self.wd, p), out=num)

@@ -9,6 +9,16 @@ from harness.tracking import FAILED, FINISHED, schema, store
 from harness.tracking.group import NewRun, RunGroup
 from harness.tracking.mlflow_tracker import MlflowTracker
 
+
+def dataset_inputs(k: int) -> list:
+    """Two trials share a dataset, the third has its own (a new `datasets` row), as record.dataset_input makes them."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    digest = "d0" if k < 2 else "d1"
+    dataset = Dataset("digits", digest, "code", '{"task": "digits"}', profile='{"rows": 3}')
+    return [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+
+
 TAGS = {"mlflow.user": "someone", schema.TASK: "quadratic", schema.STATUS: schema.RUNNING_OUTCOME}
 PARAMS = {"optimizer.lr": 0.1, "seed": 3, "trainer.epochs": None, "task.kwargs": "{}"}
 
@@ -45,7 +55,12 @@ def snapshot(uri: str, run_id: str) -> dict:
         "latest": {k: repr(v) for k, v in run.data.metrics.items()},
         "histories": histories,
         "config": config,
-    }
+        "inputs": [
+            (d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source, d.dataset.profile,
+             [(t.key, t.value) for t in d.tags])
+            for d in run.inputs.dataset_inputs
+        ],
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("status", [FINISHED, FAILED])
@@ -62,6 +77,7 @@ def test_a_group_stores_what_one_tracker_per_run_stores(tmp_path, status):
         tracker = MlflowTracker.start(client, experiment, name, tags, parent_run_id=parent)
         tracker.log_params(PARAMS)
         tracker.log_text(f"config {k}\n", schema.CONFIG_ARTIFACT)
+        tracker.log_inputs(dataset_inputs(k))
         write(tracker, k, status)
         one_by_one.append(tracker.run_id)
 
@@ -73,6 +89,7 @@ def test_a_group_stores_what_one_tracker_per_run_stores(tmp_path, status):
             {**TAGS, "k": str(k), schema.PARENT_RUN_ID: parent},
             PARAMS,
             {schema.CONFIG_ARTIFACT: f"config {k}\n"},
+            dataset_inputs(k),
         )
         for k, name in enumerate(names)
     ]
@@ -84,6 +101,16 @@ def test_a_group_stores_what_one_tracker_per_run_stores(tmp_path, status):
     for a, b in zip(one_by_one, [t.run_id for t in trackers]):
         assert snapshot(uri, a) == snapshot(uri, b)
     assert len(snapshot(uri, one_by_one[0])["histories"]["train/loss"]) == 5
+    assert snapshot(uri, trackers[2].run_id)["inputs"][0][1] == "d1"
+    import sqlite3
+
+    with sqlite3.connect(
+        tmp_path / "mlflow.db"
+    ) as db:  # one dataset row per (name, digest) in the experiment
+        assert db.execute("SELECT digest, COUNT(*) FROM datasets GROUP BY digest").fetchall() == [
+            ("d0", 1),
+            ("d1", 1),
+        ]
 
 
 def test_points_written_in_several_flushes_keep_the_latest_values_right(tmp_path):

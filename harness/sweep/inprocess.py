@@ -360,7 +360,11 @@ def _train_here(piece: _Piece, hooks: Hooks) -> dict[int, object]:
 
 
 def _train_in_workers(pieces: list[_Piece], singles: list[InProcessJob], hooks: Hooks, n: int) -> dict:
-    """Pieces in n worker processes, largest first; jobs that train alone run here meanwhile."""
+    """Pieces in n worker processes, largest first; jobs that train alone run here meanwhile.
+
+    A worker gets its next piece as soon as it reports the last one done, before this process records either (ending
+    a piece's runs and creating the next one's take a few hundred ms on SQLite, which the worker would wait out).
+    """
     from harness.sweep import workers
 
     values: dict[int, object] = {}
@@ -370,35 +374,37 @@ def _train_in_workers(pieces: list[_Piece], singles: list[InProcessJob], hooks: 
     log.info(f"Training {len(pieces)} batched groups in {n} worker processes")
     with workers.Pool([list(p.specs) for p in pieces], n, threads) as pool:
         try:
-            while queue or running:
+            events: list = []
+            while queue or pool.busy() or events:
+                submitted = []
                 while queue and pool.idle():
-                    index = queue.pop(0)
+                    submitted.append(queue.pop(0))
+                    pool.submit(submitted[-1])
+                for event in events:
+                    run = running.get(event.piece)
+                    if run is None:  # its runs could not be created: the trials are already failed jobs
+                        continue
+                    if isinstance(event, workers.Columns):
+                        run.log_columns(event.trial, event.steps, event.columns)
+                    elif isinstance(event, workers.Done):
+                        values.update(running.pop(event.piece).finish(event.results))
+                    else:
+                        values.update(running.pop(event.piece).fail(event.error, event.details))
+                for index in submitted:
                     run = _GroupRun(pieces[index], hooks)
                     failed = run.start()
                     if failed is None:
                         running[index] = run
-                        pool.submit(index)
                     else:
                         values.update(failed)
-                if not running:
-                    for index in queue:  # no worker left (they died): the rest trains here
+                if queue and not pool.busy() and not pool.idle():  # every worker died: the rest trains here
+                    for index in queue:
                         values.update(_train_here(pieces[index], hooks))
                     queue = []
-                    continue
-                events = pool.events(timeout=0 if singles else None)
+                events = pool.events(timeout=0 if singles else None) if pool.busy() else []
                 if not events and singles:
                     job = singles.pop(0)
                     values[job.index] = _run_single(job, hooks)
-                for event in events:
-                    run = running[event.piece]
-                    if isinstance(event, workers.Columns):
-                        run.log_columns(event.trial, event.steps, event.columns)
-                    elif isinstance(event, workers.Done):
-                        values.update(run.finish(event.results))
-                        del running[event.piece]
-                    else:
-                        values.update(run.fail(event.error, event.details))
-                        del running[event.piece]
         except KeyboardInterrupt:
             for run in running.values():
                 run.kill("interrupted (KeyboardInterrupt)")

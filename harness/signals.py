@@ -8,6 +8,7 @@ buffered metrics flushed, and a sweep ends its parent run KILLED with its job co
 A sweep's launching process forwards the signal to its worker processes (joblib), which end their own runs.
 """
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -77,3 +78,17 @@ def forward(signum: int) -> int:
             continue
         workers += type(child).__name__.startswith("Loky")
     return workers
+
+
+@contextlib.contextmanager
+def held():
+    """SIGINT and SIGTERM wait until the block is done (then they are handled as usual): for a write that must land
+    whole or not at all, e.g. a buffer cleared as its rows are committed."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

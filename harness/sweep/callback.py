@@ -10,6 +10,10 @@ Its one parameter, `rerun`, is the launcher's business, not a job's, so it is no
 `hydra.callbacks.sweep.rerun=all` starts a fresh parent run with every job; the default `failed` resumes.
 """
 
+import contextlib
+import logging
+import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -25,29 +29,44 @@ from harness.sweep.state import SweepState
 from harness.tracking import record, schema
 
 RERUN = ("failed", "all")
+log = logging.getLogger(__name__)
 
 
 class SweepCallback(Callback):
     def __init__(self, rerun: str = "failed") -> None:
         self.rerun = rerun
         self.state: SweepState | None = None
+        self.late: DictConfig | None = (
+            None  # the config of a sweep whose parent run the launcher opens (open_late)
+        )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        with _one_line_errors():
             if self.rerun not in RERUN:
                 raise ConfigError("hydra.callbacks.sweep.rerun", self.rerun, "'failed' or 'all'")
-            _check_launcher(config)
+            launcher = _check_launcher(config)
+            if getattr(launcher, "opens_sweep_late", False) and _starts_afresh(config, self.rerun == "all"):
+                # Nothing to resume: the launcher starts training first and opens the parent run meanwhile (the
+                # MLflow import and store set-up take seconds on one core while the other would wait).
+                self.late = config
+                self.state = start_sweep(config, open_parent=False)
+                return
             self.state = start_sweep(config, rerun_all=self.rerun == "all")
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from exc
-        except Exception as exc:  # noqa: BLE001 - Hydra would only warn; a sweep without its parent run must not start
-            print(
-                f"error: could not set up the sweep's MLflow runs: {type(exc).__name__}: {exc}",
-                file=sys.stderr,
-            )
-            raise SystemExit(1) from exc
         shutdown.sweep_opened(self.state)  # harness.shutdown ends the parent KILLED on SIGINT/SIGTERM
+
+    def open_late(self) -> SweepState | None:
+        """The parent run of a sweep on_multirun_start left to the launcher (no-op otherwise): the same run, the same
+        one-line errors and exit codes, called before any job's run is created."""
+        if self.late is not None:
+            config, self.late = self.late, None
+            with _one_line_errors():
+                self.state = _with_parent(config, self.state, rerun_all=self.rerun == "all")
+                if self.state.completed:  # another launch finished points of this grid meanwhile
+                    log.warning(
+                        "%d grid points were completed by another launch meanwhile", len(self.state.completed)
+                    )
+            shutdown.sweep_opened(self.state)
+        return self.state
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         shutdown.sweep_closed()
@@ -57,23 +76,68 @@ class SweepCallback(Callback):
             self.state = None
 
 
-def _check_launcher(config: DictConfig) -> None:
+@contextlib.contextmanager
+def _one_line_errors():
+    """A sweep that cannot set up its runs ends here in one line: exit 2 for a config error, else 1."""
+    try:
+        yield
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    except Exception as exc:  # noqa: BLE001 - Hydra would only warn; a sweep without its parent run must not start
+        print(
+            f"error: could not set up the sweep's MLflow runs: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        raise SystemExit(1) from exc
+
+
+def _check_launcher(config: DictConfig) -> type | None:
     """The launcher's own range checks (a `check_options` of its class), before the parent run exists: Hydra builds
-    the launcher only after this callback ran."""
+    the launcher only after this callback ran. Returns the launcher's class (None if it cannot be imported)."""
     from hydra.utils import get_class
 
     node = config.hydra.launcher
     try:
         launcher = get_class(str(node._target_))
     except Exception:  # noqa: BLE001 - a launcher that cannot be imported fails in Hydra's own words later
-        return
+        return None
     check = getattr(launcher, "check_options", None)
     if check is not None:
         check(**{k: v for k, v in node.items() if k != "_target_"})
+    return launcher
 
 
-def start_sweep(config: DictConfig, rerun_all: bool = False) -> SweepState:
-    """Create (or continue) the sweep's parent run and leave what every job needs in the sweep directory."""
+def _starts_afresh(config: DictConfig, rerun_all: bool) -> bool:
+    """True when the sweep will certainly get a new parent run and resume nothing, known without MLflow: tracking
+    to a SQLite file in a writable directory, and rerun=all, or no file yet, or no run of the file tagged with this
+    sweep's key. Anything else (a server, an unreadable file) is False: the parent run is then opened first."""
+    if not config.tracking.enabled:
+        return False
+    from harness.tracking import store
+
+    path = store.sqlite_path(store.resolve_uri(config.tracking.uri, Path.cwd()))
+    if path is None or not os.access(path.parent if path.parent.exists() else Path.cwd(), os.W_OK):
+        return False
+    if rerun_all or not path.exists():
+        return True
+    experiment = grid.experiment_name(config)
+    query = (
+        "SELECT 1 FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
+        "JOIN tags t ON t.run_uuid = r.run_uuid WHERE e.name = ? AND t.key = ? AND t.value = ? LIMIT 1"
+    )
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=1)) as db:
+            found = db.execute(
+                query, (experiment, schema.SWEEP_KEY, grid.sweep_key(config, experiment))
+            ).fetchone()
+    except sqlite3.Error:
+        return False
+    return found is None
+
+
+def start_sweep(config: DictConfig, rerun_all: bool = False, open_parent: bool = True) -> SweepState:
+    """Create (or continue) the sweep's parent run and leave what every job needs in the sweep directory (without
+    the parent when `open_parent` is False: the launcher calls SweepCallback.open_late)."""
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     progress_file = sweep_dir / "harness_progress.jsonl"
@@ -81,11 +145,19 @@ def start_sweep(config: DictConfig, rerun_all: bool = False) -> SweepState:
     state = SweepState(
         total_jobs=grid.grid_size(config), started_at=time.time(), progress_file=str(progress_file)
     )
-    if config.tracking.enabled:
-        from harness.sweep import parent
-
-        state = parent.open_parent(config, state, rerun_all)
+    if open_parent:
+        state = _with_parent(config, state, rerun_all)
     state.save(sweep_dir)
+    return state
+
+
+def _with_parent(config: DictConfig, state: SweepState, rerun_all: bool) -> SweepState:
+    if not config.tracking.enabled:
+        return state
+    from harness.sweep import parent
+
+    state = parent.open_parent(config, state, rerun_all)
+    state.save(Path(str(config.hydra.sweep.dir)).resolve())
     return state
 
 

@@ -62,6 +62,10 @@ class Hooks(Protocol):
     project_dir: str
     state: SweepState | None  # what the sweep callback decided before any job (None: no callback configured)
 
+    def open_sweep(self) -> None:
+        """The sweep's parent run, when the callback left opening it to the launcher: called before any job's run is
+        created (idempotent); `state` holds it afterwards."""
+
     def on_job_start(self, job: InProcessJob) -> None: ...
 
     def on_job_end(self, job: InProcessJob, value: object) -> None: ...
@@ -126,6 +130,7 @@ def context(job: InProcessJob, hooks: Hooks) -> JobContext:
 
 
 def _run_single(job: InProcessJob, hooks: Hooks) -> object:
+    hooks.open_sweep()
     hooks.on_job_start(job)
     try:
         value = run_in_sweep(job.config, context(job, hooks), hooks.state)
@@ -278,6 +283,7 @@ class _GroupRun:
     def start(self) -> dict[int, object] | None:
         """Hydra's on_job_start per trial, then the runs; when they cannot start, every trial failed: their values."""
         jobs, plans = self.piece.jobs, self.piece.plans
+        self.hooks.open_sweep()  # (after the first pieces went to the workers: they train while it opens)
         for job in jobs:
             self.hooks.on_job_start(job)
         engine_tags = {schema.ENGINE: schema.ENGINE_BATCHED, schema.BATCH_TRIALS: str(len(jobs))}

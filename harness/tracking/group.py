@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam
 
+from harness import signals
 from harness.tracking import schema
 from harness.tracking.base import FINISHED
 from harness.tracking.sinks import METRIC_COLUMNS, _finite
@@ -199,7 +200,13 @@ class RunGroup:
         return sum(len(t.rows) for t in self.trackers)
 
     def flush(self) -> None:
-        """Write every buffered metric point, tag and run end, in one transaction."""
+        """Write every buffered metric point, tag and run end, in one transaction. Ctrl-C or SIGTERM is held until it
+        is done: the buffers are emptied as their rows go in, so an interrupted transaction lost them (a killed
+        trial's record then had a gap)."""
+        with signals.held():
+            self._flush()
+
+    def _flush(self) -> None:
         self.flushed_at = time.monotonic()
         trackers = [t for t in self.trackers if t.rows or t.tags or t.ended]
         if not trackers:

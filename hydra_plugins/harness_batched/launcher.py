@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 
 class BatchedLauncher(Launcher):
+    # The sweep callback may leave the parent run to this launcher (a fresh sweep: nothing to resume): the first
+    # pieces then start training before it is opened (harness.sweep.callback.SweepCallback.open_late).
+    opens_sweep_late = True
+
     def __init__(
         self,
         write_job_dirs: bool = False,
@@ -71,6 +75,7 @@ class BatchedLauncher(Launcher):
         from harness.sweep import inprocess
 
         if not inprocess.is_harness_task(self.task_function):
+            _sweep_callback(self.hydra_context).open_late()
             return self._launch_basic(job_overrides, initial_job_idx)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -144,6 +149,11 @@ class _Hooks:
 
         # Where the sweep callback left it for every job, as harness.train reads it (None: no callback configured).
         self.state = state.load(Path(self.project_dir) / str(config.hydra.sweep.dir))
+        self.sweep = _sweep_callback(hydra_context)
+
+    def open_sweep(self) -> None:
+        if self.sweep.late is not None:
+            self.state = self.sweep.open_late()
 
     def on_job_start(self, job) -> None:
         # Hydra passes the job's full config; callbacks here get the composition of the job's group choices
@@ -167,3 +177,18 @@ class _Hooks:
             status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
             _return_value=value,
         )
+
+
+class _NoLateSweep:
+    late = None
+
+    def open_late(self) -> None:
+        return None
+
+
+def _sweep_callback(hydra_context: HydraContext):
+    """The harness sweep callback among Hydra's callbacks (anything with `open_late`), or a stand-in without one."""
+    for callback in getattr(hydra_context.callbacks, "callbacks", []):
+        if hasattr(callback, "open_late"):
+            return callback
+    return _NoLateSweep()

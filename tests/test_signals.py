@@ -86,7 +86,7 @@ def test_a_signalled_batched_sweep_ends_its_trials_and_parent_killed(store, tmp_
     args = ["-m", *LONG, "optimizer=sgd,adam", "seed=0,1", "hydra/launcher=batched"]
     proc = start([*args, f"hydra.launcher.workers={workers}"], tmp_path)
     err = interrupt(proc, signal.SIGTERM, store, running=2 if workers == "1" else 4, sweep=True)
-    assert proc.returncode == 143
+    assert proc.returncode == 143, err[-3000:]
     runs = all_runs(store)
     [parent] = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]

@@ -55,10 +55,17 @@ def on_signal(hook: Callable[[int], None]) -> None:
 
 
 def _handle(signum: int, frame: object) -> None:
-    global received
+    global received, _pending
     if received is not None:
         return  # already stopping: a second Ctrl-C must not break the clean-up of the first
     received = signum
+    if _holding:
+        _pending = signum  # raised when the held() block ends
+        return
+    _stop(signum)
+
+
+def _stop(signum: int) -> None:
     workers = forward(signum)
     for hook in _before_raise:
         hook(workers)
@@ -80,15 +87,25 @@ def forward(signum: int) -> int:
     return workers
 
 
+_holding = 0  # depth of held() blocks in the main thread
+_pending: int | None = None  # a signal that arrived inside one
+
+
 @contextlib.contextmanager
 def held():
     """SIGINT and SIGTERM wait until the block is done (then they are handled as usual): for a write that must land
-    whole or not at all, e.g. a buffer cleared as its rows are committed."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    whole or not at all, e.g. a buffer cleared as its rows are committed. (Blocking the signal in this thread would
+    not do: the kernel hands a process's signal to any thread that does not block it, an OpenMP one say, and Python
+    then runs the handler here all the same.)"""
+    global _holding, _pending
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    _holding += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _holding -= 1
+        if _holding == 0 and _pending is not None:
+            signum, _pending = _pending, None
+            _stop(signum)

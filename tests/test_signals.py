@@ -111,3 +111,23 @@ def processes_in(directory) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def test_a_signal_inside_a_held_block_is_raised_when_the_block_ends():
+    """harness.signals.held (RunGroup.flush): the write inside ends whole, then the signal is handled."""
+    from harness import signals
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signals._handle)
+    signals.received = None
+    steps = []
+    try:
+        with pytest.raises(signals.Interrupted) as raised:
+            with signals.held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                steps += [1, 2]  # the handler has run by now (bytecode boundaries), without raising
+            steps.append(3)
+        assert steps == [1, 2] and raised.value.exit_code == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signals.received = None

@@ -314,13 +314,14 @@ def _activation(kind: type, x: Tensor) -> Tensor:
     """The activation into a new per-trial-gapped buffer (see _aligned_empty); relu is clamp_min(x, 0) in ATen."""
     if kind is nn.Identity:
         return x
-    out = _aligned_empty(x, x.shape[0], *x.shape[1:])
-    fn = {
-        nn.ReLU: lambda t, out: torch.clamp_min(t, 0, out=out),
-        nn.Tanh: torch.tanh,
-        nn.Sigmoid: torch.sigmoid,
-    }[kind]
-    return fn(x, out=out)
+    return _OUT_OF_PLACE[kind](x, out=_aligned_empty(x, x.shape[0], *x.shape[1:]))
+
+
+_OUT_OF_PLACE = {
+    nn.ReLU: lambda x, out: torch.clamp_min(x, 0, out=out),
+    nn.Tanh: torch.tanh,
+    nn.Sigmoid: torch.sigmoid,
+}
 
 
 class _FlatLayout:

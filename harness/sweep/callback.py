@@ -61,6 +61,7 @@ class SweepCallback(Callback):
             config, self.late = self.late, None
             with _one_line_errors():
                 self.state = _with_parent(config, self.state, rerun_all=self.rerun == "all")
+                self.state.save(Path(str(config.hydra.sweep.dir)).resolve())
                 if self.state.completed:  # another launch finished points of this grid meanwhile
                     log.warning(
                         "%d grid points were completed by another launch meanwhile", len(self.state.completed)
@@ -156,9 +157,7 @@ def _with_parent(config: DictConfig, state: SweepState, rerun_all: bool) -> Swee
         return state
     from harness.sweep import parent
 
-    state = parent.open_parent(config, state, rerun_all)
-    state.save(Path(str(config.hydra.sweep.dir)).resolve())
-    return state
+    return parent.open_parent(config, state, rerun_all)
 
 
 def end_sweep(state: SweepState) -> str:

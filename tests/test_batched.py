@@ -502,3 +502,43 @@ def test_rmsprop_and_adagrad_group_keys():
     assert group_key(make_spec("quadratic", "adagrad", 0.1, 1, hparams={"lr_decay": 0.1})) == group_key(
         adagrad
     )
+
+
+def test_worker_pool_trains_on_while_the_launcher_is_busy():
+    """One worker, two pieces, a main thread that does not listen for 2 s: the worker's streamed columns (far over a
+    pipe's 64 KiB) do not block it, and it is handed the second piece without the main thread. Then every event is
+    there, in order: Assigned before a piece's columns, one Done per piece, every step of every trial."""
+    import time
+
+    from harness.sweep import workers
+
+    steps = 3000  # 2 trials x 3000 steps x 3 columns of floats, pickled: ~150 KiB per piece
+    pieces = [
+        [make_spec("quadratic", "sgd", lr, 0, total_steps=steps, eval_every=steps) for lr in (0.01, 0.02)]
+    ]
+    pieces.append(
+        [make_spec("quadratic", "adam", lr, 1, total_steps=steps, eval_every=steps) for lr in (0.01, 0.02)]
+    )
+    with workers.Pool(pieces, 1, order=[0, 1]) as pool:
+        time.sleep(
+            2.0
+        )  # the launcher is busy (it used to be: the worker then sat in send, or waited for piece 1)
+        events = pool.events(timeout=0)
+        while sum(isinstance(e, workers.Done) for e in events) < 2:
+            more = pool.events(timeout=30)
+            assert more, "the worker stopped sending"
+            events += more
+        assert pool.alive() == 1
+    kinds = [(type(e).__name__, e.piece) for e in events if not isinstance(e, workers.Columns)]
+    assert kinds == [("Assigned", 0), ("Done", 0), ("Assigned", 1), ("Done", 1)]
+    for piece in (0, 1):
+        first = next(i for i, e in enumerate(events) if isinstance(e, workers.Assigned) and e.piece == piece)
+        columns = [
+            (i, e) for i, e in enumerate(events) if isinstance(e, workers.Columns) and e.piece == piece
+        ]
+        assert all(i > first for i, _ in columns)
+        for trial in (0, 1):
+            logged = [
+                s for _, e in columns if e.trial == trial and "train/loss" in e.columns for s in e.steps
+            ]
+            assert logged == list(range(steps))

@@ -368,26 +368,35 @@ def _train_here(piece: _Piece, hooks: Hooks) -> dict[int, object]:
 def _train_in_workers(pieces: list[_Piece], singles: list[InProcessJob], hooks: Hooks, n: int) -> dict:
     """Pieces in n worker processes, largest first; jobs that train alone run here meanwhile.
 
-    A worker gets its next piece as soon as it reports the last one done, before this process records either (ending
-    a piece's runs and creating the next one's take a few hundred ms on SQLite, which the worker would wait out).
+    The pool hands a worker its next piece as soon as it reports the last one done (harness.sweep.workers); this
+    process creates a piece's runs when it hears the piece was handed out, and records and ends them as its columns
+    and results arrive, behind the workers (creating and ending a piece's runs take a few hundred ms on SQLite).
     """
     from harness.sweep import workers
 
     values: dict[int, object] = {}
-    queue, running = list(range(len(pieces))), {}
+    running: dict[int, _GroupRun] = {}
+    remaining = set(range(len(pieces)))
     singles = list(singles)
     threads = pieces[0].plans[0].threads
     log.info(f"Training {len(pieces)} batched groups in {n} worker processes")
-    with workers.Pool([list(p.specs) for p in pieces], n, threads) as pool:
+    specs = [list(p.specs) for p in pieces]
+    with workers.Pool(specs, n, threads, order=range(len(pieces))) as pool:
         try:
-            events: list = []
-            while queue or pool.busy() or events:
-                submitted = []
-                while queue and pool.idle():
-                    submitted.append(queue.pop(0))
-                    pool.submit(submitted[-1])
+            while remaining:
+                events = pool.events(timeout=0 if singles else None)
                 for event in events:
+                    if isinstance(event, workers.Assigned):
+                        run = _GroupRun(pieces[event.piece], hooks)
+                        failed = run.start()
+                        if failed is None:
+                            running[event.piece] = run
+                        else:
+                            values.update(failed)
+                        continue
                     run = running.get(event.piece)
+                    if not isinstance(event, workers.Columns):
+                        remaining.discard(event.piece)
                     if run is None:  # its runs could not be created: the trials are already failed jobs
                         continue
                     if isinstance(event, workers.Columns):
@@ -396,18 +405,10 @@ def _train_in_workers(pieces: list[_Piece], singles: list[InProcessJob], hooks: 
                         values.update(running.pop(event.piece).finish(event.results))
                     else:
                         values.update(running.pop(event.piece).fail(event.error, event.details))
-                for index in submitted:
-                    run = _GroupRun(pieces[index], hooks)
-                    failed = run.start()
-                    if failed is None:
-                        running[index] = run
-                    else:
-                        values.update(failed)
-                if queue and not pool.busy() and not pool.idle():  # every worker died: the rest trains here
-                    for index in queue:
+                if not pool.alive():  # every worker died: what none was handed trains here
+                    for index in pool.take_pending():
                         values.update(_train_here(pieces[index], hooks))
-                    queue = []
-                events = pool.events(timeout=0 if singles else None) if pool.busy() else []
+                        remaining.discard(index)
                 if not events and singles:
                     job = singles.pop(0)
                     values[job.index] = _run_single(job, hooks)

@@ -16,8 +16,10 @@ Linux's: elsewhere `available()` is False and groups train in the launching proc
 import ctypes
 import multiprocessing
 import os
+import queue
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,57 +103,103 @@ def _worker(conn: Connection, pieces: Sequence[list], threads: int) -> None:
             conn.send(Done(piece, results))
 
 
-class Pool:
-    """N forked workers over `pieces` (lists of TrialSpecs); `submit` a piece to an idle worker, `events` to hear.
+@dataclass(frozen=True)
+class Assigned:
+    """A worker was handed the piece: it trains it now (queued before any of the piece's Columns)."""
 
-    Use as a context manager: leaving it stops the workers (at once when leaving on an exception).
+    piece: int
+
+
+class Pool:
+    """N forked workers that train `pieces` (lists of TrialSpecs) in the given order; `events` says what happened.
+
+    A reader thread receives the workers' messages as they arrive and hands a worker its next piece the moment it
+    reports the last one done. Both used to wait for this process's main thread: a worker's `send` blocks once its
+    pipe holds 64 KiB, and the next piece waited until the main thread had recorded the last one; while that thread
+    imported MLflow or wrote a group's rows, the workers sat idle for seconds. Use as a context manager: leaving it
+    stops the workers (at once when leaving on an exception).
     """
 
-    def __init__(self, pieces: Sequence[list], workers: int, threads: int = 1):
+    def __init__(self, pieces: Sequence[list], workers: int, threads: int = 1, order: Sequence[int] = ()):
         context = multiprocessing.get_context("fork")
-        self._idle: list[Connection] = []
-        self._busy: dict[Connection, int] = {}  # connection -> the piece it trains
+        self._pending = list(order)  # pieces not handed out yet, next first
+        self._lock = threading.Lock()  # over _pending and _alive: the reader hands out, take_pending takes
         self._processes: dict[Connection, multiprocessing.process.BaseProcess] = {}
+        self._inbox: queue.SimpleQueue = (
+            queue.SimpleQueue()
+        )  # (connection, message); (None, _GONE) per dead pipe
         for _ in range(workers):
             parent_end, child_end = context.Pipe()
             process = context.Process(target=_worker, args=(child_end, pieces, threads), daemon=True)
             process.start()
             child_end.close()
-            self._idle.append(parent_end)
             self._processes[parent_end] = process
+        self._alive = len(self._processes)
+        # connection -> the piece it trains (the reader thread's alone once started)
+        self._training = {conn: self._hand_out(conn) for conn in self._processes}
+        # Started after the forks: a thread running at fork time would leave its locks held in the children.
+        self._reader = threading.Thread(target=self._read, name="harness-workers", daemon=True)
+        self._reader.start()
 
-    def idle(self) -> int:
-        return len(self._idle)
+    def alive(self) -> int:
+        """Workers still running (a worker that died is not replaced)."""
+        with self._lock:
+            return self._alive
 
-    def busy(self) -> int:
-        return len(self._busy)
-
-    def submit(self, piece: int) -> None:
-        conn = self._idle.pop()
-        self._busy[conn] = piece
-        conn.send(piece)
+    def take_pending(self) -> list[int]:
+        """The pieces no worker was handed (call when none is alive: they train elsewhere)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return pending
 
     def events(self, timeout: float | None = None) -> list:
-        """What the busy workers sent, waiting up to `timeout` seconds (None: until something arrives)."""
-        events = []
-        for conn in wait(list(self._busy), timeout):
+        """What happened, in order (Assigned, Columns, Done, Failed), waiting up to `timeout` seconds for the first
+        (None: until something happens). A worker that died yields Failed for the piece it trained."""
+        try:
+            items = [self._inbox.get(timeout=timeout) if timeout != 0 else self._inbox.get_nowait()]
+        except queue.Empty:
+            return []
+        while True:
             try:
-                while True:
-                    event = conn.recv()
-                    events.append(event)
-                    if isinstance(event, (Done, Failed)):
-                        del self._busy[conn]
-                        self._idle.append(conn)
-                        break
-                    if not conn.poll():
-                        break
-            except (EOFError, OSError):  # the worker died (OOM killer, a crash in native code)
-                piece = self._busy.pop(conn)
-                process = self._processes.pop(conn)
-                process.join(timeout=5)
-                conn.close()
-                events.append(Failed(piece, f"worker process died ({_exit_reason(process.exitcode)})", None))
-        return events
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        return [message for _, message in items if message is not _GONE]
+
+    def _hand_out(self, conn: Connection) -> int | None:
+        """Give the worker the next pending piece (queued as Assigned first); returns it (None: nothing left)."""
+        with self._lock:
+            piece = self._pending.pop(0) if self._pending else None
+        if piece is not None:
+            self._inbox.put((conn, Assigned(piece)))
+            try:
+                conn.send(piece)
+            except OSError:  # it died meanwhile: its pipe's end says so to the reader, which fails the piece
+                pass
+        return piece
+
+    def _read(self) -> None:
+        """Every message of every worker until each pipe closes; a worker that reports a piece done gets the next."""
+        training = self._training
+        open_ = list(self._processes)
+        while open_:
+            for conn in wait(open_):
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):  # stopped, or died (the OOM killer, a crash in native code)
+                    open_.remove(conn)
+                    with self._lock:
+                        self._alive -= 1
+                    if training[conn] is not None:
+                        process = self._processes[conn]
+                        process.join(timeout=5)
+                        reason = f"worker process died ({_exit_reason(process.exitcode)})"
+                        self._inbox.put((conn, Failed(training[conn], reason, None)))
+                    self._inbox.put((None, _GONE))  # wakes events(): the main thread checks alive()
+                    continue
+                self._inbox.put((conn, message))
+                if isinstance(message, (Done, Failed)):
+                    training[conn] = self._hand_out(conn)
 
     def __enter__(self) -> "Pool":
         return self
@@ -161,16 +209,21 @@ class Pool:
             if exc_type is None:
                 try:
                     conn.send(None)
-                except (BrokenPipeError, OSError):
+                except OSError:
                     pass
             else:
                 process.terminate()
-        for conn, process in self._processes.items():
+        for process in self._processes.values():
             process.join(timeout=10)
             if process.is_alive():
                 process.kill()
                 process.join()
+        self._reader.join(timeout=5)  # every pipe is at its end now: the reader returns
+        for conn in self._processes:
             conn.close()
+
+
+_GONE = object()  # queued when a worker's pipe closes
 
 
 def _exit_reason(code: int | None) -> str:

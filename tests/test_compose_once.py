@@ -48,6 +48,38 @@ def test_a_derived_config_is_the_config_hydra_composes(hydra_loader):
     assert composer.split(JOBS[3]).structural == ("task=digits_mlp", "optimizer=sgd")
 
 
+def test_grid_jobs_that_share_one_copy_are_each_the_config_hydra_composes(hydra_loader):
+    """Jobs assigning plain values to the same keys share one copy (each overwrites the last); a job with other keys,
+    a list, an addition or a refused value gets a fresh copy, and what came before leaks into no job."""
+    loader, master = hydra_loader
+    composer = Composer(loader, master)
+    jobs = [
+        ["optimizer=adam", "optimizer.lr=0.1", "seed=2", "data.batch_size=32"],
+        ["optimizer=adam", "optimizer.lr=0.3", "seed=0", "data.batch_size=full"],
+        ["optimizer=adam", "optimizer.lr=abc", "seed=1", "data.batch_size=8"],  # refused midway
+        ["optimizer=adam", "optimizer.lr=0.01", "seed=1", "data.batch_size=8"],
+        ["optimizer=adam", "optimizer.lr=0.01"],  # fewer keys: seed and batch size as composed
+        ["optimizer=adam", "optimizer.lr=0.02", "optimizer.betas=[0.8,0.9]"],  # a list
+        ["optimizer=adam", "optimizer.lr=0.03", "+task.kwargs.hidden=64"],  # an addition
+        ["optimizer=adam", "optimizer.lr=0.04"],
+        ["optimizer=sgd", "optimizer.lr=0.5", "seed=3", "data.batch_size=1"],
+        ["optimizer=adam", "optimizer.lr=0.05", "seed=4", "data.batch_size=2"],
+    ]
+    shared = 0
+    for overrides in jobs:
+        try:
+            expected = hydra_job_config(loader, master, overrides)
+        except ConfigCompositionException:
+            with pytest.raises(ConfigCompositionException):
+                composer.job_config(overrides)
+            continue
+        before = composer._scratch.get(composer.split(overrides).structural)
+        derived = composer.job_config(overrides)
+        shared += before is not None and derived is before[0]
+        assert OmegaConf.to_container(derived) == expected, overrides
+    assert shared == 2  # job 2 reuses job 1's copy, job 8 job 5's (a refused value drops its copy)
+
+
 def test_a_value_of_the_wrong_type_is_refused_as_hydra_refuses_it(hydra_loader):
     loader, master = hydra_loader
     composer = Composer(loader, master)

@@ -16,7 +16,9 @@ Time: trials share the group's clock. `time/wall_s`, `time/total_s` and time-to-
 at that step, so they compare trials inside a group; across engines compare steps, not seconds.
 """
 
+import ctypes
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -89,6 +91,26 @@ def max_group_size(spec: TrialSpec, memory_budget_mb: float) -> int:
     return max(1, int(memory_budget_mb * 2**20 // max(1, trial_bytes(spec))))
 
 
+# glibc mallopt parameters (see _keep_freed_memory)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_KEPT_BYTES = 64 * 2**20
+
+
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Let glibc's malloc keep freed memory for the next step instead of handing it back to the kernel: a group
+    step's temporaries (a batch gather, a layer's output for K trials; many over malloc's 128 KiB mmap threshold) were
+    mapped afresh and every page faulted in again each step: ≈120,000 page faults per worker process on the demo
+    grid. Blocks up to 64 MiB now come from the heap, and up to 64 MiB of free heap stays mapped. Process-wide, once;
+    a no-op without glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    for parameter in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD, _M_TOP_PAD):
+        mallopt(parameter, _KEPT_BYTES)
+
+
 def train_group(
     specs: list[TrialSpec],
     trackers: list[Tracker],
@@ -109,6 +131,7 @@ def train_group(
     keys = {group_key(s) for s in specs}
     if None in keys or len(keys) != 1:
         raise ValueError("train_group needs trials with one group key (harness.batched.spec.group_key)")
+    _keep_freed_memory()
     size = max_group_size(specs[0], memory_budget_mb)
     if max_trials is not None:
         size = max(1, min(size, max_trials))

@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 _PR_SET_PDEATHSIG = 1
-# glibc mallopt parameters: what a worker keeps of the memory it frees (see _keep_freed_memory)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_KEPT_BYTES = 64 * 2**20
 
 
 def available() -> bool:
@@ -84,7 +81,6 @@ def _worker(conn: Connection, pieces: Sequence[list], threads: int) -> None:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
-    _keep_freed_memory()
     import torch
 
     from harness.batched import engine
@@ -112,19 +108,6 @@ class Assigned:
     """A worker was handed the piece: it trains it now (queued before any of the piece's Columns)."""
 
     piece: int
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc's malloc keep freed memory for the next step instead of handing it back to the kernel: a step's
-    temporaries (a batch gather, a layer's output; some over malloc's 128 KiB mmap threshold) were mapped afresh and
-    every page faulted in again each step: ≈120,000 page faults per worker on the demo grid, ≈0.5 s of CPU. Blocks up
-    to 64 MiB now come from the heap, and up to 64 MiB of free heap stays mapped. A no-op without glibc."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    for parameter in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD, _M_TOP_PAD):
-        mallopt(parameter, _KEPT_BYTES)
 
 
 class Pool:

@@ -32,15 +32,22 @@ def hydra_job_config(loader, master, overrides):
     return OmegaConf.to_container(OmegaConf.masked_copy(full, [k for k in full if k != "hydra"]))
 
 
+def hydra_config_or_refusal(loader, master, composer, overrides):
+    """Hydra's config for the job; None when Hydra refuses it, after checking that the composer refuses it too."""
+    try:
+        return hydra_job_config(loader, master, overrides)
+    except ConfigCompositionException:
+        with pytest.raises(ConfigCompositionException):
+            composer.job_config(overrides)
+        return None
+
+
 def test_a_derived_config_is_the_config_hydra_composes(hydra_loader):
     loader, master = hydra_loader
     composer = Composer(loader, master)
     for overrides in JOBS:
-        try:
-            expected = hydra_job_config(loader, master, overrides)
-        except ConfigCompositionException:
-            with pytest.raises(ConfigCompositionException):
-                composer.job_config(overrides)
+        expected = hydra_config_or_refusal(loader, master, composer, overrides)
+        if expected is None:
             continue
         assert OmegaConf.to_container(composer.job_config(overrides)) == expected, overrides
     # One composition per distinct group choices: adam, sgd, digits_mlp+sgd, cosine+sgd.
@@ -67,11 +74,8 @@ def test_grid_jobs_that_share_one_copy_are_each_the_config_hydra_composes(hydra_
     ]
     shared = 0
     for overrides in jobs:
-        try:
-            expected = hydra_job_config(loader, master, overrides)
-        except ConfigCompositionException:
-            with pytest.raises(ConfigCompositionException):
-                composer.job_config(overrides)
+        expected = hydra_config_or_refusal(loader, master, composer, overrides)
+        if expected is None:
             continue
         before = composer._scratch.get(composer.split(overrides).structural)
         derived = composer.job_config(overrides)

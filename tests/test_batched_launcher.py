@@ -269,3 +269,86 @@ def test_max_trials_caps_a_batched_program(store, tmp_path):
     _, children = parents_and_children(store)
     assert sorted(c.data.tags[schema.BATCH_TRIALS] for c in children) == ["1", "2", "2", "2", "2"]
     assert sorted(c.data.tags[schema.ENGINE] for c in children) == [schema.ENGINE_BATCHED] * 5
+
+
+# Runs harness.train as `python -m harness.train` does, then writes which of MLflow, SQLAlchemy and pandas the
+# launching process had imported by its end (harness.entry ends the process with os._exit after the atexit handlers).
+_MODULES_AT_EXIT = """
+import atexit, os, runpy, sys
+pid = os.getpid()
+def _write():
+    if os.getpid() == pid:
+        with open(os.environ["MODULES_AT_EXIT"], "w") as f:
+            f.write(" ".join(m for m in ("mlflow", "sqlalchemy", "pandas") if m in sys.modules))
+atexit.register(_write)
+sys.argv = ["harness.train", *sys.argv[1:]]
+runpy.run_module("harness.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_fresh_batched_sweep_records_its_parent_as_mlflow_does_without_importing_it(store, tmp_path):
+    """On an existing store, a new batched sweep's launcher writes its parent run, the groups' runs and the parent's
+    end with sqlite3 alone (MLflow's import is 2 s of CPU), and the parent reads as the MLflow path writes it."""
+    import subprocess
+    import sys
+
+    grid = ["task=quadratic", "optimizer=sgd,adam", "optimizer.lr=0.05,0.2", "trainer.max_steps=6"]
+    basic = run_cli(
+        "-m", *grid, "tracking.experiment=viamlflow", cwd=tmp_path
+    )  # creates the store, through MLflow
+    assert basic.returncode == 0, basic.stderr[-3000:]
+    modules = tmp_path / "modules.txt"
+    batched = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _MODULES_AT_EXIT,
+            "-m",
+            *grid,
+            "tracking.experiment=direct",
+            BATCHED,
+            "hydra.sweep.dir=b",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MODULES_AT_EXIT": str(modules)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert batched.returncode == 0, batched.stderr[-3000:]
+    assert modules.read_text() == ""  # no MLflow, SQLAlchemy or pandas in the launcher
+    client = mlflow_client(store)
+    parents = {}
+    for experiment in ("viamlflow", "direct"):
+        experiment_id = client.get_experiment_by_name(experiment).experiment_id
+        [parent] = [
+            r
+            for r in all_runs(store)
+            if r.info.experiment_id == experiment_id and r.data.tags.get(schema.ROLE) == schema.ROLE_SWEEP
+        ]
+        grid_json = Path(client.download_artifacts(parent.info.run_id, schema.GRID_ARTIFACT)).read_text()
+        info = parent.info
+        parents[experiment] = {
+            "info": (
+                info.status,
+                info.run_name,
+                info.user_id,
+                info.lifecycle_stage,
+                info.end_time is not None,
+            ),
+            "artifact_uri": info.artifact_uri.replace(info.run_id, "<id>").replace(
+                experiment, "<experiment>"
+            ),
+            "params": parent.data.params,
+            "metrics": parent.data.metrics,
+            "tags": {
+                k: v.replace(experiment, "<experiment>")
+                for k, v in parent.data.tags.items()
+                if k not in (schema.SWEEP_KEY, schema.LAUNCHER, schema.BEST_RUN_ID)
+            },
+            "grid": grid_json.replace(experiment, "<experiment>"),
+        }
+    assert parents["viamlflow"] == parents["direct"]
+    assert (
+        parents["direct"]["metrics"]["jobs/completed"] == 4.0 and parents["direct"]["info"][0] == "FINISHED"
+    )

@@ -81,7 +81,7 @@ def test_a_group_stores_what_one_tracker_per_run_stores(tmp_path, status):
         write(tracker, k, status)
         one_by_one.append(tracker.run_id)
 
-    group = RunGroup.open(store.client(uri), experiment)
+    group = RunGroup.open(uri, experiment)
     assert group is not None  # a SQLite store of the MLflow version it was written for
     runs = [
         NewRun(
@@ -117,7 +117,7 @@ def test_points_written_in_several_flushes_keep_the_latest_values_right(tmp_path
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = store.client(uri)
     experiment = store.ensure_experiment(client, "group")
-    group = RunGroup.open(client, experiment)
+    group = RunGroup.open(uri, experiment)
     [tracker] = group.create([NewRun("r", dict(TAGS), PARAMS)])
     tracker.log_columns([0, 1], {"train/loss": [5.0, 4.0]})
     group.flush()
@@ -132,6 +132,74 @@ def test_points_written_in_several_flushes_keep_the_latest_values_right(tmp_path
 
 
 def test_other_stores_get_no_group(tmp_path):
-    from mlflow import MlflowClient
+    assert RunGroup.open("http://127.0.0.1:9", "0") is None
+    assert (
+        RunGroup.open(f"sqlite:///{tmp_path / 'none.db'}", "0") is None
+        and not (tmp_path / "none.db").exists()
+    )
 
-    assert RunGroup.open(MlflowClient(tracking_uri="http://127.0.0.1:9"), "0") is None
+
+def test_the_schema_revision_is_the_installed_mlflows_head(tmp_path):
+    """RunGroup writes only stores at the revision it was written for: the head of this MLflow's migrations."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    from harness.tracking.group import MLFLOW_SCHEMA_REVISION
+
+    heads = ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_heads()
+    assert heads == [MLFLOW_SCHEMA_REVISION]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = store.ensure_experiment(store.client(uri), "group")
+    assert RunGroup.open(uri, experiment) is not None
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'older'")
+    assert RunGroup.open(uri, experiment) is None
+
+
+def test_a_parent_ended_with_sqlite_reads_as_one_ended_through_mlflow(tmp_path):
+    """harness.sweep.parent: `_finish_direct` (sqlite3) and `finish` (MlflowClient) end a parent with the same counts,
+    headline, tags and status; grid points run twice count once (the later run)."""
+    from harness.context import ParentRun
+    from harness.sweep import parent as parent_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = store.client(uri)
+    experiment = store.ensure_experiment(client, "close")
+    children = [  # (config hash, MLflow status, harness.status, final/val_loss, optimizer)
+        ("a", FINISHED, "completed", 0.5, "sgd"),
+        ("b", FINISHED, "completed", 0.25, "adam"),
+        ("c", FINISHED, "diverged", float("nan"), "sgd"),
+        ("d", FAILED, "failed", None, "adam"),
+        ("d", FINISHED, "completed", 0.75, "adam"),  # the re-run of d, started later
+        ("e", "KILLED", "killed", None, "sgd"),
+    ]
+    parents = []
+    for _ in range(2):
+        parent = client.create_run(experiment, tags={schema.ROLE: schema.ROLE_SWEEP}).info.run_id
+        for start, (config_hash, status, outcome, loss, optimizer) in enumerate(children):
+            tags = {schema.CONFIG_HASH: config_hash, schema.STATUS: outcome, schema.OPTIMIZER: optimizer}
+            run = client.create_run(
+                experiment, start_time=1000 + start, tags={**tags, schema.PARENT_RUN_ID: parent}
+            )
+            if loss is not None:
+                client.log_metric(run.info.run_id, schema.FINAL_VAL_LOSS, loss)
+            client.set_terminated(run.info.run_id, status)
+        parents.append(parent)
+    through_mlflow = parent_run.finish(client, experiment, parents[0])
+    direct = parent_run._finish_direct(ParentRun(uri=uri, experiment_id=experiment, run_id=parents[1]))
+    assert through_mlflow == direct == {"completed": 3, "diverged": 1, "failed": 0, "killed": 1, "total": 5}
+    ended = [mlflow_client(uri).get_run(p) for p in parents]
+    best = {p: dict(r.data.tags).pop(schema.BEST_RUN_ID) for p, r in zip(parents, ended)}
+    for p in parents:  # the best run is each parent's own child with loss 0.25
+        assert mlflow_client(uri).get_run(best[p]).data.tags[schema.PARENT_RUN_ID] == p
+    a, b = (
+        {k: v for k, v in r.data.tags.items() if k not in (schema.BEST_RUN_ID, schema.RUN_NAME)}
+        for r in ended
+    )
+    assert a == b and a[schema.BEST_OPTIMIZER] == "adam" and a[schema.job_count_tag("completed")] == "3"
+    assert ended[0].data.metrics == ended[1].data.metrics and ended[1].data.metrics["best/val_loss"] == 0.25
+    assert ended[0].info.status == ended[1].info.status == FINISHED and ended[1].info.end_time is not None
+    for key in ended[0].data.metrics:
+        assert len(mlflow_client(uri).get_metric_history(parents[1], key)) == 1

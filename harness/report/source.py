@@ -18,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from harness.tracking import queries, schema, store
+
+if TYPE_CHECKING:  # imported where a frame is made: a sweep's launcher reads children here without pandas
+    import pandas as pd
 
 LATEST = "latest"
 HISTORY_COLUMNS = ["run_id", "key", "step", "value"]
@@ -183,8 +185,12 @@ class SqliteSource:
             [experiment_id, schema.PARENT_RUN_ID, parent_run_id],
         )
 
-    def histories(self, run_ids: Sequence[str], keys: Sequence[str], step: int | None = None) -> pd.DataFrame:
+    def histories(
+        self, run_ids: Sequence[str], keys: Sequence[str], step: int | None = None
+    ) -> "pd.DataFrame":
         """Points of `keys` of the runs (only at `step` if given): run_id, key, step, value; NaN restored."""
+        import pandas as pd
+
         sql = "SELECT run_uuid, key, step, CASE WHEN is_nan THEN NULL ELSE value END FROM metrics "
         sql += f"WHERE run_uuid IN ({{marks}}) AND key IN ({','.join('?' * len(keys))})"
         sql += "" if step is None else f" AND step = {int(step)}"
@@ -261,8 +267,12 @@ class ClientSource:
     def children(self, experiment_id: str, parent_run_id: str) -> list:
         return queries.children(self.client, experiment_id, parent_run_id)
 
-    def histories(self, run_ids: Sequence[str], keys: Sequence[str], step: int | None = None) -> pd.DataFrame:
+    def histories(
+        self, run_ids: Sequence[str], keys: Sequence[str], step: int | None = None
+    ) -> "pd.DataFrame":
         """get_metric_history per run and key, in parallel threads."""
+        import pandas as pd
+
         jobs = [(run_id, key) for run_id in run_ids for key in keys]
 
         def history(job: tuple[str, str]) -> list[tuple]:

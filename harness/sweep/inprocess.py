@@ -426,10 +426,9 @@ def _run_group_record(plans, hooks: Hooks):
     parent = hooks.state.parent if hooks.state is not None else None
     if parent is None or not plans[0].cfg.tracking.enabled:
         return None
-    from harness.tracking import store
     from harness.tracking.group import RunGroup
 
-    return RunGroup.open(store.client(parent.uri), parent.experiment_id)
+    return RunGroup.open(parent.uri, parent.experiment_id)
 
 
 def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, str]):
@@ -446,7 +445,7 @@ def _new_run(job: InProcessJob, p: Plan, hooks: Hooks, engine_tags: dict[str, st
     params = record.job_params(config, resolved_params(p))
     texts = {schema.CONFIG_ARTIFACT: config_text(record.redact_config(config))}
     dataset = record.dataset_record(p.task, p.splits)
-    datasets = [record.dataset_input(dataset)] if dataset is not None else []
+    datasets = [record.training_input(dataset)] if dataset is not None else []
     return NewRun(run_name(p.cfg, p.task.name, p.batch_size), tags, params, texts, datasets)
 
 

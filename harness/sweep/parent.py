@@ -1,21 +1,27 @@
 """The sweep's parent run in MLflow: created (or continued, to resume) before any job, ended with the outcome counts.
 
 Reads the store through harness.tracking.queries, as the report does; writes with harness.tracking.schema's names.
+On a SQLite store that harness.tracking.group can write, a new parent run is created (`open_fresh`) and every parent
+run is ended (`close_parent`) with sqlite3 alone, the same rows: a batched sweep's launcher then never imports
+MLflow (2 s of CPU while its workers train).
 """
 
 import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
-from mlflow.entities import Param, Run, RunStatus, RunTag
 from omegaconf import DictConfig
 
 from harness.context import ParentRun
 from harness.sweep import grid
 from harness.sweep.state import SweepState
 from harness.tracking import locks, queries, record, schema, store
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 
 def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepState:
@@ -44,8 +50,10 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepS
 
 
 def _resume(
-    client: MlflowClient, experiment_id: str, run_id: str, experiment: str
+    client: "MlflowClient", experiment_id: str, run_id: str, experiment: str
 ) -> dict[str, float | None]:
+    from mlflow.entities import RunStatus
+
     runs = queries.children(client, experiment_id, run_id)
     stale = mark_stale_runs_killed(client, runs)
     client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
@@ -59,7 +67,22 @@ def _resume(
     return completed
 
 
-def _create(client: MlflowClient, experiment_id: str, config: DictConfig, key: str, total: int | None) -> str:
+def _create(
+    client: "MlflowClient", experiment_id: str, config: DictConfig, key: str, total: int | None
+) -> str:
+    from mlflow.entities import Param
+
+    name, tags, params, texts = _parent_record(config, key, total)
+    run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    # What varied over which values, in one request: the parent's row in the runs table is not blank.
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
+    for artifact_file, text in texts.items():
+        client.log_text(run_id, text, artifact_file)
+    return run_id
+
+
+def _parent_record(config: DictConfig, key: str, total: int | None) -> tuple[str, dict, dict, dict]:
+    """The parent run's name, tags, params and artifacts (file -> text)."""
     name = grid.sweep_name(config, total)
     tags = {
         schema.ROLE: schema.ROLE_SWEEP,
@@ -69,19 +92,53 @@ def _create(client: MlflowClient, experiment_id: str, config: DictConfig, key: s
         schema.GRID_SIZE: str(total) if total is not None else "unknown",
         schema.LAUNCHER: str(config.hydra.launcher.get("_target_", "")),
     }
-    run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-    # What varied over which values, in one request: the parent's row in the runs table is not blank.
     params = grid.parent_params(config, total)
-    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     jobs = grid.expand_grid(config)
+    texts = {}
     if jobs is not None:
         redacted = [[record.redact(override) for override in job] for job in jobs]
-        client.log_text(run_id, json.dumps(redacted, indent=1), schema.GRID_ARTIFACT)
-    return run_id
+        texts[schema.GRID_ARTIFACT] = json.dumps(redacted, indent=1)
+    return name, tags, params, texts
 
 
-def mark_stale_runs_killed(client: MlflowClient, runs: list[Run]) -> int:
+def open_fresh(config: DictConfig, base: SweepState) -> SweepState | None:
+    """A new parent run (nothing to resume) written with sqlite3, as `open_parent` writes it through MLflow; None
+    where harness.tracking.group cannot write the store (a server, no file yet, another schema, a deleted
+    experiment): then use `open_parent`."""
+    from harness.tracking import group
+
+    uri = store.resolve_uri(config.tracking.uri, Path.cwd())
+    db = store.sqlite_path(uri)
+    if db is None or not db.is_file():
+        return None
+    store.check_sqlite_file(db)  # empty, not SQLite, half-migrated: the one-line StoreError open_parent gives
+    connection = group.connect(uri)
+    if connection is None:
+        return None
+    experiment = grid.experiment_name(config)
+    experiment_id = group.ensure_experiment(
+        connection, experiment, store.experiment_location(uri, experiment)
+    )
+    if experiment_id is None:
+        connection.close()
+        return None
+    key = grid.sweep_key(config, experiment)
+    locks.claim_sweep(uri, key, Path.cwd())  # a second launch of a running sweep refuses here
+    name, tags, params, texts = _parent_record(config, key, base.total_jobs)
+    [tracker] = group.RunGroup(connection, experiment_id).create([group.NewRun(name, tags, params, texts)])
+    print(
+        f"[sweep] parent run {tracker.run_id} in experiment {experiment!r} ({record.redact(uri)})",
+        file=sys.stderr,
+    )
+    store.last_location = str(db.resolve())
+    parent = ParentRun(uri=uri, experiment_id=experiment_id, run_id=tracker.run_id)
+    return SweepState(base.total_jobs, base.started_at, base.progress_file, parent, {})
+
+
+def mark_stale_runs_killed(client: "MlflowClient", runs: "list[Run]") -> int:
     """Children still RUNNING when a sweep starts were left by a killed sweep: end them KILLED."""
+    from mlflow.entities import RunTag
+
     stale = [r for r in runs if r.info.status == schema.RUNNING]
     for run in stale:
         tags = [
@@ -93,40 +150,77 @@ def mark_stale_runs_killed(client: MlflowClient, runs: list[Run]) -> int:
     return len(stale)
 
 
-def finish(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, int]:
+def finish(client: "MlflowClient", experiment_id: str, parent_run_id: str) -> dict[str, int]:
     """Count the outcomes (latest run per grid point), tag the parent with them and its headline, end it FINISHED."""
+    from mlflow.entities import RunTag
+
     latest = queries.latest_per_grid_point(queries.children(client, experiment_id, parent_run_id))
-    outcomes = [queries.child_outcome(r) for r in latest.values()]
-    counts = schema.count_outcomes(o.outcome for o in outcomes)
+    counts, headline = _outcome(latest)
     tags = [RunTag(schema.job_count_tag(k), str(counts[k])) for k in (*schema.OUTCOMES, "total")]
     client.log_batch(parent_run_id, tags=tags)
-    log_headline(client, parent_run_id, counts, outcomes, latest)
+    record.log_sweep_headline(client, parent_run_id, headline)
     client.set_terminated(parent_run_id, schema.FINISHED, end_time=int(time.time() * 1000))
     return counts
 
 
-def log_headline(
-    client: MlflowClient,
-    parent_run_id: str,
-    counts: dict[str, int],
-    outcomes: list[schema.ChildOutcome],
-    runs: dict[str, Run],
-) -> None:
-    """The counts (metrics jobs/*) and the best completed run (best/val_loss, its id and optimizer as tags) on the
-    parent: the runs table shows a sweep's result without opening it."""
+def _outcome(latest: "dict[str, Run]") -> tuple[dict[str, int], record.SweepHeadline]:
+    """The outcome counts of the latest run per grid point, and the headline they make."""
+    outcomes = [queries.child_outcome(r) for r in latest.values()]
+    counts = schema.count_outcomes(o.outcome for o in outcomes)
+    return counts, _headline(counts, outcomes, latest)
+
+
+def _headline(
+    counts: dict[str, int], outcomes: list[schema.ChildOutcome], runs: "dict[str, Run]"
+) -> record.SweepHeadline:
     best = record.best_of((o.run_id, o.final_val_loss) for o in outcomes if o.outcome == schema.COMPLETED)
     by_id = {r.info.run_id: r for r in runs.values()}
-    headline = record.SweepHeadline(
+    return record.SweepHeadline(
         counts=counts,
         best_val_loss=best[1] if best else None,
         best_optimizer=by_id[best[0]].data.tags.get(schema.OPTIMIZER) if best else None,
         best_run_id=best[0] if best else None,
     )
-    record.log_sweep_headline(client, parent_run_id, headline)
+
+
+def _finish_direct(parent: ParentRun) -> dict[str, int] | None:
+    """`finish` with sqlite3 (the same rows: tags replaced, metrics as log_batch stores them, the run ended); None
+    where harness.tracking.group cannot write the store."""
+    from harness.report.source import SqliteSource  # the report's SQL reader of a sweep's children
+    from harness.tracking import group, sinks
+
+    connection = group.connect(parent.uri)
+    if connection is None:
+        return None
+    db = store.sqlite_path(parent.uri)
+    try:
+        children = SqliteSource(parent.uri, db).children(parent.experiment_id, parent.run_id)
+        latest = queries.latest_per_grid_point(children)
+        counts, headline = _outcome(latest)
+        metrics, tags = record.headline_record(headline)
+        tags = {**{schema.job_count_tag(k): str(counts[k]) for k in (*schema.OUTCOMES, "total")}, **tags}
+        now = int(time.time() * 1000)
+        sinks.SqliteColumnSink(str(db)).write(
+            parent.run_id, [sinks.Columns([0], {k: [v] for k, v in metrics.items()}, [now])]
+        )
+        with group.transaction(connection) as writer:
+            writer.executemany(
+                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                [(k, v[: group.MAX_TAG_LENGTH], parent.run_id) for k, v in tags.items()],
+            )
+            writer.execute(
+                "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
+                (schema.FINISHED, int(time.time() * 1000), parent.run_id),
+            )
+    finally:
+        connection.close()
+    return counts
 
 
 def close_parent(parent: ParentRun) -> str:
     """End the parent run after the sweep; one line with the counts."""
-    counts = finish(store.client(parent.uri), parent.experiment_id, parent.run_id)
+    counts = _finish_direct(parent)
+    if counts is None:
+        counts = finish(store.client(parent.uri), parent.experiment_id, parent.run_id)
     summary = ", ".join(f"{counts[o]} {o}" for o in schema.OUTCOMES if counts[o])
     return f"[sweep] parent run {parent.run_id}: {counts['total']} grid points: {summary or 'none'}"

@@ -208,13 +208,11 @@ _OFFLINE_LOCK = threading.Lock()
 
 def upload_text(artifact_uri: str, text: str, artifact_file: str) -> None:
     """Write `text` as `artifact_file` into a run's artifact store, known by its URI (no run lookup)."""
-    from mlflow.utils.file_utils import local_file_uri_to_path
-    from mlflow.utils.uri import is_local_uri
+    from harness.tracking import store
 
-    if is_local_uri(artifact_uri):  # the common case: write the file where the artifact store keeps it
-        path = Path(local_file_uri_to_path(artifact_uri), artifact_file)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    if store.write_local_text(
+        artifact_uri, text, artifact_file
+    ):  # the common case: a file where the store keeps it
         return
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, Path(artifact_file).name)

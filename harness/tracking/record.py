@@ -209,6 +209,28 @@ class DatasetRecord:
     source_type: str
     source: str  # JSON
     profile: str  # JSON: split sizes and shapes
+    schema: str | None = None  # (mlflow.entities.Dataset's field; the harness logs none)
+
+
+@dataclass(frozen=True)
+class InputTagRecord:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class DatasetInputRecord:
+    """What an mlflow.entities.DatasetInput holds, without importing MLflow (harness.tracking.group writes it)."""
+
+    dataset: DatasetRecord
+    tags: tuple[InputTagRecord, ...]
+
+
+def training_input(record: DatasetRecord) -> DatasetInputRecord:
+    """The dataset as an input of a training run: what `dataset_input` gives MLflow, for harness.tracking.group."""
+    return DatasetInputRecord(
+        record, (InputTagRecord(schema.DATASET_CONTEXT, schema.DATASET_CONTEXT_TRAINING),)
+    )
 
 
 def dataset_record(task: "Task", splits: "Splits") -> DatasetRecord | None:
@@ -270,8 +292,9 @@ def dataset_input(record: DatasetRecord) -> "DatasetInput":
     """The MLflow DatasetInput for `MlflowClient.log_inputs` (context `training`, as `mlflow.log_input` tags it)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    light = training_input(record)
     dataset = Dataset(record.name, record.digest, record.source_type, record.source, profile=record.profile)
-    return DatasetInput(dataset, [InputTag(schema.DATASET_CONTEXT, schema.DATASET_CONTEXT_TRAINING)])
+    return DatasetInput(dataset, [InputTag(t.key, t.value) for t in light.tags])
 
 
 # --- A sweep's parent run -------------------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric
+if TYPE_CHECKING:  # imported where used: a batched sweep's launcher writes SQLite without importing MLflow
+    from mlflow import MlflowClient
 
 Row = tuple[str, float, int, int]  # key, value, timestamp (ms), step
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
@@ -63,10 +63,12 @@ class MetricSink(Protocol):
 class ClientSink:
     """MlflowClient.log_batch: any store (HTTP servers, databases, SQLite)."""
 
-    def __init__(self, client: MlflowClient):
+    def __init__(self, client: "MlflowClient"):
         self.client = client
 
     def write(self, run_id: str, batch: Sequence[Columns | Row]) -> None:
+        from mlflow.entities import Metric
+
         rows = rows_of(batch)
         for start in range(0, len(rows), MAX_METRICS_PER_BATCH):
             chunk = rows[start : start + MAX_METRICS_PER_BATCH]
@@ -154,7 +156,7 @@ def _records(run_id: str, key: str, column: Sequence[float], timestamps: Sequenc
     return rows
 
 
-def sink_for(client: MlflowClient) -> MetricSink:
+def sink_for(client: "MlflowClient") -> MetricSink:
     """The columnar path for SQLite stores of the MLflow schema it was written for; log_batch otherwise."""
     uri = str(client.tracking_uri)
     if uri.startswith("sqlite:///"):

@@ -54,6 +54,26 @@ def artifact_root(uri: str) -> str | None:
     return None if db is None else str(db.parent / "artifacts")
 
 
+def local_artifact_path(artifact_uri: str) -> Path | None:
+    """The directory of a `file:` artifact URI (as MLflow's local_file_uri_to_path reads it); None for any other."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost") or parsed.query or parsed.fragment:
+        return None
+    return Path(urllib.request.url2pathname(parsed.path))
+
+
+def write_local_text(artifact_uri: str, text: str, artifact_file: str) -> bool:
+    """Write `text` as `artifact_file` under a local (`file:`) artifact URI, as MLflow's local artifact repository
+    stores it; False (nothing written) for any other URI."""
+    directory = local_artifact_path(artifact_uri)
+    if directory is None:
+        return False
+    path = directory / artifact_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
+
+
 def is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
@@ -208,6 +228,13 @@ def _write_ahead_log(db: str) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
+def experiment_location(uri: str, name: str) -> str | None:
+    """Where a new experiment's artifacts go: `<db dir>/artifacts/<name>` as a file URI on SQLite; None (the server's
+    default) elsewhere."""
+    root = artifact_root(uri)
+    return None if root is None else Path(root, re.sub(r"[^\w.-]+", "_", name)).as_uri()
+
+
 def ensure_experiment(mlflow_client: "MlflowClient", name: str) -> str:
     """The id of experiment `name`, creating it with an absolute artifact location if it does not exist.
 
@@ -220,8 +247,7 @@ def ensure_experiment(mlflow_client: "MlflowClient", name: str) -> str:
         if experiment.lifecycle_stage == "deleted":
             mlflow_client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-    root = artifact_root(mlflow_client.tracking_uri)
-    location = None if root is None else Path(root, re.sub(r"[^\w.-]+", "_", name)).as_uri()
+    location = experiment_location(mlflow_client.tracking_uri, name)
     try:
         return mlflow_client.create_experiment(name, artifact_location=location)
     except MlflowException:

@@ -60,10 +60,7 @@ class SweepCallback(Callback):
         if self.late is not None:
             config, self.late = self.late, None
             with _one_line_errors():
-                from harness.sweep import parent
-
-                fresh = parent.open_fresh(config, self.state) if config.tracking.enabled else None
-                self.state = fresh or _with_parent(config, self.state, rerun_all=self.rerun == "all")
+                self.state = _with_parent(config, self.state, rerun_all=self.rerun == "all")
                 self.state.save(Path(str(config.hydra.sweep.dir)).resolve())
                 if self.state.completed:  # another launch finished points of this grid meanwhile
                     log.warning(

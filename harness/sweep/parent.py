@@ -1,9 +1,9 @@
 """The sweep's parent run in MLflow: created (or continued, to resume) before any job, ended with the outcome counts.
 
 Reads the store through harness.tracking.queries, as the report does; writes with harness.tracking.schema's names.
-On a SQLite store that harness.tracking.group can write, a new parent run is created (`open_fresh`) and every parent
-run is ended (`close_parent`) with sqlite3 alone, the same rows: a batched sweep's launcher then never imports
-MLflow (2 s of CPU while its workers train).
+On a SQLite store that harness.tracking.group can write, the parent run is created or continued (`_open_direct`) and
+ended (`_finish_direct`) with sqlite3 alone, the same rows: a batched sweep's launcher then never imports MLflow (2 s
+of CPU while its workers train).
 """
 
 import json
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepState:
     """Continue the latest parent run of the same sweep (unless `rerun_all`), or create one; returns the state
-    with the parent and, when continuing, the grid points already done."""
+    with the parent and, when continuing, the grid points already done. With sqlite3 alone where
+    harness.tracking.group can write the store (`_open_direct`), else through MLflow."""
+    direct = _open_direct(config, base, rerun_all)
+    if direct is not None:
+        return direct
     uri = store.resolve_uri(config.tracking.uri, Path.cwd())
     client = store.client(uri)
     experiment = grid.experiment_name(config)
@@ -57,6 +61,11 @@ def _resume(
     runs = queries.children(client, experiment_id, run_id)
     stale = mark_stale_runs_killed(client, runs)
     client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    return _completed(runs, run_id, experiment, stale)
+
+
+def _completed(runs: list, run_id: str, experiment: str, stale: int) -> dict[str, float | None]:
+    """The grid points already done (config hash -> final val loss) of a continued parent run; says so in a line."""
     outcomes = [queries.child_outcome(r) for r in queries.latest_per_grid_point(runs).values()]
     completed = {o.config_hash: o.final_val_loss for o in outcomes if o.outcome in schema.DONE_OUTCOMES}
     print(
@@ -101,17 +110,19 @@ def _parent_record(config: DictConfig, key: str, total: int | None) -> tuple[str
     return name, tags, params, texts
 
 
-def open_fresh(config: DictConfig, base: SweepState) -> SweepState | None:
-    """A new parent run (nothing to resume) written with sqlite3, as `open_parent` writes it through MLflow; None
-    where harness.tracking.group cannot write the store (a server, no file yet, another schema, a deleted
-    experiment): then use `open_parent`."""
+def _open_direct(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepState | None:
+    """`open_parent` with sqlite3 (the same rows); None where harness.tracking.group cannot write the store (a
+    server, no file yet, another schema, a deleted experiment): then MLflow does it."""
+    from harness.report.source import SqliteSource  # the report's SQL reader of a sweep's runs
     from harness.tracking import group
 
     uri = store.resolve_uri(config.tracking.uri, Path.cwd())
     db = store.sqlite_path(uri)
     if db is None or not db.is_file():
         return None
-    store.check_sqlite_file(db)  # empty, not SQLite, half-migrated: the one-line StoreError open_parent gives
+    store.check_sqlite_file(
+        db
+    )  # empty, not SQLite, half-migrated: the one-line StoreError MLflow's path gives
     connection = group.connect(uri)
     if connection is None:
         return None
@@ -122,17 +133,57 @@ def open_fresh(config: DictConfig, base: SweepState) -> SweepState | None:
     if experiment_id is None:
         connection.close()
         return None
+    store.last_location = str(db.resolve())
     key = grid.sweep_key(config, experiment)
     locks.claim_sweep(uri, key, Path.cwd())  # a second launch of a running sweep refuses here
-    name, tags, params, texts = _parent_record(config, key, base.total_jobs)
-    [tracker] = group.RunGroup(connection, experiment_id).create([group.NewRun(name, tags, params, texts)])
-    print(
-        f"[sweep] parent run {tracker.run_id} in experiment {experiment!r} ({record.redact(uri)})",
-        file=sys.stderr,
-    )
-    store.last_location = str(db.resolve())
-    parent = ParentRun(uri=uri, experiment_id=experiment_id, run_id=tracker.run_id)
-    return SweepState(base.total_jobs, base.started_at, base.progress_file, parent, {})
+    found = None if rerun_all else _latest_parent(connection, experiment_id, key)
+    completed: dict[str, float | None] = {}
+    if found is not None:
+        runs = SqliteSource(uri, db).children(experiment_id, found)
+        stale = [r.info.run_id for r in runs if r.info.status == schema.RUNNING]
+        with group.transaction(connection) as writer:  # as mark_stale_runs_killed, then update_run(RUNNING)
+            writer.executemany(
+                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                [(k, v, run_id) for run_id in stale for k, v in _STALE_TAGS.items()],
+            )
+            writer.executemany(
+                "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
+                [(schema.KILLED, int(time.time() * 1000), run_id) for run_id in stale],
+            )
+            writer.execute("UPDATE runs SET status = ? WHERE run_uuid = ?", (schema.RUNNING, found))
+        runs = SqliteSource(uri, db).children(experiment_id, found)
+        completed = _completed(runs, found, experiment, len(stale))
+        run_id = found
+    else:
+        name, tags, params, texts = _parent_record(config, key, base.total_jobs)
+        [tracker] = group.RunGroup(connection, experiment_id).create(
+            [group.NewRun(name, tags, params, texts)]
+        )
+        run_id = tracker.run_id
+        print(
+            f"[sweep] parent run {run_id} in experiment {experiment!r} ({record.redact(uri)})",
+            file=sys.stderr,
+        )
+    connection.close()
+    parent = ParentRun(uri=uri, experiment_id=experiment_id, run_id=run_id)
+    return SweepState(base.total_jobs, base.started_at, base.progress_file, parent, completed)
+
+
+def _latest_parent(connection, experiment_id: str, key: str) -> str | None:
+    """queries.find_parent in SQL: the latest started active parent run with this sweep key."""
+    found = connection.execute(
+        "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid JOIN tags k ON k.run_uuid = r.run_uuid "
+        "WHERE r.experiment_id = ? AND r.lifecycle_stage = 'active' AND t.key = ? AND t.value = ? AND k.key = ? "
+        "AND k.value = ? ORDER BY r.start_time DESC, r.run_uuid LIMIT 1",
+        (int(experiment_id), schema.ROLE, schema.ROLE_SWEEP, schema.SWEEP_KEY, key),
+    ).fetchone()
+    return found[0] if found else None
+
+
+_STALE_TAGS = {
+    schema.STATUS: schema.KILLED_OUTCOME,
+    schema.ERROR: "stale: its sweep stopped before the run ended",
+}
 
 
 def mark_stale_runs_killed(client: "MlflowClient", runs: "list[Run]") -> int:
@@ -141,10 +192,7 @@ def mark_stale_runs_killed(client: "MlflowClient", runs: "list[Run]") -> int:
 
     stale = [r for r in runs if r.info.status == schema.RUNNING]
     for run in stale:
-        tags = [
-            RunTag(schema.STATUS, schema.KILLED_OUTCOME),
-            RunTag(schema.ERROR, "stale: its sweep stopped before the run ended"),
-        ]
+        tags = [RunTag(k, v) for k, v in _STALE_TAGS.items()]
         client.log_batch(run.info.run_id, tags=tags)
         client.set_terminated(run.info.run_id, schema.KILLED)
     return len(stale)

@@ -120,9 +120,8 @@ def _open_direct(config: DictConfig, base: SweepState, rerun_all: bool) -> Sweep
     db = store.sqlite_path(uri)
     if db is None or not db.is_file():
         return None
-    store.check_sqlite_file(
-        db
-    )  # empty, not SQLite, half-migrated: the one-line StoreError MLflow's path gives
+    # Empty, not SQLite, half-migrated: the one-line StoreError MLflow's path gives.
+    store.check_sqlite_file(db)
     connection = group.connect(uri)
     if connection is None:
         return None
@@ -141,18 +140,12 @@ def _open_direct(config: DictConfig, base: SweepState, rerun_all: bool) -> Sweep
     if found is not None:
         runs = SqliteSource(uri, db).children(experiment_id, found)
         stale = [r.info.run_id for r in runs if r.info.status == schema.RUNNING]
+        now = int(time.time() * 1000)
         with group.transaction(connection) as writer:  # as mark_stale_runs_killed, then update_run(RUNNING)
-            writer.executemany(
-                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
-                [(k, v, run_id) for run_id in stale for k, v in _STALE_TAGS.items()],
-            )
-            writer.executemany(
-                "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
-                [(schema.KILLED, int(time.time() * 1000), run_id) for run_id in stale],
-            )
-            writer.execute("UPDATE runs SET status = ? WHERE run_uuid = ?", (schema.RUNNING, found))
-        runs = SqliteSource(uri, db).children(experiment_id, found)
-        completed = _completed(runs, found, experiment, len(stale))
+            group.set_tags(writer, [(k, v, run_id) for run_id in stale for k, v in _STALE_TAGS.items()])
+            group.set_status(writer, [(schema.KILLED, now, run_id) for run_id in stale])
+            group.set_status(writer, [(schema.RUNNING, None, found)])
+        completed = _completed(runs, found, experiment, len(stale))  # stale runs were not done either way
         run_id = found
     else:
         name, tags, params, texts = _parent_record(config, key, base.total_jobs)
@@ -252,14 +245,8 @@ def _finish_direct(parent: ParentRun) -> dict[str, int] | None:
             parent.run_id, [sinks.Columns([0], {k: [v] for k, v in metrics.items()}, [now])]
         )
         with group.transaction(connection) as writer:
-            writer.executemany(
-                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
-                [(k, v[: group.MAX_TAG_LENGTH], parent.run_id) for k, v in tags.items()],
-            )
-            writer.execute(
-                "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
-                (schema.FINISHED, int(time.time() * 1000), parent.run_id),
-            )
+            group.set_tags(writer, [(k, v[: group.MAX_TAG_LENGTH], parent.run_id) for k, v in tags.items()])
+            group.set_status(writer, [(schema.FINISHED, int(time.time() * 1000), parent.run_id)])
     finally:
         connection.close()
     return counts

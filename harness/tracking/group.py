@@ -10,8 +10,6 @@ MlflowTracker per trial. tests/test_group_tracking.py proves both paths store th
 """
 
 import contextlib
-import itertools
-import math
 import posixpath
 import sqlite3
 import time
@@ -25,7 +23,7 @@ from typing import Any
 from harness import signals
 from harness.tracking import schema
 from harness.tracking.base import FINISHED
-from harness.tracking.sinks import LARGEST_FLOAT, METRIC_COLUMNS, _finite
+from harness.tracking.sinks import METRIC_COLUMNS, _records
 
 MAX_BUFFERED_ROWS = 200_000  # metric points held before they are written (all trials, one transaction)
 FLUSH_EVERY_S = 5.0  # and at least this often while a group trains: its curves grow live in the MLflow UI
@@ -239,8 +237,8 @@ class RunGroup:
             # the runs are this group's alone: their latest values are known here (see GroupTracker._add)
             db.executemany(self.insert_latest, latest_rows)
             # a tag set again (harness.status) replaces the value, as MLflow's set_tag does
-            db.executemany("INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)", tag_rows)
-            db.executemany("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?", ends)
+            set_tags(db, tag_rows)
+            set_status(db, ends)
         self.trackers = [t for t in self.trackers if not t.closed]
 
 
@@ -291,19 +289,13 @@ class GroupTracker:
 
         MLflow's latest_metrics rule: the point with the greatest (step, timestamp, value) is a key's latest. No one
         else writes these runs while the group trains, so the latest values need not be read back from the store.
-        A chunk of finite values (the usual case) is converted without a Python call per point.
+        Rows as harness.tracking.sinks makes them (NaN as 0 with is_nan, +-inf as the largest float).
         """
-        if all(map(math.isfinite, values)):
-            nans: Any = itertools.repeat(False)
-        else:
-            sanitized = [sanitize_metric_value(_finite(v)) for v in values]
-            nans, values = [n for n, _ in sanitized], [v for _, v in sanitized]
-        self.rows.extend(
-            zip(itertools.repeat(key), values, timestamps, steps, nans, itertools.repeat(self.run_id))
-        )
-        if not values:
+        rows = _records(self.run_id, key, values, timestamps, steps)
+        self.rows.extend(rows)
+        if not rows:
             return
-        newest = max(zip(steps, timestamps, values, nans))
+        newest = max((step, timestamp, value, is_nan) for _, value, timestamp, step, is_nan, _ in rows)
         current = self.latest.get(key)
         if current is None or newest[:3] > current[:3]:
             self.latest[key] = newest
@@ -334,13 +326,14 @@ class GroupTracker:
             group.flush()
 
 
-def sanitize_metric_value(value: float) -> tuple[bool, float]:
-    """(is_nan, value) as MLflow's SQL store writes a metric: NaN as 0 with is_nan set, +-inf as the largest float."""
-    if math.isnan(value):
-        return True, 0
-    if math.isinf(value):
-        return False, math.copysign(LARGEST_FLOAT, value)
-    return False, value
+def set_tags(db: sqlite3.Connection, rows: Sequence[tuple[str, str, str]]) -> None:
+    """(key, value, run id) rows: a tag set again replaces its value, as MLflow's set_tag does."""
+    db.executemany("INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)", rows)
+
+
+def set_status(db: sqlite3.Connection, rows: Sequence[tuple[str, int | None, str]]) -> None:
+    """(status, end time or None to keep it, run id) rows, as MLflow's update_run_info writes them."""
+    db.executemany("UPDATE runs SET status = ?, end_time = COALESCE(?, end_time) WHERE run_uuid = ?", rows)
 
 
 def append_to_uri_path(location: str, *parts: str) -> str:

@@ -210,9 +210,8 @@ def upload_text(artifact_uri: str, text: str, artifact_file: str) -> None:
     """Write `text` as `artifact_file` into a run's artifact store, known by its URI (no run lookup)."""
     from harness.tracking import store
 
-    if store.write_local_text(
-        artifact_uri, text, artifact_file
-    ):  # the common case: a file where the store keeps it
+    # The common case: a file where the store keeps it.
+    if store.write_local_text(artifact_uri, text, artifact_file):
         return
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, Path(artifact_file).name)

@@ -11,19 +11,11 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, Stopped, StoreError, location_of
 
 DEBUG_VARIABLES = ("HARNESS_DEBUG", "HYDRA_FULL_ERROR")
 CONFIG_EXIT = 2  # a refused config value (as before: argparse's convention for usage errors)
 ENVIRONMENT_EXIT = 1  # the store, the filesystem
-
-
-class StoreError(RuntimeError):
-    """The tracking store cannot be used as it is. The message says where, what is wrong and what to do."""
-
-
-class Stopped(RuntimeError):
-    """The harness stopped on purpose (e.g. an HPO study past its failure budget); the message is the one line."""
 
 
 # Messages of sqlite3 / SQLAlchemy / MLflow errors (wrapped in each other) that mean the store, not the code, failed.
@@ -98,10 +90,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _where() -> str:
-    from harness.tracking import store
-
-    return f" ({store.last_location})" if store.last_location else ""
+def _where(exc: BaseException) -> str:
+    """` (<store>)`: the store the failure happened on, as the tracking port marked it (harness.errors.located)."""
+    where = next((location_of(link) for link in _chain(exc) if location_of(link)), None)
+    return f" ({where})" if where else ""
 
 
 def describe(exc: BaseException) -> str | None:
@@ -114,11 +106,11 @@ def describe(exc: BaseException) -> str | None:
             return said
         if isinstance(link, OSError) and link.errno in _OS_ERRORS:
             path = link.filename or ""
-            return f"{_OS_ERRORS[link.errno]}: {path}" if path else f"{_OS_ERRORS[link.errno]}{_where()}"
+            return f"{_OS_ERRORS[link.errno]}: {path}" if path else f"{_OS_ERRORS[link.errno]}{_where(exc)}"
         text = str(link).lower()
         for needle, meaning in _STORE_MESSAGES.items():
             if needle in text:
-                return meaning + _where()
+                return meaning + _where(exc)
         for needle, meaning in _LAUNCHER_MESSAGES.items():
             if needle in text:
                 return meaning

@@ -1,7 +1,7 @@
 """The MLflow run of one job: its name, tags, params and config artifact, and how it ends.
 
-Written from the Plan (what the job resolved), with the names of harness.tracking.schema. MLflow is imported only
-when a run is created, so `tracking.enabled=false` never pays for it.
+Written from the Plan (what the job resolved), with the names of harness.tracking.schema, through the tracking port
+(harness.tracking.port): nothing is opened when `tracking.enabled=false`.
 """
 
 import dataclasses
@@ -13,28 +13,45 @@ from pathlib import Path
 import torch
 import yaml
 
-from harness.config import Config, config_hash, effective_lr
+from harness.config import Config, TrackingConfig, config_hash, effective_lr
 from harness.context import JobContext
 from harness.devices import device_description
 from harness.loop import RunResult
 from harness.plan import Plan
-from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, record, schema
+from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, port, record, schema, store
+from harness.tracking.port import NewRun
+from harness.tracking.run_tracker import RunTracker
 
 
-def open_run(plan: Plan, ctx: JobContext, extra_tags: dict[str, str] | None = None) -> Tracker:
-    """Create the MLflow run (a child run inside a sweep) with params, tags and the resolved config.
+def new_run(plan: Plan, ctx: JobContext, extra_tags: dict[str, str] | None = None) -> NewRun:
+    """The job's run as it is created: name, tags, params, config.yaml and dataset input. The one assembly of a
+    job's record: the single path and batched groups (harness.sweep.pieces) both create runs from it.
 
     `extra_tags` add to or replace the run's tags (batched trials: `harness.engine`, `harness.batch_trials`).
     """
-    cfg = plan.cfg
-    if not cfg.tracking.enabled:
-        return NullTracker()
     tags = run_tags(
-        cfg, ctx, plan.task.name, plan.config_hash, str(plan.device), device_description(plan.device)
+        plan.optimizer_name,
+        ctx,
+        plan.task.name,
+        plan.config_hash,
+        str(plan.device),
+        device_description(plan.device),
     ) | (extra_tags or {})
-    name = run_name(cfg, plan.task.name, plan.batch_size)
     dataset = record.dataset_record(plan.task, plan.splits)
-    return _start_run(cfg, ctx, plan.task.name, tags, resolved_params(plan), name, dataset)
+    return NewRun(
+        plan.run_name,
+        tags,
+        record.job_params(plan.config, resolved_params(plan)),
+        {schema.CONFIG_ARTIFACT: config_text(record.redact_config(plan.config))},
+        [record.training_input(dataset)] if dataset is not None else [],
+    )
+
+
+def open_run(plan: Plan, ctx: JobContext, extra_tags: dict[str, str] | None = None) -> Tracker:
+    """Create the job's run (a child run inside a sweep); a NullTracker when tracking is disabled."""
+    if not plan.tracking.enabled:
+        return NullTracker()
+    return _start(new_run(plan, ctx, extra_tags), plan.tracking, plan.task.name, ctx)
 
 
 def resolved_params(plan: Plan) -> dict[str, float | int]:
@@ -58,10 +75,12 @@ _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
     """Inside a sweep, a config the job refused (a device that is not there...) still shows as a FAILED run."""
-    tags = run_tags(cfg, ctx, cfg.task.name, config_hash(cfg), cfg.device, "")
-    name = run_name(cfg, cfg.task.name, cfg.data.batch_size)
-    resolved = {schema.RESOLVED_LR: effective_lr(cfg)}
-    end_run(_start_run(cfg, ctx, cfg.task.name, tags, resolved, name), FAILED, message)
+    tags = run_tags(cfg.optimizer.name, ctx, cfg.task.name, config_hash(cfg), cfg.device, "")
+    config = dataclasses.asdict(cfg)
+    params = record.job_params(config, {schema.RESOLVED_LR: effective_lr(cfg)})
+    texts = {schema.CONFIG_ARTIFACT: config_text(record.redact_config(config))}
+    run = NewRun(run_name(cfg, cfg.task.name, cfg.data.batch_size), tags, params, texts)
+    end_run(_start(run, cfg.tracking, cfg.task.name, ctx), FAILED, message)
 
 
 def record_result(tracker: Tracker, result: RunResult, name: str) -> None:
@@ -78,7 +97,7 @@ def summary_line(result: RunResult, tracker: Tracker, ctx: JobContext) -> str:
 
     where = None
     if tracker.run_id is not None:
-        uri = tracker.client.tracking_uri
+        uri = tracker.store.uri
         default = uri == store.default_uri(ctx.project_dir)
         where = record.where_to_see(uri, default, tracker.experiment_id, tracker.run_id)
     return record.summary_line(
@@ -108,61 +127,32 @@ def run_name(cfg: Config, task_name: str, batch_size: int | str) -> str:
 
 
 def run_tags(
-    cfg: Config, ctx: JobContext, task_name: str, identity: str, device: str, device_name: str
+    optimizer: str, ctx: JobContext, task_name: str, identity: str, device: str, device_name: str
 ) -> dict[str, str]:
     return record.job_tags(
         task=task_name,
-        optimizer=cfg.optimizer.name,
+        optimizer=optimizer,
         config_hash=identity,
         overrides=ctx.overrides,
         device=device,
         device_name=device_name,
         torch_version=torch.__version__,
-        user=_user(),
+        user=user(),
         git_commit=git_commit(str(ctx.project_dir)),
     ) | {schema.ENGINE: schema.ENGINE_SINGLE, schema.BATCH_TRIALS: "1"}
 
 
-def _start_run(
-    cfg: Config,
-    ctx: JobContext,
-    task_name: str,
-    tags: dict,
-    resolved: dict,
-    name: str,
-    dataset: record.DatasetRecord | None = None,
-) -> Tracker:
-    from harness.tracking import store
-    from harness.tracking.mlflow_tracker import MlflowTracker
-
+def _start(run: NewRun, tracking: TrackingConfig, task_name: str, ctx: JobContext) -> RunTracker:
+    """Create the run on the sweep's store (as the sweep's child), or on the configured one."""
     parent = ctx.parent
-    uri = parent.uri if parent else store.resolve_uri(cfg.tracking.uri, ctx.project_dir)
-    client = store.client(uri)
+    uri = parent.uri if parent else store.resolve_uri(tracking.uri, ctx.project_dir)
+    found = port.open_store(uri)
     experiment_id = (
-        parent.experiment_id
-        if parent
-        else store.ensure_experiment(client, cfg.tracking.experiment or task_name)
+        parent.experiment_id if parent else found.ensure_experiment(tracking.experiment or task_name)
     )
     # A remote server may go away mid-run: what it cannot take is kept locally for `python -m harness.sync`.
-    spool_dir = Path(ctx.project_dir) / "mlruns" / "unsent" if store.is_remote(uri) else None
-    tracker = MlflowTracker.start(
-        client,
-        experiment_id,
-        name,
-        tags,
-        parent_run_id=parent.run_id if parent else None,
-        spool_dir=spool_dir,
-    )
-    try:
-        config = dataclasses.asdict(cfg)
-        tracker.log_params(record.job_params(config, resolved))
-        tracker.log_text(config_text(record.redact_config(config)), schema.CONFIG_ARTIFACT)
-        if dataset is not None:
-            tracker.log_inputs([record.dataset_input(dataset)])
-    except Exception as exc:
-        end_run(tracker, FAILED, f"{type(exc).__name__}: {exc}")
-        raise
-    return tracker
+    spool_dir = Path(ctx.project_dir) / store.DEFAULT_STORE_DIR / "unsent" if found.remote else None
+    return RunTracker.start(found, experiment_id, run, parent.run_id if parent else None, spool_dir)
 
 
 @functools.cache
@@ -177,7 +167,7 @@ def git_commit(directory: str) -> str | None:
     return out.stdout.strip() or None
 
 
-def _user() -> str:
+def user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

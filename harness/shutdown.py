@@ -47,10 +47,10 @@ def wait_for_workers(workers: int, timeout: float = WORKER_GRACE_S) -> None:
 
 
 def _running_children(state: SweepState) -> list:
-    from harness.tracking import queries, store
+    from harness.tracking import port
 
     parent = state.parent
-    runs = queries.children(store.client(parent.uri), parent.experiment_id, parent.run_id)
+    runs = port.open_store(parent.uri).children(parent.experiment_id, parent.run_id)
     return [r for r in runs if r.info.status == schema.RUNNING]
 
 
@@ -63,22 +63,11 @@ def end_sweep(status: str, reason: str) -> str | None:
     if state is None or state.parent is None:
         return None
     sweep_closed()
-    from harness.tracking import queries, store
+    from harness.sweep.parent import end_parent
+    from harness.tracking import port
 
     parent = state.parent
-    client = store.client(parent.uri)
-    for run in _running_children(state):
-        client.set_tag(run.info.run_id, schema.STATUS, schema.KILLED_OUTCOME)
-        client.set_tag(run.info.run_id, schema.ERROR, reason)
-        client.set_terminated(run.info.run_id, schema.KILLED)
-    runs = queries.children(client, parent.experiment_id, parent.run_id)
-    latest = queries.latest_per_grid_point(runs).values()
-    counts = schema.count_outcomes(queries.child_outcome(r).outcome for r in latest)
-    tags = {schema.job_count_tag(k): str(v) for k, v in counts.items()}
-    tags[schema.ERROR] = reason
-    for key, value in tags.items():
-        client.set_tag(parent.run_id, key, value)
-    client.set_terminated(parent.run_id, status, end_time=int(time.time() * 1000))
+    counts = end_parent(port.open_store(parent.uri), parent, status, reason)
     done = counts[schema.COMPLETED] + counts[schema.DIVERGED]
     total = state.total_jobs if state.total_jobs is not None else "?"
     return f"sweep parent run {parent.run_id} ended {status} with {done} of {total} grid points done"

@@ -12,38 +12,37 @@ import sys
 from pathlib import Path
 
 from harness import failures
-from harness.errors import ConfigError
-from harness.failures import StoreError
-from harness.tracking import spool, store
-from harness.tracking.sinks import ClientSink
+from harness.errors import ConfigError, StoreError
+from harness.tracking import port, spool, store
+from harness.tracking.port import Columns
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def sync_file(path: Path, tracking_uri: str | None = None) -> str:
     """Replay one spool file; returns a one-line summary."""
-    from mlflow.entities import Param, RunTag
-
     header, records = spool.read(path)
     run_id = check_run_id(header.get("run_id"))
-    client = store.client(tracking_uri or recorded_server(header), create=False)
-    check_run_exists(client, run_id)
-    points, sink = 0, ClientSink(client)
+    target = port.open_store(tracking_uri or recorded_server(header), create=False)
+    found = target.run(run_id)
+    if found is None:
+        raise ValueError(f"run {run_id} does not exist in {target.location}")
+    points = 0
     for record in records:
         if "metrics" in record:
             rows = [tuple(row) for row in record["metrics"]]
-            sink.write(run_id, rows)
+            target.log_metrics(run_id, Columns.of_rows(rows))
             points += len(rows)
         elif "params" in record:
-            items = [Param(k, v) for k, v in record["params"].items()]
-            for start in range(0, len(items), 100):
-                client.log_batch(run_id, params=items[start : start + 100])
+            raise ValueError(
+                f"{path}: params are given when a run is created; a spool of this harness holds none"
+            )
         elif "text" in record:
-            client.log_text(run_id, record["text"]["text"], record["text"]["artifact_file"])
+            target.log_text(found.info.artifact_uri, record["text"]["text"], record["text"]["artifact_file"])
         elif "tags" in record:
-            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["tags"].items()])
+            target.set_tags(run_id, record["tags"])
         elif "end" in record:
-            client.set_terminated(run_id, record["end"]["status"], record["end"]["end_time"])
+            target.end_run(run_id, record["end"]["status"], end_time=record["end"]["end_time"])
     path.rename(path.with_name(path.name + ".synced"))
     return f"{path}: run {run_id} complete ({points} metric points uploaded)"
 
@@ -57,7 +56,7 @@ def check_run_id(run_id: object) -> str:
 
 def recorded_server(header: dict) -> str:
     """The store the spool was meant for: a tracking server (spools are written for servers), or an SQLite file that
-    exists (`store.client(create=False)` creates nothing). Any other database URI in a header is refused: connecting
+    exists (`port.open_store(create=False)` creates nothing). Any other database URI in a header is refused: connecting
     could create a database where a crafted file points. `--tracking-uri` names another store explicitly."""
     uri = header.get("tracking_uri")
     if not isinstance(uri, str) or not (store.is_remote(uri) or store.sqlite_path(uri) is not None):
@@ -66,17 +65,6 @@ def recorded_server(header: dict) -> str:
             "store; pass --tracking-uri to upload into another store"
         )
     return uri
-
-
-def check_run_exists(client, run_id: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_run(run_id)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        raise ValueError(f"run {run_id} does not exist in {store.redact(client.tracking_uri)}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

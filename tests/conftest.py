@@ -76,11 +76,11 @@ def running_runs(uri: str, children_only: bool = False) -> list:
     store lock, so polling never races the process that is creating the store (MLflow's migrations)."""
     from mlflow.entities import ViewType
 
-    from harness.failures import StoreError
-    from harness.tracking import store as stores
+    from harness.errors import StoreError
+    from harness.tracking.mlflow_store import MlflowStore
 
     try:
-        client = stores.client(uri, create=False)
+        client = MlflowStore.open(uri, create=False).client
     except StoreError:
         return []
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
@@ -100,11 +100,11 @@ def all_runs(uri: str) -> list:
     is creating must not race MLflow's migrations."""
     from mlflow.entities import ViewType
 
-    from harness.failures import StoreError
-    from harness.tracking import store as stores
+    from harness.errors import StoreError
+    from harness.tracking.mlflow_store import MlflowStore
 
     try:
-        client = stores.client(uri, create=False) if uri.startswith("sqlite:///") else mlflow_client(uri)
+        client = MlflowStore.open(uri, create=False).client if uri.startswith("sqlite:///") else mlflow_client(uri)
     except StoreError:
         return []
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]

@@ -113,23 +113,20 @@ def group_key(spec: TrialSpec) -> Hashable | None:
     """What must be equal for trials to train together; None when this trial cannot batch.
 
     It cannot batch when its optimizer has no batched update (L-BFGS, custom, Muon, ...), when a hyperparameter
-    takes a branch the batched update does not write (maximize...), or when its task has no batched form.
+    takes a branch the batched update does not write (maximize...), or when its task has no batched form. Decided
+    once per distinct set of its inputs (all of the spec but lr, seed and divergence factor): classifying the update
+    builds an optimizer, which costs far more than the rest of a job's set-up.
     """
-    family = optimizer_family(spec.optimizer, spec.hparams)
-    if family is None:
-        return None
-    form = batched_form(spec.task)
-    if form is None:
-        return None
-    return (
-        task_identity(spec.task),
-        form.key,
-        family,
-        spec.batch_size,
-        spec.shuffle,
-        spec.total_steps,
-        spec.steps_per_epoch,
-        spec.eval_every,
-        spec.scheduler,
-        str(spec.device),
-    )
+    shared = (
+        task_identity(spec.task), spec.batch_size, spec.shuffle, spec.total_steps, spec.steps_per_epoch,
+        spec.eval_every, spec.scheduler, str(spec.device),
+    )  # fmt: skip
+    inputs = (shared, spec.optimizer, tuple(sorted((k, repr(v)) for k, v in spec.hparams.items())))
+    if inputs not in _KEYS:
+        family = optimizer_family(spec.optimizer, spec.hparams)
+        form = batched_form(spec.task) if family is not None else None
+        _KEYS[inputs] = None if form is None else (*shared, form.key, family)
+    return _KEYS[inputs]
+
+
+_KEYS: dict[tuple, Hashable | None] = {}

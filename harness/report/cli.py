@@ -9,7 +9,6 @@ that cannot be written) ends with one line on stderr and exit status 1; HARNESS_
 import argparse
 import os
 import re
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from urllib.parse import urlparse
 
 from harness.errors import ConfigError
 from harness.report.source import LATEST, ReportError
-from harness.tracking import store
+from harness.tracking import sqlite_store, store
 
 REPORTS_DIR = "reports"
 # Stores MLflow can open for reading (the file store is in maintenance mode in MLflow 3 and refuses to open).
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace, uri: str) -> Path:
         _say(answer)
     if not args.no_log:
         try:
-            publish.attach(uri, data.parent, report)
+            publish.attach(data.source, data.parent, report)
             _say(
                 f"attached to the sweep's run {data.sweep_run_id} as artifacts under {publish.ARTIFACT_DIR}/"
             )
@@ -140,7 +139,7 @@ def default_out(experiment: str, run_id: str) -> Path:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """What a user's input or store can cause. MLflow's exception counts only if MLflow was imported: the report
     reads SQLite stores without it."""
-    errors: list[type[BaseException]] = [ReportError, ConfigError, OSError, sqlite3.Error]
+    errors: list[type[BaseException]] = [ReportError, ConfigError, OSError, *sqlite_store.DATABASE_ERRORS]
     mlflow_errors = sys.modules.get("mlflow.exceptions")
     if mlflow_errors is not None:
         errors.append(mlflow_errors.MlflowException)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from harness.report.source import LATEST, ReportError, find_sweep, open_source
 from harness.tracking import queries, schema
+from harness.tracking.port import Store
 
 # The histories a report draws: losses and the clocks they are drawn against. `epoch` and `samples_seen` are read for
 # runs logged before resolved.steps_per_epoch existed (they logged both at every step; see curves.clocks).
@@ -82,7 +83,7 @@ class SweepData:
     parent: object  # the sweep's parent run (MLflow's Run shape)
     grid: Grid
     runs: pd.DataFrame  # one row per grid point: RUN_COLUMNS, then params.*, tags.*, metrics.*
-    source: object  # source.SqliteSource | source.ClientSource
+    source: Store  # read-only (harness.report.source.open_source)
     cache_dir: Path | None = None
     history_source: str = ""  # "store" or "cache": where the last histories() came from
     _histories: pd.DataFrame | None = field(default=None, repr=False)

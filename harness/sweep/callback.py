@@ -13,7 +13,6 @@ Its one parameter, `rerun`, is the launcher's business, not a job's, so it is no
 import contextlib
 import logging
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -116,24 +115,27 @@ def _starts_afresh(config: DictConfig, rerun_all: bool) -> bool:
         return False
     from harness.tracking import store
 
-    path = store.sqlite_path(store.resolve_uri(config.tracking.uri, Path.cwd()))
+    uri = store.resolve_uri(config.tracking.uri, Path.cwd())
+    path = store.sqlite_path(uri)
     if path is None or not os.access(path.parent if path.parent.exists() else Path.cwd(), os.W_OK):
         return False
     if rerun_all or not path.exists():
         return True
-    experiment = grid.experiment_name(config)
-    query = (
-        "SELECT 1 FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
-        "JOIN tags t ON t.run_uuid = r.run_uuid WHERE e.name = ? AND t.key = ? AND t.value = ? LIMIT 1"
-    )
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=1)) as db:
-            found = db.execute(
-                query, (experiment, schema.SWEEP_KEY, grid.sweep_key(config, experiment))
-            ).fetchone()
-    except sqlite3.Error:
+    from harness.errors import StoreError
+    from harness.tracking import port
+
+    try:  # read-only, by SQL alone: no MLflow import for the answer
+        found_store = port.open_store(str(uri), read_only=True, adapter="sqlite")
+    except StoreError:
         return False
-    return found is None
+    if found_store is None:
+        return False
+    experiment = grid.experiment_name(config)
+    found = found_store.experiment(experiment)
+    return (
+        found is None
+        or found_store.find_parent(found.experiment_id, grid.sweep_key(config, experiment)) is None
+    )
 
 
 def start_sweep(config: DictConfig, rerun_all: bool = False, open_parent: bool = True) -> SweepState:

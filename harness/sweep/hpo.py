@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from optuna.trial import Trial, TrialState
 
 from harness import shutdown
-from harness.failures import Stopped
+from harness.errors import Stopped
 from harness.tracking import schema
 
 
@@ -53,14 +53,16 @@ def stop_past_failure_budget(config: DictConfig, trial: Trial) -> None:
 
 def end_parent_run(config: DictConfig, reason: str) -> str:
     """End the sweep's parent run (the one the callback opened for this sweep) with its counts and the reason."""
+    from harness.context import ParentRun
     from harness.sweep import grid, parent
-    from harness.tracking import queries, store
+    from harness.tracking import port, store
 
-    client = store.client(store.resolve_uri(config.tracking.uri, Path.cwd()))
+    uri = store.resolve_uri(config.tracking.uri, Path.cwd())
+    found_store = port.open_store(uri)
     experiment = grid.experiment_name(config)
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    run = queries.find_parent(client, experiment_id, grid.sweep_key(config, experiment))
-    client.set_tag(run.info.run_id, schema.STOPPED, reason)
-    counts = parent.finish(client, experiment_id, run.info.run_id)
+    experiment_id = found_store.ensure_experiment(experiment)
+    run = found_store.find_parent(experiment_id, grid.sweep_key(config, experiment))
+    ended = ParentRun(uri=uri, experiment_id=experiment_id, run_id=run.info.run_id)
+    counts = parent.end_parent(found_store, ended, extra_tags={schema.STOPPED: reason})
     shutdown.sweep_closed()  # ended here: what the command does on its way out must not end it again
     return f"[sweep] parent run {run.info.run_id} ended after {counts['total']} trials: {reason}"

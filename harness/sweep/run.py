@@ -13,6 +13,7 @@ from harness.context import JobContext
 from harness.errors import ConfigError
 from harness.job import run_job
 from harness.job_run import record_refused_job
+from harness.plan import Plan
 from harness.sweep import progress
 from harness.sweep.state import SweepState
 from harness.tracking import schema
@@ -20,28 +21,32 @@ from harness.tracking import schema
 log = logging.getLogger(__name__)
 
 
-def run_in_sweep(cfg: Config, ctx: JobContext, state: SweepState | None) -> float | None:
+def run_in_sweep(
+    cfg: Config, ctx: JobContext, state: SweepState | None, plan: Plan | None = None
+) -> float | None:
     """Run one grid point; returns the final validation loss (the objective for HPO sweepers) or None.
 
     `state` None (no sweep callback configured): the job runs and records as a single run would, nothing skipped.
+    `plan`: the job's plan when the caller made it already (the batched launcher, grouping), not made again.
     """
     if state is not None and state.parent is not None:
         ctx = dataclasses.replace(ctx, parent=state.parent)
     overrides = list(ctx.overrides)
-    key = config_hash(cfg)
-    if state is not None and key in state.completed:
-        progress.report(state, progress.SKIPPED, overrides)
-        return objective(state.completed[key])
-    value, status, error = _run(cfg, ctx)
+    if state is not None and state.completed:
+        key = plan.config_hash if plan is not None else config_hash(cfg)
+        if key in state.completed:
+            progress.report(state, progress.SKIPPED, overrides)
+            return objective(state.completed[key])
+    value, status, error = _run(cfg, ctx, plan)
     if state is not None:
         progress.report(state, status, overrides, error)
     return objective(value)
 
 
-def _run(cfg: Config, ctx: JobContext) -> tuple[float | None, str, str]:
+def _run(cfg: Config, ctx: JobContext, plan: Plan | None) -> tuple[float | None, str, str]:
     """(final val loss, outcome, error): failures are recorded, never raised."""
     try:
-        result = run_job(cfg, ctx)
+        result = run_job(cfg, ctx, plan)
     except ConfigError as exc:
         log.error("job refused: %s", exc)
         if cfg.tracking.enabled:

@@ -1,6 +1,7 @@
 """Per-step values kept in preallocated buffers and handed to a tracker one chunk of steps at a time.
 
-Shared by the training loop and batched trials. A chunk is up to `chunk` consecutive steps. Two kinds of series:
+Shared by the training loop (harness.loop) and the batched engine (harness.batched.engine). A chunk is up to `chunk`
+consecutive steps. Two kinds of series:
 
 - device series: one tensor `values` of shape (series, *trials, chunk) on the run's device, written by in-device
   copies (`slots(key)[i].copy_(tensor)`): nothing forces a host sync; the chunk crosses to the host in one copy.
@@ -27,7 +28,8 @@ class StepBuffer:
         host_keys: series written as Python floats.
         chunk: steps per chunk.
         device, dtype: of the device tensor (dtype of the values written: a float64 run keeps float64).
-        trials: for batched trials, the number of trials: each device series then holds (trials, chunk) values.
+        trials: for batched trials, the number of trials: each device series then holds (trials, chunk) values, and
+            `take` gives it as one list of steps per trial.
     """
 
     def __init__(
@@ -70,16 +72,15 @@ class StepBuffer:
         size = self.values[0, ..., :n].numel()
         for s, key in enumerate(self.device_keys):
             part = flat[s * size : (s + 1) * size]
-            columns[key] = part if self.values.dim() == 2 else _rows(part, n)
+            if self.values.dim() == 2:
+                columns[key] = part
+            else:  # batched trials: one row of n steps per trial
+                columns[key] = [part[t * n : (t + 1) * n] for t in range(self.values.shape[1])]
         rest, extras = flat[len(self.device_keys) * size :], []
         for t in extra:
             extras.append(rest[: t.numel()])
             rest = rest[t.numel() :]
         return columns, extras
-
-
-def _rows(flat: list, n: int) -> list[list]:
-    return [flat[i : i + n] for i in range(0, len(flat), n)]
 
 
 def first_true(mask: Tensor) -> Tensor:

@@ -14,6 +14,9 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.errors import StoreError
+from harness.tracking import store
+
 
 @contextlib.contextmanager
 def store_lock(db: Path) -> Iterator[None]:
@@ -54,16 +57,8 @@ def hold(path: Path) -> None:
     _held[key] = fd
 
 
-def release(path: Path) -> None:
-    fd = _held.pop(str(path), None)
-    if fd is not None:
-        os.close(fd)  # closing the descriptor drops the lock
-
-
 def sweep_lock_path(uri: str, sweep_key: str, project_dir: Path) -> Path:
     """Beside a SQLite store (so every launch into it sees the lock); under the project's mlruns/ for a server."""
-    from harness.tracking import store
-
     db = store.sqlite_path(uri)
     directory = db.resolve().parent if db is not None else Path(project_dir) / store.DEFAULT_STORE_DIR
     return directory / "locks" / f"sweep-{sweep_key}.lock"
@@ -78,8 +73,6 @@ def claim_sweep(uri: str, sweep_key: str, project_dir: Path) -> None:
     Raises:
         StoreError: the same sweep is running (another process holds its lock).
     """
-    from harness.failures import StoreError
-
     path = sweep_lock_path(uri, sweep_key, project_dir)
     try:
         hold(path)

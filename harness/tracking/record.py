@@ -1,8 +1,7 @@
 """What a job's and a sweep's MLflow record contains, as an MLflow user reads it.
 
 Pure functions from plain values to the names, params, tags and lines that end up in MLflow or on the terminal;
-the writers (harness.job_run, harness.sweep.parent) call them, the names come from schema.py. MLflow itself is imported
-only by the functions that build MLflow objects (`dataset_input`, `log_sweep_headline`).
+the writers (harness.job_run, harness.sweep.parent) call them, the names come from schema.py. No MLflow here.
 
 Conventions an MLflow user can rely on (README, "The MLflow record"):
 - No credentials anywhere: a tracking URI's `user:password@` (and `password=`/`token=` query values) is replaced by
@@ -25,9 +24,6 @@ from typing import TYPE_CHECKING, Any
 from harness.tracking import schema
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from mlflow.entities import DatasetInput
-
     from harness.tasks.base import Splits, Task
 
 # --- Credentials ----------------------------------------------------------------------------------------------------
@@ -133,9 +129,7 @@ def job_tags(
 ) -> dict[str, str]:
     """The tags a job's run starts with: its role, what it trains, where, from which code; overrides redacted."""
     tags = {
-        schema.SOURCE_NAME: "harness.train",
-        schema.SOURCE_TYPE: "LOCAL",
-        schema.USER: user,
+        **source_tags(user, git_commit),
         schema.ROLE: schema.ROLE_JOB,
         schema.TASK: task,
         schema.OPTIMIZER: optimizer,
@@ -147,7 +141,15 @@ def job_tags(
         schema.STATUS: schema.RUNNING_OUTCOME,
     }
     if git_commit:
-        tags[schema.SOURCE_GIT_COMMIT] = tags[schema.GIT_COMMIT] = git_commit
+        tags[schema.GIT_COMMIT] = git_commit
+    return tags
+
+
+def source_tags(user: str, git_commit: str | None) -> dict[str, str]:
+    """MLflow's own tags of who ran what, as `mlflow run` sets them: on job runs and on a sweep's parent run."""
+    tags = {schema.SOURCE_NAME: "harness.train", schema.SOURCE_TYPE: "LOCAL", schema.USER: user}
+    if git_commit:
+        tags[schema.SOURCE_GIT_COMMIT] = git_commit
     return tags
 
 
@@ -220,14 +222,14 @@ class InputTagRecord:
 
 @dataclass(frozen=True)
 class DatasetInputRecord:
-    """What an mlflow.entities.DatasetInput holds, without importing MLflow (harness.tracking.group writes it)."""
+    """What an mlflow.entities.DatasetInput holds, without importing MLflow (the tracking port writes it)."""
 
     dataset: DatasetRecord
     tags: tuple[InputTagRecord, ...]
 
 
 def training_input(record: DatasetRecord) -> DatasetInputRecord:
-    """The dataset as an input of a training run: what `dataset_input` gives MLflow, for harness.tracking.group."""
+    """The dataset as an input of a training run (context `training`, as `mlflow.log_input` tags it)."""
     return DatasetInputRecord(
         record, (InputTagRecord(schema.DATASET_CONTEXT, schema.DATASET_CONTEXT_TRAINING),)
     )
@@ -286,15 +288,6 @@ def _digest(splits: "Splits") -> str:
     digest = h.hexdigest()[:16]
     _DIGESTS[id(splits)] = (splits, digest)
     return digest
-
-
-def dataset_input(record: DatasetRecord) -> "DatasetInput":
-    """The MLflow DatasetInput for `MlflowClient.log_inputs` (context `training`, as `mlflow.log_input` tags it)."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    light = training_input(record)
-    dataset = Dataset(record.name, record.digest, record.source_type, record.source, profile=record.profile)
-    return DatasetInput(dataset, [InputTag(t.key, t.value) for t in light.tags])
 
 
 # --- A sweep's parent run -------------------------------------------------------------------------------------------
@@ -369,21 +362,6 @@ def headline_record(headline: SweepHeadline) -> tuple[dict[str, float], dict[str
     if headline.best_run_id:
         tags[schema.BEST_RUN_ID] = headline.best_run_id
     return metrics, tags
-
-
-def log_sweep_headline(client: "MlflowClient", parent_run_id: str, headline: SweepHeadline) -> None:
-    """Write the headline onto the parent run in one request (works on an ended run: MLflow allows it)."""
-    import time
-
-    from mlflow.entities import Metric, RunTag
-
-    metrics, tags = headline_record(headline)
-    now = int(time.time() * 1000)
-    client.log_batch(
-        parent_run_id,
-        metrics=[Metric(key, value, now, 0) for key, value in metrics.items()],
-        tags=[RunTag(key, value) for key, value in tags.items()],
-    )
 
 
 def best_of(final_val_losses: Iterable[tuple[str, float | None]]) -> tuple[str, float] | None:

@@ -1,7 +1,7 @@
 """What could not reach the tracking server, kept on local disk until `python -m harness.sync <file>` uploads it.
 
 A spool file is JSON lines: a header naming the run and the tracking URI, then records in the order they happened:
-`{"params": {...}}`, `{"text": {"artifact_file": ..., "text": ...}}`, `{"metrics": [[key, value, timestamp_ms, step], ...]}`,
+`{"text": {"artifact_file": ..., "text": ...}}`, `{"metrics": [[key, value, timestamp_ms, step], ...]}`,
 `{"tags": {...}}`, `{"end": {"status": ..., "end_time": ...}}`.
 """
 
@@ -23,9 +23,6 @@ class Spool:
 
     def metrics(self, rows: Sequence[tuple[str, float, int, int]]) -> None:
         self._append({"metrics": [list(row) for row in rows]})
-
-    def params(self, params: Mapping[str, str]) -> None:
-        self._append({"params": dict(params)})
 
     def text(self, text: str, artifact_file: str) -> None:
         self._append({"text": {"artifact_file": artifact_file, "text": text}})

@@ -1,0 +1,296 @@
+"""The MLflow adapter of the tracking port: MlflowClient, for any URI MLflow tracks to (SQLite, servers, databases).
+
+Also where a store is made ready before MLflow touches it: a new SQLite store is created (MLflow's migrations) under
+a file lock, so that concurrent launches never race in them; a tracking server is asked whether it answers.
+"""
+
+import functools
+import logging
+import os
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness import failures
+from harness.errors import ConfigError, StoreError, located
+from harness.tracking import locks, schema, sqlite_store, store
+from harness.tracking.port import (
+    HISTORY_COLUMNS,
+    Experiment,
+    NewRun,
+    RunData,
+    RunInfo,
+    RunUpdate,
+    Store,
+    StoredRun,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+
+PAGE = 1000  # MLflow's search_runs page size limit
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limits for one log_batch call
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
+CLIENT_THREADS = (
+    8  # concurrent get_metric_history requests against a server: each mostly waits on the network
+)
+
+
+class MlflowStore(Store):
+    """The port through MlflowClient."""
+
+    adapter = "mlflow"
+
+    def __init__(self, uri: str, location: str, client: "MlflowClient"):
+        super().__init__(uri, location)
+        self.client = client
+        self.remote = store.is_remote(uri)
+
+    @classmethod
+    def open(cls, uri: str, create: bool = True, read_only: bool = False) -> "MlflowStore":
+        db = store.sqlite_path(uri)
+        if db is not None:
+            db = db.resolve()
+            return cls(uri, str(db), _sqlite_client(uri, str(db), create and not read_only, read_only))
+        if store.is_remote(uri):
+            # MLflow retries a dead server with exponential backoff for minutes; a few seconds tell us enough.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+            check_server(uri)
+        from mlflow import MlflowClient
+
+        return cls(uri, store.redact(uri), MlflowClient(tracking_uri=uri))
+
+    # experiments
+    def experiment(self, name: str) -> Experiment | None:
+        with located(self.location):
+            found = self.client.get_experiment_by_name(name)
+        if found is None or found.lifecycle_stage != "active":
+            return None
+        return Experiment(found.experiment_id, found.name, found.artifact_location)
+
+    def experiment_names(self) -> list[str]:
+        with located(self.location):
+            return sorted(e.name for e in self.client.search_experiments())
+
+    def ensure_experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        with located(self.location):
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is not None:
+                if experiment.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(experiment.experiment_id)
+                return experiment.experiment_id
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=store.experiment_location(self.uri, name)
+                )
+            except MlflowException:
+                experiment = self.client.get_experiment_by_name(name)  # created concurrently: use theirs
+                if experiment is None:
+                    raise
+                return experiment.experiment_id
+
+    # runs
+    def _create_runs(self, experiment_id: str, runs: Sequence[NewRun], start_time: int) -> list[RunInfo]:
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Param, RunStatus
+
+        infos: list[RunInfo] = []
+        with located(self.location):
+            try:
+                for run in runs:
+                    created = self.client.create_run(
+                        experiment_id, start_time=start_time, tags=run.tags, run_name=run.name
+                    ).info
+                    infos.append(_info(created))
+                    params = [Param(k, v) for k, v in run.params.items()]
+                    for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
+                        self.client.log_batch(
+                            created.run_id, params=params[start : start + MAX_PARAMS_PER_BATCH]
+                        )
+                    datasets = [
+                        DatasetInput(
+                            Dataset(d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source,
+                                    schema=d.dataset.schema, profile=d.dataset.profile),
+                            [InputTag(t.key, t.value) for t in d.tags],
+                        )
+                        for d in run.datasets
+                    ]  # fmt: skip
+                    if datasets:
+                        self.client.log_inputs(created.run_id, datasets=datasets)
+            except Exception:
+                for info in infos:  # all or none: what was created ends FAILED
+                    self.client.set_terminated(info.run_id, RunStatus.to_string(RunStatus.FAILED))
+                raise
+        return infos
+
+    def _write(self, updates: Sequence[RunUpdate]) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        with located(self.location):
+            for update in updates:
+                metrics = [Metric(k, v, t, s) for chunk in update.metrics for k, v, t, s in chunk.rows()]
+                for start in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+                    self.client.log_batch(
+                        update.run_id, metrics=metrics[start : start + MAX_METRICS_PER_BATCH]
+                    )
+                tags = [RunTag(k, v) for k, v in update.tags.items()]
+                for start in range(0, len(tags), MAX_TAGS_PER_BATCH):
+                    self.client.log_batch(update.run_id, tags=tags[start : start + MAX_TAGS_PER_BATCH])
+                if update.status == schema.RUNNING:
+                    self.client.update_run(update.run_id, status=update.status)
+                elif update.status is not None:
+                    self.client.set_terminated(update.run_id, update.status, end_time=update.end_time)
+
+    # reading
+    def run(self, run_id: str) -> StoredRun | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with located(self.location):
+                return _stored(self.client.get_run(run_id))
+        except MlflowException:
+            return None
+
+    def find_parent(self, experiment_id: str, sweep_key: str) -> StoredRun | None:
+        return self._first(
+            experiment_id,
+            f"tags.`{schema.ROLE}` = '{schema.ROLE_SWEEP}' and tags.`{schema.SWEEP_KEY}` = '{sweep_key}'",
+        )
+
+    def latest_parent(self, experiment_id: str) -> StoredRun | None:
+        return self._first(experiment_id, f"tags.`{schema.ROLE}` = '{schema.ROLE_SWEEP}'")
+
+    def _first(self, experiment_id: str, filter_string: str) -> StoredRun | None:
+        with located(self.location):
+            runs = self.client.search_runs(
+                [experiment_id],
+                filter_string=filter_string,
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        return _stored(runs[0]) if runs else None
+
+    def children(self, experiment_id: str, parent_run_id: str) -> list[StoredRun]:
+        runs, token = [], None
+        with located(self.location):
+            while True:  # paged: sweeps can hold thousands
+                page = self.client.search_runs(
+                    [experiment_id],
+                    filter_string=f"tags.`{schema.PARENT_RUN_ID}` = '{parent_run_id}'",
+                    order_by=["attributes.start_time ASC"],
+                    max_results=PAGE,
+                    page_token=token,
+                )
+                runs.extend(_stored(r) for r in page)
+                token = page.token
+                if not token:
+                    return runs
+
+    def histories(
+        self, run_ids: Sequence[str], keys: Sequence[str], step: int | None = None
+    ) -> "pd.DataFrame":
+        """get_metric_history per run and key, in parallel threads."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import pandas as pd
+
+        def history(job: tuple[str, str]) -> list[tuple]:
+            run_id, key = job
+            points = self.client.get_metric_history(run_id, key)
+            return [(run_id, key, m.step, m.value) for m in points if step is None or m.step == step]
+
+        jobs = [(run_id, key) for run_id in run_ids for key in keys]
+        with located(self.location), ThreadPoolExecutor(CLIENT_THREADS) as pool:
+            rows = [row for part in pool.map(history, jobs) for row in part]
+        return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def _info(info) -> RunInfo:
+    return RunInfo(
+        info.run_id, info.run_name, info.status, info.start_time, info.end_time, str(info.experiment_id),
+        info.artifact_uri, info.user_id or "", info.lifecycle_stage,
+    )  # fmt: skip
+
+
+def _stored(run) -> StoredRun:
+    return StoredRun(
+        _info(run.info), RunData(dict(run.data.params), dict(run.data.tags), dict(run.data.metrics))
+    )
+
+
+@functools.cache
+def _sqlite_client(uri: str, db: str, create: bool, read_only: bool) -> "MlflowClient":
+    """Check, create or upgrade the database under a lock beside it, once per process (jobs share it)."""
+    from mlflow import MlflowClient
+
+    if not failures.debug():
+        # MLflow logs every database error with its traceback before raising it; the harness says it in one line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    path = Path(db)
+    if not path.is_file() and (read_only or not create):
+        raise StoreError(f"{path} does not exist: no MLflow store there (nothing created)", str(path))
+    if read_only:
+        sqlite_store.check_file(path)
+        return MlflowClient(tracking_uri=uri)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the store's directory {path.parent}: {exc.strerror}", str(path)
+        ) from exc
+    sqlite_store.check_writable(path)
+    with locks.store_lock(path), located(str(path)):
+        sqlite_store.check_file(path)
+        client = MlflowClient(tracking_uri=uri)
+        client._tracking_client.store  # noqa: B018 - creates the tables (migrations) inside the lock
+        sqlite_store.write_ahead_log(path)
+    return client
+
+
+def create_sqlite(uri: str, db: Path) -> None:
+    """Create a new SQLite store (MLflow's migrations, under the store lock)."""
+    _sqlite_client(uri, str(db.resolve()) if db.exists() else str(db), True, False)
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when no tracking server answers at `uri`."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            response.read()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            "tracking.uri",
+            store.redact(uri),
+            f"a running MLflow tracking server (none answered: {reason}; `make server` starts one)",
+        ) from None
+
+
+def upload_text(artifact_uri: str, text: str, artifact_file: str) -> None:
+    """Write `text` as `artifact_file` into a remote artifact store, known by its URI (no run lookup)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp, Path(artifact_file).name)
+        local.write_text(text)
+        directory = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
+        get_artifact_repository(artifact_uri).log_artifact(str(local), directory)
+
+
+def upload_files(artifact_uri: str, files: Sequence[Path], directory: str) -> None:
+    """Files (or folders) into a remote artifact store under `directory`."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repository = get_artifact_repository(artifact_uri)
+    for path in files:
+        if Path(path).is_dir():
+            repository.log_artifacts(str(path), f"{directory}/{Path(path).name}")
+        else:
+            repository.log_artifact(str(path), directory)

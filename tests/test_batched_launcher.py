@@ -19,13 +19,13 @@ BATCHED = "hydra/launcher=batched"
 QUADRATIC = [
     "task=quadratic",
     "optimizer=sgd,adam",
-    "optimizer.lr=0.05,0.2",
+    "optimizer.lr=0.05,1.5",  # sgd at 1.5 diverges: its record ([diverged] name) must be the same too
     "seed=0,1",
     "trainer.max_steps=12",
 ]
 # Recorded differently by design: where the run sits, how it was launched, and the clock.
 NOT_COMPARED_PARAMS = ("tracking.", "sweep.")
-NOT_COMPARED_TAGS = (schema.PARENT_RUN_ID, schema.OVERRIDES, schema.ENGINE, schema.BATCH_TRIALS, "mlflow.")
+NOT_COMPARED_TAGS = (schema.PARENT_RUN_ID, schema.OVERRIDES, schema.ENGINE, schema.BATCH_TRIALS)
 CLOCK_METRICS = (schema.WALL_S, schema.TOTAL_S, schema.TIME_TO_TARGET_S)
 
 
@@ -55,7 +55,7 @@ def record(store, run) -> dict:
     for key in ("tracking", "sweep"):
         config.pop(key, None)
     return {
-        "status": run.info.status,
+        "status": (run.info.status, run.info.run_name, run.info.user_id),
         "params": params,
         "tags": tags,
         "histories": histories,
@@ -93,10 +93,15 @@ def test_a_batched_sweep_records_what_the_basic_launcher_records(store, tmp_path
     assert len(one_by_one) == len(together) == 8 and one_by_one.keys() == together.keys()
     for point, run in one_by_one.items():
         assert_same_record(store, run, together[point])
-        assert len(history(store, run.info.run_id, schema.TRAIN_LOSS)) == 12
+        diverged = run.data.tags[schema.STATUS] == schema.DIVERGED
+        assert len(history(store, run.info.run_id, schema.TRAIN_LOSS)) < 12 if diverged else 12
+        assert together[point].info.run_name.startswith("[diverged] ") == diverged
         assert run.data.tags[schema.ENGINE] == schema.ENGINE_SINGLE
+    assert sum(r.data.tags[schema.STATUS] == schema.DIVERGED for r in together.values()) == 2  # sgd lr=1.5 x 2 seeds
     parents, _ = parents_and_children(store)
-    assert sorted(p.data.tags[schema.job_count_tag("completed")] for p in parents) == ["8", "8"]
+    assert sorted(p.data.tags[schema.job_count_tag("completed")] for p in parents) == ["6", "6"]
+    for p in parents:
+        assert p.data.tags[schema.USER] and p.data.tags[schema.SOURCE_NAME] == "harness.train"
     # No job directories (unless hydra.launcher.write_job_dirs=true): only the sweep's own files.
     assert [p.name for p in (tmp_path / "b").iterdir() if p.is_dir()] == []
     assert (tmp_path / "b" / "multirun.yaml").exists()

@@ -9,7 +9,7 @@ from conftest import all_runs, compose_config, history, mlflow_client
 
 from harness.job import JobContext, run_job
 from harness.tracking import schema
-from harness.tracking.sinks import MAX_METRICS_PER_BATCH
+from harness.tracking.run_tracker import MAX_BUFFERED_POINTS
 
 # Every step (+ suboptimality when f* is known), and at evaluation points.
 STEP_KEYS = [schema.TRAIN_LOSS, schema.GRAD_NORM, schema.WALL_S]
@@ -50,8 +50,8 @@ def test_params_tags_and_config_artifact(store, tmp_path):
 
 
 def test_every_step_and_evaluation_is_logged_exactly_once(store, tmp_path):
-    # 300 steps x 4 per-step keys > MAX_METRICS_PER_BATCH: the buffer is sent mid-run and at the end.
-    assert 300 * 4 > MAX_METRICS_PER_BATCH
+    # 300 steps x 4 per-step keys > MAX_BUFFERED_POINTS: the buffer is sent mid-run and at the end.
+    assert 300 * 4 > MAX_BUFFERED_POINTS
     result = run(
         tmp_path, "task=linreg_10d", "optimizer=sgd", "trainer.max_steps=300", "trainer.eval_every=25"
     )
@@ -111,52 +111,3 @@ def test_tracking_disabled_writes_nothing(store, tmp_path):
     result = run(tmp_path, "task=quadratic", "tracking.enabled=false", "trainer.max_steps=3")
     assert result.steps == 3
     assert not Path(store.removeprefix("sqlite:///")).exists()
-
-
-def test_the_columnar_sqlite_path_stores_exactly_what_log_batch_stores(store):
-    from harness.tracking import store as stores
-    from harness.tracking.sinks import ClientSink, Columns, SqliteColumnSink, sink_for
-
-    client = stores.client(store)
-    experiment_id = stores.ensure_experiment(client, "sinks")
-    losses = [3.0, 2.5, float("nan"), float("inf"), 1.0]
-    first = [
-        Columns(range(5), {"train/loss": losses, "lr": [0.1] * 5}, [1000 + i for i in range(5)]),
-        Columns([0, 10, 20], {"val/loss": [9.0, 8.0, 7.0]}, [2000, 2001, 2002]),
-    ]
-    # A later batch with an older point (must not become the latest) and a newer one (must).
-    second = [
-        Columns([2], {"train/loss": [0.5]}, [999]),
-        Columns([30], {"val/loss": [-float("inf")]}, [3000]),
-    ]
-    runs = []
-    for sink in (ClientSink(client), sink_for(client)):
-        run_id = client.create_run(experiment_id).info.run_id
-        sink.write(run_id, first)
-        sink.write(run_id, second)
-        runs.append(run_id)
-    assert isinstance(sink_for(client), SqliteColumnSink)
-    for key in ("train/loss", "val/loss", "lr"):
-        a, b = (
-            sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(r, key)) for r in runs
-        )
-        assert len(a) == len(b) > 0 and all(x[:2] == y[:2] for x, y in zip(a, b))
-        assert all(x[2] == y[2] or (math.isnan(x[2]) and math.isnan(y[2])) for x, y in zip(a, b))
-    latest = [client.get_run(r).data.metrics for r in runs]
-    assert latest[0] == latest[1] == {"train/loss": 1.0, "val/loss": -1.7976931348623157e308, "lr": 0.1}
-
-
-def test_the_columnar_path_refuses_a_schema_it_was_not_written_for(tmp_path):
-    import sqlite3
-
-    from harness.tracking.sinks import SqliteColumnSink
-
-    missing = tmp_path / "missing.db"
-    with pytest.raises(RuntimeError, match="no SQLite database"):
-        SqliteColumnSink(str(missing))
-    assert not missing.exists()  # probing created nothing
-    other = tmp_path / "other.db"
-    with sqlite3.connect(other) as connection:
-        connection.execute("CREATE TABLE metrics (key TEXT, value REAL, step INTEGER)")
-    with pytest.raises(RuntimeError, match="unexpected MLflow schema of metrics"):
-        SqliteColumnSink(str(other))

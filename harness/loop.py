@@ -15,10 +15,13 @@ What is recorded (the per-step contract other parts rely on):
   data behind the evaluated parameters), `samples_seen` (= k x batch size) and, without a scheduler, `lr`.
   Per step these follow from the step and the params resolved.steps_per_epoch and resolved.batch_size, so they are
   not written per step: for train step t, epoch = t // steps_per_epoch and samples seen after it = (t+1) x batch.
+What follows from the measured values (grad_norm, suboptimality, the evaluation point's series), the divergence
+rule, time to target and the RunResult are harness.trial's, shared with the batched engine.
 
 How the values travel: per-step values go into preallocated per-chunk buffers (harness.tracking.columns) and reach
 the tracker as one `log_columns` call per chunk of `chunk_steps` steps; a chunk also ends at every evaluation point,
-so evaluations are written after the train steps before them. Two ways to fill a chunk:
+so evaluations are written after the train steps before them. One step loop fills a chunk; a recorder keeps what
+each step measured (harness.trial.STEP_KEYS), in one of two ways:
 - host values (CPU): `loss.item()` costs no sync there, so divergence is checked every step, before the update.
 - device values (CUDA/MPS; `device_values=True` forces it on CPU, for tests): loss and squared grad norm are copied
   into a device tensor; nothing in the step waits for the device. Divergence is checked on the device once per chunk,
@@ -27,10 +30,9 @@ so evaluations are written after the train steps before them. Two ways to fill a
   `time/wall_s` is then the host's clock when the step was issued; the device catches up at each chunk's copy.
 """
 
-import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +42,7 @@ from harness.tracking import schema
 from harness.tracking.base import Tracker
 from harness.tracking.columns import StepBuffer, first_true, timestamps_ms, write_chunk
 from harness.tracking.schema import COMPLETED, DIVERGED
-
-LOSS_KEYS = (schema.TRAIN_LOSS, schema.GRAD_NORM)  # per-step values the device computes
+from harness.trial import STEP_KEYS, RunResult, Trial
 
 
 @dataclass(frozen=True)
@@ -60,37 +61,6 @@ class LoopSettings:
     flush_every_s: float = (
         10.0  # a chunk also ends after this long, so that the UI shows slow runs progressing
     )
-
-
-@dataclass
-class RunResult:
-    """What one training run achieved."""
-
-    status: str  # completed | diverged
-    steps: int  # optimizer steps taken (for a diverged run: before the step whose loss diverged)
-    wall_s: float
-    final_train_loss: float
-    final_val: dict[str, float] = field(default_factory=dict)
-    best_val_loss: float = math.nan
-    time_to_target_s: float | None = None
-    steps_to_target: int | None = None
-    divergence: str | None = None  # why it was stopped as diverged
-    diverged_at: int | None = None  # the step whose loss diverged: the last step in the record
-
-    def final_metrics(self) -> dict[str, float]:
-        """The `final/*`, `best/*` and summary metrics logged once at the end."""
-        metrics = {
-            schema.FINAL_TRAIN_LOSS: self.final_train_loss,
-            schema.STEPS: float(self.steps),
-            schema.TOTAL_S: self.wall_s,
-        }
-        metrics.update({f"{schema.FINAL_VAL_PREFIX}{key}": value for key, value in self.final_val.items()})
-        if not math.isnan(self.best_val_loss):
-            metrics[schema.BEST_VAL_LOSS] = self.best_val_loss
-        if self.time_to_target_s is not None:
-            metrics[schema.TIME_TO_TARGET_S] = self.time_to_target_s
-            metrics[schema.STEPS_TO_TARGET] = float(self.steps_to_target)
-        return metrics
 
 
 class Progress:
@@ -170,13 +140,6 @@ class Gradients:
                 p.grad = v
 
 
-def _evaluate(task: Task, model: nn.Module, val: Batch) -> dict[str, float]:
-    model.eval()
-    metrics = {f"{schema.VAL_PREFIX}{key}": value for key, value in task.evaluate(model, val).items()}
-    model.train()
-    return metrics
-
-
 def _endless(loader: Iterable[Batch]) -> Iterator[Batch]:
     """Batches epoch after epoch (the caller stops at its step budget)."""
     while True:
@@ -194,8 +157,68 @@ def _uses_device_values(settings: LoopSettings, params: list[nn.Parameter]) -> b
     return bool(params) and params[0].device.type in ("cuda", "mps")
 
 
+class _HostValues:
+    """A chunk's per-step values as Python floats (CPU: `.item()` costs no sync there, and a list store is cheaper
+    than writing a tensor element): divergence is checked every step, before the update."""
+
+    def __init__(self, buffer: StepBuffer, trial: Trial, progress: Progress):
+        self.buffer, self.trial, self.progress = buffer, trial, progress
+        self.columns = [buffer.host[key] for key in STEP_KEYS]
+        self.losses = buffer.host[schema.TRAIN_LOSS]
+        self.limit: float | None = None
+        self.first = 0  # the chunk's first step
+
+    def record(self, i: int, values: tuple[Tensor, ...]) -> bool:
+        """Step i of the chunk (STEP_KEYS' values); False when its loss diverged: it must not be updated."""
+        for column, value in zip(self.columns, values):
+            column[i] = value.item()
+        loss = self.losses[i]
+        if self.limit is None:
+            self.limit = self.trial.limit(loss)
+        if not loss <= self.limit:  # NaN fails every comparison
+            return False
+        self.progress.update(self.first + i + 1, loss)
+        return True
+
+    def take(self, n: int) -> tuple[dict[str, list], bool]:
+        """The chunk's first n steps as columns, and whether the last of them diverged."""
+        columns = {key: values[:n] for key, values in self.buffer.host.items()}
+        losses = columns[schema.TRAIN_LOSS]
+        return columns, bool(losses) and not losses[-1] <= self.limit
+
+
+class _DeviceValues:
+    """A chunk's per-step values copied into device memory: nothing in a step waits for the device. Divergence is
+    found on the device when the chunk is taken, in its one device-to-host copy."""
+
+    def __init__(self, buffer: StepBuffer, trial: Trial, progress: Progress):
+        self.buffer, self.trial, self.progress = buffer, trial, progress
+        self.slots = [buffer.slots(key) for key in STEP_KEYS]
+        self.limit: Tensor | None = None
+        self.first = 0
+
+    def record(self, i: int, values: tuple[Tensor, ...]) -> bool:
+        for slots, value in zip(self.slots, values):
+            slots[i].copy_(value)
+        return True
+
+    def take(self, n: int) -> tuple[dict[str, list], bool]:
+        """The chunk's first n steps as columns, cut at the first diverged step, and whether one diverged."""
+        if n == 0:
+            return self.buffer.take(0)[0], False
+        loss = self.buffer.column(schema.TRAIN_LOSS)[:n]
+        if self.limit is None:  # the first chunk starts at step 0
+            self.limit = Trial.limits(self.trial.factor, loss[0])
+        columns, [[bad]] = self.buffer.take(n, extra=[first_true(~(loss <= self.limit))])
+        if bad < n:  # nothing after the diverged step
+            columns = {key: values[: int(bad) + 1] for key, values in columns.items()}
+        losses = columns[schema.TRAIN_LOSS]
+        self.progress.update(self.first + len(losses), losses[-1])
+        return columns, bad < n
+
+
 class _Run:
-    """The state of one training run between chunks."""
+    """The state of one training run between chunks; its bookkeeping is `trial`'s."""
 
     def __init__(
         self, task, model, optimizer, loader, val, settings, tracker, scheduler, needs_closure, progress
@@ -206,23 +229,23 @@ class _Run:
         params = [p for p in model.parameters() if p.requires_grad]
         self.grads = Gradients(params, optimizer)
         self.batches = _endless(loader)
-        self.on_device = _uses_device_values(settings, params)
-        dtype = params[0].dtype if params else torch.float32
+        self.trial = Trial(
+            settings.steps_per_epoch,
+            settings.batch_size,
+            settings.divergence_factor,
+            settings.f_star,
+            settings.target,
+        )
         host_keys = [schema.WALL_S] + ([schema.LR] if scheduler is not None else [])
-        if self.on_device:
+        if _uses_device_values(settings, params):
             device = params[0].device if params else "cpu"
-            self.buffer = StepBuffer(LOSS_KEYS, host_keys, settings.chunk_steps, device, dtype)
+            dtype = params[0].dtype if params else torch.float32
+            self.buffer = StepBuffer(STEP_KEYS, host_keys, settings.chunk_steps, device, dtype)
+            self.values: _HostValues | _DeviceValues = _DeviceValues(self.buffer, self.trial, progress)
         else:
-            self.buffer = StepBuffer((), [*LOSS_KEYS, *host_keys], settings.chunk_steps)
-        self.steps = 0
-        self.limit: float | Tensor | None = None  # divergence_factor x |initial loss|
-        self.initial = math.nan
-        self.last_loss = math.nan
-        self.status, self.divergence, self.diverged_at = COMPLETED, None, None
-        self.best_val = math.nan
-        self.val_metrics: dict[str, float] = {}
-        self.target_s: float | None = None
-        self.target_step: int | None = None
+            self.buffer = StepBuffer((), [*STEP_KEYS, *host_keys], settings.chunk_steps)
+            self.values = _HostValues(self.buffer, self.trial, progress)
+        self._done = 0  # updates done in the current chunk
         self.start = time.perf_counter()
         self.start_ms = time.time() * 1000.0
 
@@ -254,68 +277,30 @@ class _Run:
     # --- one chunk ----------------------------------------------------------------------------------------------
 
     def run_chunk(self, n: int) -> None:
-        """Run up to n steps, write them as one chunk; stop early (and mark the run) on divergence."""
-        first, self._done = self.steps, 0
+        """Run up to n steps and write them as one chunk; a diverged step ends the trial there."""
+        first = self.values.first = self.trial.steps
+        self._done = 0
         try:
-            if self.on_device:
-                columns, bad = self._take_device(self._device_steps(n))
-            else:
-                done, bad = self._host_steps(n)
-                columns = {
-                    key: values[: done + (bad is not None)] for key, values in self.buffer.host.items()
-                }
+            recorded = self._steps(n)
         except BaseException:
             # Ctrl-C or an error inside a step: the steps already done are still recorded.
-            self._write(first, self._columns_done())
+            self._write(first, *self.values.take(self._done))
             raise
-        if bad is not None:  # nothing after the diverged step
-            columns = {key: values[: bad + 1] for key, values in columns.items()}
-        self._write(first, columns)
-        losses = columns[schema.TRAIN_LOSS]
-        if bad is not None:
-            self._diverge(first + bad, losses[bad])
-        else:
-            self.steps, self.last_loss = first + len(losses), losses[-1]
+        self._write(first, *self.values.take(recorded))
 
-    def _host_steps(self, n: int) -> tuple[int, int | None]:
-        """Steps with values as Python floats; returns (updates done, chunk index of the diverged step or None)."""
-        host, group, progress = self.buffer.host, self.optimizer.param_groups[0], self.progress
-        losses, norms, walls = host[schema.TRAIN_LOSS], host[schema.GRAD_NORM], host[schema.WALL_S]
-        lrs, start, first = host.get(schema.LR), self.start, self.steps
+    def _steps(self, n: int) -> int:
+        """Up to n steps (fewer when the chunk's time is up or a loss diverged); returns how many were recorded."""
+        record, group, start = self.values.record, self.optimizer.param_groups[0], self.start
+        walls, lrs = self.buffer.host[schema.WALL_S], self.buffer.host.get(schema.LR)
         deadline = time.perf_counter() + self.settings.flush_every_s
         for i in range(n):
             batch = next(self.batches)
             loss = self._forward_backward(batch)
-            losses[i] = value = loss.item()
-            norms[i] = math.sqrt(self.grads.sq_norm().item())
-            if self.limit is None:
-                self._set_limit(value)
             if lrs is not None:
                 lrs[i] = group["lr"]
-            if not value <= self.limit:  # NaN fails every comparison
+            if not record(i, (loss.detach(), self.grads.sq_norm())):  # in the order of STEP_KEYS
                 walls[i] = time.perf_counter() - start
-                return i, i
-            self._update(batch)
-            walls[i] = now = time.perf_counter() - start
-            self._done = i + 1
-            progress.update(first + i + 1, value)
-            if now + start > deadline:
-                return i + 1, None
-        return n, None
-
-    def _device_steps(self, n: int) -> int:
-        """Steps with loss and squared grad norm copied into device memory: no host sync inside."""
-        buffer, group, start = self.buffer, self.optimizer.param_groups[0], self.start
-        losses, norms = buffer.slots(schema.TRAIN_LOSS), buffer.slots(schema.GRAD_NORM)
-        walls, lrs = buffer.host[schema.WALL_S], buffer.host.get(schema.LR)
-        deadline = time.perf_counter() + self.settings.flush_every_s
-        for i in range(n):
-            batch = next(self.batches)
-            loss = self._forward_backward(batch)
-            losses[i].copy_(loss.detach())
-            norms[i].copy_(self.grads.sq_norm())
-            if lrs is not None:
-                lrs[i] = group["lr"]
+                return i + 1
             self._update(batch)
             walls[i] = now = time.perf_counter() - start
             self._done = i + 1
@@ -323,97 +308,22 @@ class _Run:
                 return i + 1
         return n
 
-    def _take_device(self, done: int) -> tuple[dict[str, list], int | None]:
-        """The chunk's values on the host, and the index of its first diverged step (found on the device)."""
-        loss = self.buffer.column(schema.TRAIN_LOSS)[:done]
-        if self.limit is None:  # the first chunk starts at step 0
-            self.limit = self.settings.divergence_factor * loss[0].abs().clamp_min(1e-12)
-        bad = ~torch.isfinite(loss) | (loss > self.limit)
-        columns, [[first_bad]] = self.buffer.take(done, extra=[first_true(bad)])
-        columns[schema.GRAD_NORM] = [math.sqrt(v) for v in columns[schema.GRAD_NORM]]
-        if self.steps == 0:
-            self.initial = columns[schema.TRAIN_LOSS][0]
-        self.progress.update(self.steps + done, columns[schema.TRAIN_LOSS][-1])
-        return columns, (int(first_bad) if first_bad < done else None)
-
-    def _columns_done(self) -> dict[str, list]:
-        """The completed steps of an interrupted chunk."""
-        if not self.on_device:
-            return {key: values[: self._done] for key, values in self.buffer.host.items()}
-        columns, _ = self.buffer.take(self._done)
-        columns[schema.GRAD_NORM] = [math.sqrt(v) for v in columns[schema.GRAD_NORM]]
-        return columns
-
-    def _set_limit(self, initial: float) -> None:
-        self.initial = initial
-        finite = math.isfinite(initial)
-        # A non-finite first loss diverges at once: no value is <= -inf.
-        self.limit = self.settings.divergence_factor * max(abs(initial), 1e-12) if finite else -math.inf
-
-    def _diverge(self, step: int, loss: float) -> None:
-        self.status, self.diverged_at, self.steps, self.last_loss = DIVERGED, step, step, loss
-        self.divergence = f"loss {loss:.4g} at step {step} (initial {self.initial:.4g})"
-
-    # --- recording ----------------------------------------------------------------------------------------------
-
-    def _write(self, first: int, columns: dict[str, list]) -> None:
-        """One chunk's columns (suboptimality derived here) to the tracker, with per-step timestamps; notes when a
-        target on a per-step metric was first reached."""
-        if not columns.get(schema.TRAIN_LOSS):
-            return
-        if self.settings.f_star is not None:
-            f_star = self.settings.f_star
-            columns[schema.TRAIN_SUBOPTIMALITY] = [v - f_star for v in columns[schema.TRAIN_LOSS]]
-        self._watch_target(first, columns)
-        write_chunk(self.tracker, first, columns, timestamps_ms(self.start_ms, columns[schema.WALL_S]))
-
-    def _watch_target(self, first: int, columns: dict[str, list]) -> None:
-        target = self.settings.target
-        if target is None or self.target_step is not None or target.metric not in columns:
-            return
-        for i, value in enumerate(columns[target.metric]):
-            if target.reached(value):
-                self.target_s, self.target_step = columns[schema.WALL_S][i], first + i
-                return
+    def _write(self, first: int, columns: dict[str, list], diverged: bool) -> None:
+        """One chunk's columns, as the trial completes them, to the tracker with per-step timestamps."""
+        columns = self.trial.steps_done(first, columns, diverged)
+        if columns[schema.TRAIN_LOSS]:
+            write_chunk(self.tracker, first, columns, timestamps_ms(self.start_ms, columns[schema.WALL_S]))
 
     def evaluate(self) -> None:
         """Validation metrics and the evaluation-point series at step = updates done."""
-        metrics = _evaluate(self.task, self.model, self.val)
-        k, s = self.steps, self.settings
-        metrics[schema.EPOCH] = k / s.steps_per_epoch
-        metrics[schema.SAMPLES_SEEN] = float(k * s.batch_size)
-        if self.scheduler is None:  # with a scheduler, lr is a per-step series
-            metrics[schema.LR] = self.optimizer.param_groups[0]["lr"]
+        self.model.eval()
+        values = self.task.evaluate(self.model, self.val)
+        self.model.train()
+        # With a scheduler, lr is a per-step series.
+        lr = self.optimizer.param_groups[0]["lr"] if self.scheduler is None else None
+        k = self.trial.steps
+        metrics = self.trial.evaluated(k, values, lr, time.perf_counter() - self.start)
         self.tracker.log_metrics(metrics, step=k)
-        self.val_metrics = {key: v for key, v in metrics.items() if key.startswith(schema.VAL_PREFIX)}
-        target = s.target
-        if target is not None and self.target_step is None and target.metric in metrics:
-            if target.reached(metrics[target.metric]):
-                self.target_s, self.target_step = time.perf_counter() - self.start, k
-        loss = metrics[schema.VAL_LOSS]
-        if not math.isfinite(loss) and k > 0:  # the last update blew up the parameters
-            self.status, self.divergence, self.diverged_at = DIVERGED, f"val/loss {loss} after {k} steps", k
-        else:
-            self.best_val = loss if math.isnan(self.best_val) else min(self.best_val, loss)
-
-    def result(self) -> RunResult:
-        final_val = (
-            {}
-            if self.status == DIVERGED
-            else {k.removeprefix(schema.VAL_PREFIX): v for k, v in self.val_metrics.items()}
-        )
-        return RunResult(
-            status=self.status,
-            steps=self.steps,
-            wall_s=time.perf_counter() - self.start,
-            final_train_loss=self.last_loss,
-            final_val=final_val,
-            best_val_loss=self.best_val,
-            time_to_target_s=self.target_s,
-            steps_to_target=self.target_step,
-            divergence=self.divergence,
-            diverged_at=self.diverged_at,
-        )
 
 
 def train(
@@ -441,16 +351,20 @@ def train(
         needs_closure,
         progress or Progress(),
     )
+    trial = run.trial
     model.train()
     try:
         run.evaluate()
-        while run.status == COMPLETED and run.steps < settings.total_steps:
+        while trial.status == COMPLETED and trial.steps < settings.total_steps:
             next_eval = min(
-                (run.steps // settings.eval_every + 1) * settings.eval_every, settings.total_steps
+                (trial.steps // settings.eval_every + 1) * settings.eval_every, settings.total_steps
             )
-            run.run_chunk(min(settings.chunk_steps, next_eval - run.steps))
-            if run.status == COMPLETED and run.steps == next_eval:
+            run.run_chunk(min(settings.chunk_steps, next_eval - trial.steps))
+            if trial.status == COMPLETED and trial.steps == next_eval:
                 run.evaluate()
     finally:
         run.progress.close()
-    return run.result()
+    return trial.result(time.perf_counter() - run.start)
+
+
+__all__ = ["COMPLETED", "DIVERGED", "Gradients", "LoopSettings", "Progress", "RunResult", "train"]

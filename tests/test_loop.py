@@ -172,3 +172,4 @@ def test_step_buffer_takes_a_chunk_in_one_copy_with_trials():
     columns, [marks] = buffer.take(3, extra=[mark])
     assert columns == {"wall": [0.0, 0.5, 1.0], "loss": [[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]]}
     assert marks == [3.0, 1.0]  # trial 0 never; trial 1 from step 1
+    assert buffer.take(0)[0] == {"wall": [], "loss": [[], []]}  # a chunk interrupted before its first step

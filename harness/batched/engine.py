@@ -8,20 +8,21 @@ without a scheduler, `lr`.
 How a group runs: per step, each trial's batch is gathered with its own shuffle order, the stacked model computes the
 (K,) losses, one backward fills the stacked gradients, divergence is judged on the device (loss not finite, or above
 divergence_factor x |initial loss|, compared in float64 as the loop compares Python floats) and a diverged trial's
-update is masked to zero from that step on (frozen). Per-step values stay in device buffers; every `sync_every`
-steps they cross to the host in one copy, each trial's record is cut at its diverged step and written with one
-`log_columns` call, and diverged trials leave the group (their tensors are dropped).
+update is masked to zero from that step on (frozen). Per-step values stay in a device buffer
+(harness.tracking.columns.StepBuffer, the loop's); every `sync_every` steps they cross to the host in one copy, each
+trial's record is cut at its diverged step and written with one `log_columns` call, and diverged trials leave the
+group (their tensors are dropped). Each trial's bookkeeping (what the record derives, divergence messages, target,
+best validation loss, RunResult) is a harness.trial.Trial, as the single run's is.
 
 Time: trials share the group's clock. `time/wall_s`, `time/total_s` and time-to-target are the group's elapsed time
 at that step, so they compare trials inside a group; across engines compare steps, not seconds.
 """
 
 import ctypes
-import dataclasses
 import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,9 +31,10 @@ from torch import Tensor
 from harness.batched.models import BatchedModel
 from harness.batched.optim import BatchedOptimizer, build_optimizer
 from harness.batched.spec import TrialSpec, batched_form, group_key
-from harness.loop import COMPLETED, DIVERGED, RunResult
 from harness.tracking import schema
 from harness.tracking.base import Tracker
+from harness.tracking.columns import StepBuffer
+from harness.trial import STEP_KEYS, RunResult, Trial
 
 DEFAULT_MEMORY_BUDGET_MB = 2048.0
 # Copies of the parameters a trial holds at most: parameters and gradients, then the update's state and workspaces
@@ -44,35 +46,23 @@ SYNC_EVERY = 256  # steps between host syncs (one columnar write per trial per s
 class _Chunk:
     """Up to `sync_every` steps of a group: per-step values and divergence marks on the device until recorded."""
 
-    def __init__(self, first: int, size: int, trials: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, first: int, size: int, trials: int, device: torch.device):
         self.first, self.size, self.done = first, size, 0
-        self.losses = torch.empty(size, trials, dtype=dtype, device=device)
-        self.sq_norms = torch.empty(size, trials, dtype=torch.float64, device=device)
-        self.died = torch.full((trials,), -1, dtype=torch.long, device=device)  # the step whose loss diverged
-        self.val_died = torch.full(
-            (trials,), -1, dtype=torch.long, device=device
-        )  # eval with non-finite loss
-        self.walls = [0.0] * size  # group time at the end of each update
+        # float64: the losses (the model's dtype) widen exactly, the squared norms are float64 already.
+        self.values = StepBuffer(STEP_KEYS, [schema.WALL_S], size, device, torch.float64, trials)
+        # Per trial, the step whose loss diverged, and the evaluation whose loss was not finite (-1: none).
+        self.died = torch.full((trials,), -1, dtype=torch.long, device=device)
+        self.val_died = torch.full((trials,), -1, dtype=torch.long, device=device)
         self.evals: list[tuple[int, dict[str, Tensor], float]] = []
 
 
-@dataclass
-class _Trial:
-    """Host-side bookkeeping of one trial."""
+@dataclass(frozen=True)
+class _Member:
+    """One trial of the group: what it trains, where its record goes, its bookkeeping."""
 
     spec: TrialSpec
     tracker: Tracker
-    initial: float = math.nan
-    last_loss: float = math.nan
-    best_val: float = math.nan
-    val: dict[str, float] = field(default_factory=dict)
-    status: str = COMPLETED
-    steps: int = 0
-    divergence: str | None = None
-    diverged_at: int | None = None
-    target_s: float | None = None
-    target_step: int | None = None
-    end_s: float = 0.0
+    trial: Trial
 
 
 def trial_bytes(spec: TrialSpec) -> int:
@@ -150,8 +140,10 @@ class _Group:
         self.task, self.device, self.sync_every = first.task, torch.device(first.device), max(1, sync_every)
         self.total, self.eval_every = first.total_steps, first.eval_every
         self.batch_size, self.spe, self.shuffle = first.batch_size, first.steps_per_epoch, first.shuffle
-        self.trials = [_Trial(s, t) for s, t in zip(specs, trackers)]
-        self.live = list(range(len(specs)))  # indices of self.trials still in the group, in tensor order
+        self.f_star = self.task.f_star(first.splits)
+        self.target = self.task.target(first.splits)
+        self.members = [_Member(s, t, self._trial(s)) for s, t in zip(specs, trackers)]
+        self.live = list(range(len(specs)))  # indices of self.members still in the group, in tensor order
         self.model: BatchedModel = batched_form(self.task).build(
             self.task, [s.seed for s in specs], self.device
         )
@@ -162,9 +154,10 @@ class _Group:
         self.generators = [torch.Generator().manual_seed(s.seed) for s in specs]
         self.orders: Tensor | None = None
         self.multipliers = first.scheduler.multipliers(self.total)
-        self.f_star = self.task.f_star(first.splits)
-        self.target = self.task.target(first.splits)
         self.dtype = self.model.params[0].dtype
+
+    def _trial(self, spec: TrialSpec) -> Trial:
+        return Trial(self.spe, self.batch_size, spec.divergence_factor, self.f_star, self.target)
 
     # --- data ---------------------------------------------------------------------------------------------------
 
@@ -190,7 +183,7 @@ class _Group:
 
     def _lrs(self, first: int, n: int) -> np.ndarray:
         """(n, K) float64 lr of each live trial at steps first.., as LambdaLR computes base_lr x multiplier."""
-        base = np.array([self.trials[i].spec.lr for i in self.live], dtype=np.float64)
+        base = np.array([self.members[i].spec.lr for i in self.live], dtype=np.float64)
         if self.multipliers is None:
             return np.tile(base, (n, 1))
         mult = np.array(self.multipliers[first : first + n], dtype=np.float64)
@@ -201,15 +194,13 @@ class _Group:
     def run(self) -> list[RunResult]:
         """Train to the end; on an exception (Ctrl-C too) the steps done so far are still recorded, then it raises."""
         self.start = time.perf_counter()
-        factors = torch.tensor([t.spec.divergence_factor for t in self.trials], dtype=torch.float64)
+        factors = torch.tensor([m.spec.divergence_factor for m in self.members], dtype=torch.float64)
         self.factors = factors.to(self.device)
         self.limit: Tensor | None = None
         evals = [self._evaluate(0)]
         step = 0
         while step < self.total and self.live:
-            chunk = _Chunk(
-                step, min(self.sync_every, self.total - step), len(self.live), self.dtype, self.device
-            )
+            chunk = _Chunk(step, min(self.sync_every, self.total - step), len(self.live), self.device)
             chunk.evals = evals
             try:
                 self._chunk(chunk)
@@ -219,7 +210,7 @@ class _Group:
             self._record(chunk)
             evals = []
             step += chunk.size
-        return [self._result(t) for t in self.trials]
+        return [m.trial.result(m.trial.seen_s) for m in self.members]
 
     def _evaluate(self, k: int) -> tuple[int, dict[str, Tensor], float]:
         metrics = self.model.evaluate(self.val_data)
@@ -230,21 +221,22 @@ class _Group:
         first = chunk.first
         coeffs = self.opt.coefficients(first, self._lrs(first, chunk.size))
         alive = torch.ones(len(self.live), dtype=torch.bool, device=self.device)
+        losses, sq_norms = (chunk.values.slots(key) for key in STEP_KEYS)
+        walls = chunk.values.host[schema.WALL_S]
         for i in range(chunk.size):
             step = first + i
             value, grads = self.model.losses_and_grads(self._batch(step))
             with torch.no_grad():
-                chunk.losses[i] = value
-                chunk.sq_norms[i] = self._sq_norm(grads)
-                if self.limit is None:
-                    self.limit = self.factors * value.double().abs().clamp_min(1e-12)
-                    self.limit = torch.where(torch.isfinite(value), self.limit, -math.inf)
+                losses[i].copy_(value)
+                sq_norms[i].copy_(self._sq_norm(grads))
+                if self.limit is None:  # compared in float64, as the loop compares Python floats
+                    self.limit = Trial.limits(self.factors, value.double())
                 bad = alive & ~(value.double() <= self.limit)  # NaN fails every comparison
                 chunk.died = torch.where(bad, step, chunk.died)
                 alive = alive & ~bad
                 # a diverged trial's update is scaled by 0
                 self.opt.step(coeffs, i, alive.to(self.dtype), grads)
-            chunk.walls[i] = time.perf_counter() - self.start
+            walls[i] = time.perf_counter() - self.start
             done = step + 1
             if done % self.eval_every == 0 or done == self.total:
                 evaluation = self._evaluate(done)
@@ -267,104 +259,49 @@ class _Group:
 
     def _record(self, chunk: "_Chunk") -> None:
         """Copy the chunk to the host, write each live trial's record (cut at its divergence), drop the dead."""
-        first, walls = chunk.first, chunk.walls[: chunk.done]
-        losses_h = chunk.losses[: chunk.done].double().cpu().numpy()
-        norms_h = np.sqrt(chunk.sq_norms[: chunk.done].cpu().numpy())
-        died_h, val_died_h = chunk.died.cpu().tolist(), chunk.val_died.cpu().tolist()
+        first, done = chunk.first, chunk.done
+        values, (died, val_died) = chunk.values.take(done, extra=[chunk.died, chunk.val_died])
+        walls = values[schema.WALL_S]
         evals_h = [
-            (k, {key: v.double().cpu().numpy() for key, v in m.items()}, at) for k, m, at in chunk.evals
+            (k, {key: v.double().cpu().tolist() for key, v in m.items()}, at) for k, m, at in chunk.evals
         ]
-        lrs = self._lrs(first, len(walls)) if self.multipliers is not None else None
+        lrs = self._lrs(first, done) if self.multipliers is not None else None
         keep = []
         for slot, index in enumerate(self.live):
-            trial = self.trials[index]
-            stop = died_h[slot] if died_h[slot] >= 0 else None
-            val_stop = val_died_h[slot] if val_died_h[slot] >= 0 else None
-            last = first + len(walls) - 1 if stop is None else stop
+            member = self.members[index]
+            stop = int(died[slot]) if died[slot] >= 0 else None
+            val_stop = int(val_died[slot]) if val_died[slot] >= 0 else None
+            last = first + done - 1 if stop is None else stop
             if val_stop is not None:
                 last = min(last, val_stop - 1)
             n = last - first + 1
-            columns = {
-                schema.TRAIN_LOSS: losses_h[:n, slot],
-                schema.GRAD_NORM: norms_h[:n, slot],
-                schema.WALL_S: np.array(walls[:n]),
-            }
-            if self.f_star is not None:
-                columns[schema.TRAIN_SUBOPTIMALITY] = columns[schema.TRAIN_LOSS] - self.f_star
+            columns = {key: values[key][slot][:n] for key in STEP_KEYS}
+            columns[schema.WALL_S] = walls[:n]
             if lrs is not None:
-                columns[schema.LR] = lrs[:n, slot]
+                columns[schema.LR] = lrs[:n, slot].tolist()
             horizon = stop if stop is not None else (val_stop if val_stop is not None else math.inf)
-            trial_evals = [(k, m, at) for k, m, at in evals_h if k <= horizon]
-            self._write(trial, first, columns, trial_evals, slot)
-            if stop is not None:
-                self._diverge(trial, stop, float(losses_h[stop - first, slot]), walls[stop - first])
-            elif val_stop is not None:
-                trial.status, trial.diverged_at, trial.steps = DIVERGED, val_stop, val_stop
-                val_loss = trial_evals[-1][1]["loss"][slot]
-                trial.divergence = f"val/loss {val_loss} after {val_stop} steps"
-                trial.end_s = trial_evals[-1][2]
-            else:
-                trial.steps = first + len(walls)
-                trial.end_s = max([trial.end_s, *walls[-1:], *(at for _, _, at in trial_evals)])
+            evals = [(k, {key: v[slot] for key, v in m.items()}, at) for k, m, at in evals_h if k <= horizon]
+            self._write(member, first, columns, evals, stop is not None)
+            if stop is None and val_stop is None:
                 keep.append(slot)
         if len(keep) < len(self.live):
             self._compact(keep)
 
-    def _write(self, trial: _Trial, first: int, columns: dict, evals: list, slot: int) -> None:
+    def _write(self, member: _Member, first: int, columns: dict, evals: list, diverged: bool) -> None:
+        """A trial's steps of the chunk (then its evaluations in the chunk) to its tracker. The trial sees the
+        evaluations first: the single run evaluates after k updates before it computes step k's loss."""
+        trial, steps, eval_columns = member.trial, [], {}
+        lr = member.spec.lr if self.multipliers is None else None
+        for k, metrics, at in evals:
+            steps.append(k)
+            for key, value in trial.evaluated(k, metrics, lr, at).items():
+                eval_columns.setdefault(key, []).append(value)
+        columns = trial.steps_done(first, columns, diverged)
         n = len(columns[schema.TRAIN_LOSS])
         if n:
-            if first == 0:
-                trial.initial = float(columns[schema.TRAIN_LOSS][0])
-            trial.last_loss = float(columns[schema.TRAIN_LOSS][-1])
-            trial.tracker.log_columns(
-                list(range(first, first + n)), {k: v.tolist() for k, v in columns.items()}
-            )
-        steps, eval_columns = [], {}
-        for k, metrics, at in evals:
-            record = {f"{schema.VAL_PREFIX}{key}": float(v[slot]) for key, v in metrics.items()}
-            record[schema.EPOCH] = k / self.spe
-            record[schema.SAMPLES_SEEN] = float(k * self.batch_size)
-            if self.multipliers is None:
-                record[schema.LR] = trial.spec.lr
-            steps.append(k)
-            for key, value in record.items():
-                eval_columns.setdefault(key, []).append(value)
-            self._see_eval(trial, k, record, at)
+            member.tracker.log_columns(list(range(first, first + n)), columns)
         if steps:
-            trial.tracker.log_columns(steps, eval_columns)
-        self._see_steps(trial, first, columns)
-
-    def _see_eval(self, trial: _Trial, k: int, record: dict, at: float) -> None:
-        loss = record[schema.VAL_LOSS]
-        if math.isfinite(loss):
-            trial.best_val = loss if math.isnan(trial.best_val) else min(trial.best_val, loss)
-            trial.val = {
-                key.removeprefix(schema.VAL_PREFIX): v
-                for key, v in record.items()
-                if key.startswith(schema.VAL_PREFIX)
-            }
-        target = self.target
-        if target is None or trial.target_step is not None or target.metric not in record:
-            return
-        if target.reached(record[target.metric]) and (trial.target_step is None or k < trial.target_step):
-            trial.target_s, trial.target_step = at, k
-
-    def _see_steps(self, trial: _Trial, first: int, columns: dict) -> None:
-        """Per-step target: the first step reaching it, unless an evaluation before it already had."""
-        target = self.target
-        if target is None or target.metric not in columns:
-            return
-        for i, value in enumerate(columns[target.metric]):
-            if target.reached(float(value)):
-                step = first + i
-                if trial.target_step is None or step < trial.target_step:
-                    trial.target_s, trial.target_step = float(columns[schema.WALL_S][i]), step
-                return
-
-    def _diverge(self, trial: _Trial, step: int, loss: float, at: float) -> None:
-        trial.status, trial.diverged_at, trial.steps, trial.last_loss = DIVERGED, step, step, loss
-        trial.divergence = f"loss {loss:.4g} at step {step} (initial {trial.initial:.4g})"
-        trial.end_s = at
+            member.tracker.log_columns(steps, eval_columns)
 
     def _compact(self, keep: list[int]) -> None:
         """Drop diverged trials from every stacked tensor (their record is complete)."""
@@ -384,19 +321,3 @@ class _Group:
         if index not in self.live:
             return None
         return self.model.trial_state(self.live.index(index))
-
-    def _result(self, trial: _Trial) -> RunResult:
-        result = RunResult(
-            status=trial.status,
-            steps=trial.steps,
-            wall_s=trial.end_s,
-            final_train_loss=trial.last_loss,
-            final_val={} if trial.status == DIVERGED else dict(trial.val),
-            best_val_loss=trial.best_val,
-            time_to_target_s=trial.target_s,
-            steps_to_target=trial.target_step,
-            divergence=trial.divergence,
-        )
-        if "diverged_at" in {f.name for f in dataclasses.fields(RunResult)}:
-            result.diverged_at = trial.diverged_at
-        return result

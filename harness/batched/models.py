@@ -1,7 +1,8 @@
 """Model families that batch: K trials' parameters stacked along a leading trial dimension.
 
-A task declares its family through `Task.batched_form()` (harness.tasks.base); `form_for` asks it and checks the
-declaration against what the task really does, so a task that overrides `loss` or `evaluate` falls back.
+A task names its family in `Task.batched_form` (harness.tasks.base: data, the tasks never import this package);
+`form_for` builds the form of that name, which checks the declaration against what the task really does, so a task
+that overrides `loss` or `evaluate` falls back.
 - FunctionForm: function tasks; x is (K, d), the objective runs per trial under torch.func.vmap.
 - StackedNetForm: nn.Linear or nn.Sequential of Linear and elementwise activations with a built-in criterion,
   trained by a hand-written backward that calls the kernels the single run's autograd calls (the weight gradient as
@@ -20,13 +21,6 @@ from torch import Tensor, nn
 from harness.batched.losses import BATCHED_CRITERIA
 from harness.tasks.base import Batch, FunctionTask, Task
 
-ACTIVATIONS: dict[type, Callable[[Tensor], Tensor]] = {
-    nn.ReLU: torch.relu,
-    nn.Tanh: torch.tanh,
-    nn.Sigmoid: torch.sigmoid,
-    nn.Identity: lambda x: x,
-}
-
 
 def init_models(task: Task, seeds: list[int], device: torch.device) -> list[nn.Module]:
     """Each trial's freshly initialised model, seeded as the single-run path seeds it (harness.job)."""
@@ -34,8 +28,8 @@ def init_models(task: Task, seeds: list[int], device: torch.device) -> list[nn.M
     for seed in seeds:
         random.seed(seed)
         np.random.seed(seed)
-        # torch.manual_seed's CPU part: its lazy CUDA/XPU/MTIA seeding formats a stack trace each call (≈0.25 ms),
-        # and models are initialised on the CPU generator (then moved).
+        # torch.manual_seed's CPU part: its lazy CUDA/XPU/MTIA seeding formats a stack trace each call (BENCHMARKS.md
+        # §3), and models are initialised on the CPU generator (then moved).
         torch.default_generator.manual_seed(seed)
         models.append(task.make_model().to(device))
     return models
@@ -199,8 +193,8 @@ def _linear_mode(batch: int, out_features: int, in_features: int, device: torch.
       digits_mlp's last layer).
     - "bmm" (tiny layers, under NAIVE_BMM_MACS, and every layer on a GPU): one call for all trials. ATen's own bmm loop
       is bitwise for one input feature; with one output feature and several inputs the single run's BLAS takes a gemv
-      path and differs by an ulp (a per-trial addmv matched most but not all steps and halved linreg_10d's
-      throughput). On a GPU one launch beats K, and nothing there is bitwise against the single run anyway.
+      path and differs by an ulp (a per-trial addmv matched most but not all steps, and was slower: BENCHMARKS.md).
+      On a GPU one launch beats K, and nothing there is bitwise against the single run anyway.
     """
     if device.type == "cpu" and batch * out_features * in_features >= NAIVE_BMM_MACS and out_features > 1:
         return "mm"
@@ -451,7 +445,7 @@ def _layers(model: nn.Module) -> list | None:
     for module in modules:
         if type(module) is nn.Linear:
             layers.append(("linear", module.bias is not None))
-        elif type(module) in ACTIVATIONS:
+        elif type(module) in _IN_PLACE:  # an activation StackedNet runs forward and backward
             layers.append((type(module), False))
         else:
             return None
@@ -565,6 +559,25 @@ def vmap_form(task: Task) -> BatchedForm | None:
     return VmapForm(task, model)
 
 
+# The names a task may give as its `batched_form` (harness.tasks.base), each with the builder that checks the task.
+FORMS: dict[str, Callable[[Task], BatchedForm | None]] = {
+    "stacked_net": stacked_net_form,
+    "function": function_form,
+    "vmap": vmap_form,
+}
+
+
 def form_for(task: Task) -> BatchedForm | None:
-    """The task's declared batched form (Task.batched_form), or None: the trial falls back to the single path."""
-    return task.batched_form()
+    """The form the task names in `Task.batched_form`, or None: the trial falls back to the single path.
+
+    Raises:
+        ValueError: the task names no known form (a typo in a user's task must not quietly run one at a time).
+    """
+    name = task.batched_form
+    if name is None:
+        return None
+    if not isinstance(name, str) or name not in FORMS:
+        raise ValueError(
+            f"task {task.name!r}: batched_form = {name!r} is not one of {sorted(FORMS)} or None (harness.tasks.base)"
+        )
+    return FORMS[name](task)

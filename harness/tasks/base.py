@@ -55,9 +55,18 @@ class Task:
     classification: ClassVar[bool] = False  # evaluate reports accuracy
     dtype: ClassVar[torch.dtype] = torch.float32  # textbook tasks use float64 to match their plain loops
     default_budget: ClassVar[Budget] = Budget(epochs=10)
-    # Most torch CPU threads worth using. The built-in models are tiny: on a 2-core machine one thread trained
-    # digits_mlp 1.5-7x faster than two (thread wake-ups cost more than the work). None: no cap.
+    # Most torch CPU threads worth using. The built-in models are tiny: waking a second thread costs more than the
+    # share of the work it takes (BENCHMARKS.md). None: no cap.
     max_threads: ClassVar[int | None] = 1
+    # How K trials of this task train as one program, by name; harness.batched builds that form and checks it
+    # against what the task really does. None: its trials run one at a time.
+    # - "stacked_net": an nn.Linear or an nn.Sequential of Linear and ReLU/Tanh/Sigmoid layers with a built-in
+    #   criterion (mse_loss, cross_entropy, binary_cross_entropy_with_logits); on CPU bitwise the single run.
+    # - "function": FunctionTask's `objective` per trial under torch.func.vmap.
+    # - "vmap": any buffer-free module per trial under torch.func.vmap; not bitwise (within 1e-6 relative a step).
+    # Whatever the name, a task that overrides `loss` or `evaluate`, or whose model the form cannot take, falls back
+    # to one at a time. The tasks never import harness.batched: it sits above them.
+    batched_form: ClassVar[str | None] = "stacked_net"
 
     def make_data(self) -> Splits:
         """Build the data (deterministic; see module rules)."""
@@ -96,17 +105,6 @@ class Task:
         """Per-sample correctness (multi-class argmax by default)."""
         return outputs.argmax(dim=1) == targets
 
-    def batched_form(self) -> "BatchedForm | None":  # noqa: F821 - harness.batched imports this module
-        """How K trials of this task train as one program (harness.batched), or None to run them one at a time.
-
-        The default batches the building blocks exactly: an nn.Linear or an nn.Sequential of Linear and
-        ReLU/Tanh/Sigmoid layers, with this class's `loss` and `evaluate` and a built-in criterion (mse_loss,
-        cross_entropy, binary_cross_entropy_with_logits). A task that overrides `loss` or `evaluate` falls back.
-        """
-        from harness.batched.models import stacked_net_form
-
-        return stacked_net_form(self)
-
 
 class ParameterVector(nn.Module):
     """A model that is just a point x in R^d: the function tasks optimise it directly."""
@@ -127,6 +125,7 @@ class FunctionTask(Task):
     tolerance: ClassVar[float] = 1e-4  # target: f(x) - f* below this
     dtype = torch.float64
     default_budget = Budget(max_steps=200)
+    batched_form = "function"  # while loss, evaluate and make_model are these (harness.batched checks)
 
     def objective(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -150,9 +149,3 @@ class FunctionTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, data: Batch) -> dict[str, float]:
         return {"loss": float(self.objective(model()))}
-
-    def batched_form(self) -> "BatchedForm | None":  # noqa: F821
-        """The objective runs per trial under torch.func.vmap (when it can, and `loss`/`evaluate` are these)."""
-        from harness.batched.models import function_form
-
-        return function_form(self)

@@ -2,8 +2,8 @@
 
 The splits are computed once per scikit-learn version and kept as .npz files in a cache directory
 ($HARNESS_CACHE_DIR, else $XDG_CACHE_HOME/harness, else ~/.cache/harness): importing scikit-learn to make them costs
-≈1.2 s, more than a small job, and every process of a sweep paid it. Where the cache cannot be written, the splits are
-made in memory as before.
+more than a small job, and every process of a sweep paid it (BENCHMARKS.md §3). Where the cache cannot be written, the
+splits are made in memory as before.
 """
 
 import functools
@@ -151,6 +151,7 @@ class DigitsCNN(Digits):
     name = "digits_cnn"
     image_shape = (1, 8, 8)
     default_budget = Budget(epochs=10)
+    batched_form = "vmap"  # convolutions: not bitwise, within 1e-6 relative per step (README)
 
     def make_model(self) -> nn.Module:
         return nn.Sequential(
@@ -162,9 +163,3 @@ class DigitsCNN(Digits):
             nn.Flatten(),
             nn.Linear(32 * 4 * 4, 10),
         )
-
-    def batched_form(self):
-        """Convolutions batch through torch.func.vmap: not bitwise, within 1e-6 relative per step (README)."""
-        from harness.batched.models import vmap_form
-
-        return vmap_form(self)

@@ -71,8 +71,8 @@ def _run(main: Callable[[], Any]) -> None:
 def exit_now(code: object = 0) -> None:
     """End a command: the atexit handlers (logging's flush, temporary directories, multiprocessing) run, then the
     process exits without tearing down the interpreter. Freeing every module object of torch, MLflow and SQLAlchemy
-    one by one takes 1-2 s, as long as a small sweep's jobs; nothing of it reaches a file (SQLite commits are durable
-    when they return). `code` as sys.exit takes it: None is 0, a string is printed and exits 1."""
+    one by one takes as long as a small sweep's jobs (BENCHMARKS.md §3); nothing of it reaches a file (SQLite commits
+    are durable when they return). `code` as sys.exit takes it: None is 0, a string is printed and exits 1."""
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)  # a profiler or debugger writes its results at the interpreter's own exit
     if code is None:
@@ -90,10 +90,3 @@ def exit_now(code: object = 0) -> None:
         except (OSError, ValueError):  # a closed pipe (`| head`): nothing more can be said
             pass
     os._exit(code)
-
-
-def train() -> None:
-    """The `harness-train` console script."""
-    from harness.train import main
-
-    run(main)

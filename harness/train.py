@@ -70,5 +70,10 @@ def main(cfg: DictConfig) -> float | None:
     return result.final_val.get("loss")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `harness-train` console script and `python -m harness.train`: `main` under harness.entry.run."""
     entry.run(main)
+
+
+if __name__ == "__main__":
+    cli()

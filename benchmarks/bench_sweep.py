@@ -7,7 +7,7 @@
     .venv/bin/python benchmarks/bench_sweep.py resume     # a done 2,000-point grid run again: cost per skip
     .venv/bin/python benchmarks/bench_sweep.py first --points 300  # time to the first job: harness vs basic sweeper
 
-overhead: `quadratic` with 10 steps (the optimisation itself is ~1 ms), N1 and N2 jobs (seeds), one launcher;
+overhead: `quadratic` with 10 steps (the optimisation itself is negligible), N1 and N2 jobs (seeds), one launcher;
 (t(N2) - t(N1)) / (N2 - N1) is the cost per job with process start-up and sweep set-up cancelled. The launchers
 named in --launcher are measured interleaved, median of --repeats rounds.
 """

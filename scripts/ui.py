@@ -69,8 +69,8 @@ def start_ui(
     file when None), which is shown when it does not come up in `timeout` seconds.
 
     One worker, and no job runner, unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION says otherwise: MLflow's
-    defaults (4 uvicorn workers plus a job runner and its Huey consumers) start 8 Python processes, which
-    on 2 busy cores took over 60 s to answer and had uvicorn kill workers that were still importing.
+    defaults (4 uvicorn workers plus a job runner and its Huey consumers) start 8 Python processes, which on a
+    small busy machine answer late and have uvicorn kill workers that are still importing (BENCHMARKS.md).
     """
     port = port or free_port()
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}

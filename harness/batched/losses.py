@@ -50,8 +50,8 @@ def bce_with_logits_and_grad(outputs: Tensor, targets: Tensor) -> tuple[Tensor, 
 
 def _nll(log_probs: Tensor, targets: Tensor) -> Tensor:
     """F.nll_loss per trial. Its CPU kernel sums the picked values in a cascade of 8 partial sums, an order no
-    reduction over a (K, B) tensor reproduces; written out as K-vector ops it cost ≈0.5 ms a step, K calls of the
-    kernel ≈5 µs each."""
+    reduction over a (K, B) tensor reproduces; written out as K-vector ops it cost more than K calls of the kernel
+    (BENCHMARKS.md §3)."""
     return torch.stack([F.nll_loss(lp, t) for lp, t in zip(log_probs.unbind(0), targets.unbind(0))])
 
 

@@ -39,7 +39,7 @@ def optimizer_family(name: str, hparams: Mapping[str, Any], lr: float = 1e-3) ->
 
     None when no batched update exists for it (any class but SGD, Adam, AdamW, RMSprop, Adagrad; maximize;
     differentiable; Adagrad's fused kernel).
-    Cached: grouping asks once per trial, and building the optimizer to read its param group costs milliseconds.
+    Cached: grouping asks once per trial, and each answer builds a torch optimizer to read its param group.
     """
     key = (name, json.dumps(dict(hparams), sort_keys=True, default=str), lr)
     if key not in _FAMILIES:
@@ -158,8 +158,8 @@ class BatchedSGD(BatchedOptimizer):
 class BatchedAdam(BatchedOptimizer):
     """torch.optim.Adam / AdamW's _single_tensor_adam (amsgrad, L2 or decoupled weight decay), K trials at once.
 
-    The temporaries of the update live in preallocated workspaces: allocating them each step cost a third of a
-    digits_mlp group step.
+    The temporaries of the update live in preallocated workspaces: allocating them each step was a large share of a
+    digits_mlp group step (BENCHMARKS.md).
     """
 
     def __init__(self, params: list[Tensor], groups: list[dict[str, Any]]):

@@ -9,7 +9,7 @@ from hydra.core.config_store import ConfigStore
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.harness_batched.launcher.BatchedLauncher"
     # true: a job directory with .hydra/{config,hydra,overrides}.yaml per job, as the basic launcher writes them
-    # (costs a few ms per job); false: only the sweep directory (multirun.yaml, the progress file).
+    # (slower: three files per job); false: only the sweep directory (multirun.yaml, the progress file).
     write_job_dirs: bool = False
     # false: every job trains on its own (still in this process, composed once per group of config choices).
     batch: bool = True

@@ -1,9 +1,9 @@
 """`hydra/launcher=batched`: every job of the sweep in this process, composed once per group of config choices,
 and jobs that differ only in numbers (lr, seed, betas...) trained together as one batched program.
 
-What the basic launcher does per job and this one does not: compose the config from scratch (≈65 ms; here one
-composition per distinct set of group choices, then the job's leaf overrides applied to a copy, see compose.py),
-create a job directory with three `.hydra/*.yaml` files and set up logging again (≈60 ms; here only when
+What the basic launcher does per job and this one does not: compose the config from scratch (here one composition
+per distinct set of group choices, then the job's leaf overrides applied to a copy, see compose.py), create a job
+directory with three `.hydra/*.yaml` files and set up logging again (here only when
 `hydra.launcher.write_job_dirs=true`). What it does the same: Hydra's `on_job_start`/`on_job_end` callbacks around
 every job (the sweep callback's parent run, resume, progress line and summary work unchanged), and one `JobReturn`
 per job with the job's return value, so sweepers (basic, harness, optuna) read results as from any launcher.

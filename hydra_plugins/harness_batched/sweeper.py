@@ -1,9 +1,9 @@
 """`hydra/sweeper=harness` (the project's default): Hydra's basic sweeper with a cheaper check of the grid.
 
-The basic sweeper composes every job's config before launching any (`validate_batch_is_legal`, ≈65 ms a job), so a
-2,000-point grid printed nothing for minutes. This one checks the same thing at one composition per distinct set of
-config-group choices (see compose.py) and otherwise is the basic sweeper: same grid, same order, same batches, under
-any launcher. The compositions are kept for `hydra/launcher=batched`, which then does not compose them again.
+The basic sweeper composes every job's config before launching any (`validate_batch_is_legal`), so a grid of
+thousands of points printed nothing until all of them were composed. This one checks the same thing at one
+composition per distinct set of config-group choices (see compose.py) and otherwise is the basic sweeper: same grid,
+same order, same batches, under any launcher. The compositions are kept for `hydra/launcher=batched`, which then does not compose them again.
 """
 
 from collections.abc import Sequence

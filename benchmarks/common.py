@@ -55,14 +55,6 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def marginal_per_epoch(run: Callable[[int], object], short: int, long: int, repeats: int) -> float:
-    """(time of a long run - time of a short run) / extra epochs: fixed costs (start-up, run creation) cancel."""
-    samples = [
-        (timed(lambda: run(long)) - timed(lambda: run(short))) / (long - short) for _ in range(repeats)
-    ]
-    return statistics.median(samples)
-
-
 def process_clock() -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process's threads)."""
     return time.perf_counter(), time.process_time()

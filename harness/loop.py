@@ -199,7 +199,7 @@ class _DeviceValues:
 
     def record(self, i: int, values: tuple[Tensor, ...]) -> bool:
         for slots, value in zip(self.slots, values):
-            slots[i].copy_(value)
+            slots[i].copy_(value.detach())  # the buffer must not join the loss's autograd graph
         return True
 
     def take(self, n: int) -> tuple[dict[str, list], bool]:
@@ -298,7 +298,7 @@ class _Run:
             loss = self._forward_backward(batch)
             if lrs is not None:
                 lrs[i] = group["lr"]
-            if not record(i, (loss.detach(), self.grads.sq_norm())):  # in the order of STEP_KEYS
+            if not record(i, (loss, self.grads.sq_norm())):  # in the order of STEP_KEYS
                 walls[i] = time.perf_counter() - start
                 return i + 1
             self._update(batch)

@@ -221,14 +221,15 @@ class _Group:
         first = chunk.first
         coeffs = self.opt.coefficients(first, self._lrs(first, chunk.size))
         alive = torch.ones(len(self.live), dtype=torch.bool, device=self.device)
-        losses, sq_norms = (chunk.values.slots(key) for key in STEP_KEYS)
+        slots = [chunk.values.slots(key) for key in STEP_KEYS]
         walls = chunk.values.host[schema.WALL_S]
         for i in range(chunk.size):
             step = first + i
             value, grads = self.model.losses_and_grads(self._batch(step))
             with torch.no_grad():
-                losses[i].copy_(value)
-                sq_norms[i].copy_(self._sq_norm(grads))
+                measured = (value, self._sq_norm(grads))  # in the order of STEP_KEYS
+                for column, v in zip(slots, measured):
+                    column[i].copy_(v)
                 if self.limit is None:  # compared in float64, as the loop compares Python floats
                     self.limit = Trial.limits(self.factors, value.double())
                 bad = alive & ~(value.double() <= self.limit)  # NaN fails every comparison

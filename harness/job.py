@@ -19,12 +19,13 @@ from harness.config import Config
 from harness.context import JobContext
 from harness.data import make_loader
 from harness.errors import ConfigError
-from harness.job_run import end_run, open_run, record_result, run_name, summary_line
-from harness.loop import LoopSettings, RunResult, train
+from harness.job_run import end_run, open_run, record_result, summary_line
+from harness.loop import LoopSettings, train
 from harness.optim import create_scheduler
 from harness.plan import Plan, make_plan
 from harness.progress_bar import progress_for
 from harness.tracking import FAILED, KILLED, Tracker
+from harness.trial import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,17 @@ class Parts:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
 
 
-def run_job(cfg: Config, ctx: JobContext) -> RunResult:
+def run_job(cfg: Config, ctx: JobContext, plan: Plan | None = None) -> RunResult:
     """Plan, build, track and train one run. Exceptions propagate after the run is ended FAILED or KILLED.
+
+    `plan`: the job's plan when the caller made it already (the batched launcher plans every job to group them);
+    it is not made again.
 
     Raises:
         ConfigError: the config was refused; no MLflow run was created.
     """
-    plan = make_plan(cfg, ctx)
+    if plan is None:
+        plan = make_plan(cfg, ctx)
     try:
         parts = build(plan)
     except ConfigError:
@@ -55,7 +60,7 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
     tracker = open_run(plan, ctx)
     with recorded(tracker):
         result = train_plan(plan, parts, tracker)
-        record_result(tracker, result, run_name(cfg, plan.task.name, plan.batch_size))
+        record_result(tracker, result, plan.run_name)
     # Through Hydra's job logger: on the terminal and in the job's <output dir>/train.log.
     log.info(summary_line(result, tracker, ctx))
     return result
@@ -64,7 +69,7 @@ def run_job(cfg: Config, ctx: JobContext) -> RunResult:
 def build(plan: Plan) -> Parts:
     """Seed, then build the model, the optimizer (torch's own checks refuse a config here) and the schedule."""
     torch.set_num_threads(plan.threads)
-    _seed_everything(plan.cfg.seed)
+    _seed_everything(plan.seed)
     model = plan.task.make_model().to(plan.device)
     optimizer = plan.optimizer.create(model.parameters(), plan.lr, plan.hparams)
     scheduler = create_scheduler(optimizer, plan.schedule.name, plan.total_steps, plan.schedule_params)
@@ -73,22 +78,19 @@ def build(plan: Plan) -> Parts:
 
 def train_plan(plan: Plan, parts: Parts, tracker: Tracker) -> RunResult:
     """The training loop over the plan's data, reporting to `tracker`."""
-    cfg = plan.cfg
     train_data = tuple(t.to(plan.device) for t in plan.splits.train)
     val_data = tuple(t.to(plan.device) for t in plan.splits.val)
-    loader = make_loader(train_data, plan.batch_size, cfg.data.shuffle, cfg.seed, cfg.data.num_workers)
+    loader = make_loader(train_data, plan.batch_size, plan.shuffle, plan.seed, plan.num_workers)
     settings = LoopSettings(
         total_steps=plan.total_steps,
         eval_every=plan.eval_every,
-        divergence_factor=cfg.trainer.divergence_factor,
+        divergence_factor=plan.divergence_factor,
         f_star=plan.task.f_star(plan.splits),
         target=plan.task.target(plan.splits),
         steps_per_epoch=plan.steps_per_epoch,
         batch_size=plan.batch_size,
     )
-    progress = progress_for(
-        cfg.tracking.progress, plan.total_steps, run_name(cfg, plan.task.name, plan.batch_size)
-    )
+    progress = progress_for(plan.progress, plan.total_steps, plan.run_name)
     return train(
         plan.task,
         parts.model,

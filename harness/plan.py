@@ -1,9 +1,11 @@
 """Resolve a job's config once into a Plan: everything that can refuse the config, and every derived number.
 
 The job builds from the plan and the MLflow record is written from it, so the effective lr, the step budget, the
-eval cadence, the thread count and the config hash are each computed here and nowhere else.
+eval cadence, the thread count, the run name and the config hash are each computed here and nowhere else; nothing
+below the plan reads the config.
 """
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -11,12 +13,21 @@ from typing import Any
 
 import torch
 
-from harness.config import Config, config_hash, effective_lr, optimizer_hparams, scheduler_params, validate
+from harness.config import (
+    Config,
+    TrackingConfig,
+    config_hash,
+    effective_lr,
+    optimizer_hparams,
+    scheduler_params,
+    validate,
+)
 from harness.context import JobContext
 from harness.data import resolve_batch_size
 from harness.devices import resolve_device
 from harness.optim import OptimInfo, ScheduleInfo, get_optimizer_info, get_schedule_info
 from harness.tasks import Splits, Task, create_task
+from harness.tracking import record
 
 EVALUATIONS_PER_RUN = 20  # default cadence when trainer.eval_every is null
 
@@ -25,7 +36,16 @@ EVALUATIONS_PER_RUN = 20  # default cadence when trainer.eval_every is null
 class Plan:
     """One job, resolved: validated, nothing built but the task and its data, nothing tracked yet."""
 
-    cfg: Config
+    run_name: str  # the MLflow run's name (see `run_name`)
+    config: dict[str, Any]  # the config as plain data (dataclasses.asdict): params and config.yaml
+    tracking: TrackingConfig  # where and whether the run is tracked
+    progress: bool  # tracking.progress: a progress bar on a terminal
+    seed: int
+    shuffle: bool  # data.shuffle
+    num_workers: int  # data.num_workers
+    divergence_factor: float  # trainer.divergence_factor
+    optimizer_name: str  # optimizer.name, as the registry knows it
+    device_spec: str  # `device` as typed (auto, cuda:1, ...); `device` is what it resolved to
     task: Task
     splits: Splits
     device: torch.device
@@ -53,7 +73,16 @@ def make_plan(cfg: Config, ctx: JobContext) -> Plan:
     steps_per_epoch = -(-size // batch_size)
     total_steps = _total_steps(cfg, task, steps_per_epoch)
     return Plan(
-        cfg=cfg,
+        run_name=run_name(cfg, task.name, batch_size),
+        config=dataclasses.asdict(cfg),
+        tracking=cfg.tracking,
+        progress=cfg.tracking.progress,
+        seed=cfg.seed,
+        shuffle=cfg.data.shuffle,
+        num_workers=cfg.data.num_workers,
+        divergence_factor=cfg.trainer.divergence_factor,
+        optimizer_name=cfg.optimizer.name,
+        device_spec=cfg.device,
         task=task,
         splits=splits,
         device=device,
@@ -69,6 +98,16 @@ def make_plan(cfg: Config, ctx: JobContext) -> Plan:
         threads=cfg.threads or _default_threads(task, ctx),
         config_hash=config_hash(cfg),
     )
+
+
+def run_name(cfg: Config, task_name: str, batch_size: int | str) -> str:
+    """tracking.run_name, else `<task> <optimizer> lr=... bs=<batch size> seed=...` (credentials redacted).
+
+    `batch_size` is the one used; a refused config, which has no plan, names its run with the configured one.
+    """
+    if cfg.tracking.run_name:
+        return record.redact(cfg.tracking.run_name)
+    return record.job_run_name(task_name, cfg.optimizer.name, effective_lr(cfg), batch_size, cfg.seed)
 
 
 def _total_steps(cfg: Config, task: Task, steps_per_epoch: int) -> int:

@@ -73,20 +73,19 @@ class TrialSpec:
 
 def spec_from_plan(plan) -> TrialSpec:
     """The TrialSpec of a job from its harness.plan.Plan: exactly what the single-run path trains."""
-    cfg = plan.cfg
     return TrialSpec(
         task=plan.task,
         splits=plan.splits,
-        optimizer=cfg.optimizer.name,
+        optimizer=plan.optimizer_name,
         lr=plan.lr,
         hparams=plan.hparams,
-        seed=cfg.seed,
+        seed=plan.seed,
         batch_size=plan.batch_size,
-        shuffle=cfg.data.shuffle,
+        shuffle=plan.shuffle,
         total_steps=plan.total_steps,
         steps_per_epoch=plan.steps_per_epoch,
         eval_every=plan.eval_every,
-        divergence_factor=cfg.trainer.divergence_factor,
+        divergence_factor=plan.divergence_factor,
         scheduler=ScheduleSpec(name=plan.schedule.name, **plan.schedule_params),
         device=plan.device,
     )

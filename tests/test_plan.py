@@ -1,0 +1,56 @@
+"""The Plan is complete: what the job and its record need of the config is resolved once, and nothing below the
+plan reads the config; a plan handed to run_job is used as it is."""
+
+import dataclasses
+
+import pytest
+from conftest import compose_config
+
+from harness import job
+from harness.context import JobContext
+from harness.job import run_job
+from harness.job_run import run_name
+from harness.plan import Plan, make_plan
+
+
+def test_the_plan_carries_what_the_config_said_and_no_config():
+    cfg = compose_config(
+        "task=linreg_1d",
+        "optimizer=adam",
+        "optimizer.lr_scale=2",
+        "data.batch_size=500",  # more than the 100 training samples: the whole set
+        "data.shuffle=false",
+        "trainer.max_steps=7",
+        "trainer.divergence_factor=50",
+        "tracking.progress=false",
+        "tracking.experiment=planned",
+        "seed=3",
+        "device=cpu",
+    )
+    p = make_plan(cfg, JobContext())
+    assert "cfg" not in {f.name for f in dataclasses.fields(Plan)}
+    assert (p.seed, p.shuffle, p.num_workers, p.divergence_factor) == (3, False, 0, 50.0)
+    assert (p.optimizer_name, p.device_spec, p.progress, p.batch_size) == ("adam", "cpu", False, 100)
+    assert p.tracking == cfg.tracking and p.tracking.experiment == "planned"
+    assert p.config == dataclasses.asdict(cfg)
+    # The name uses the batch size resolved (100), as job_run.run_name names it from a plan's numbers.
+    assert p.run_name == run_name(cfg, "linreg_1d", 100) == "linreg_1d adam lr=0.002 bs=100 seed=3"
+    named = make_plan(
+        dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, run_name="mine")), JobContext()
+    )
+    assert named.run_name == "mine"
+
+
+def test_run_job_trains_a_plan_it_is_handed_without_planning_again(tmp_path, monkeypatch):
+    cfg = compose_config("task=quadratic", "trainer.max_steps=5", "tracking.enabled=false")
+    planned = make_plan(cfg, JobContext(project_dir=tmp_path))
+    again = run_job(cfg, JobContext(project_dir=tmp_path))
+
+    def refused(*args, **kwargs):
+        raise AssertionError("planned again")
+
+    monkeypatch.setattr(job, "make_plan", refused)
+    result = run_job(cfg, JobContext(project_dir=tmp_path), planned)
+    assert (result.status, result.steps, result.final_train_loss) == ("completed", 5, again.final_train_loss)
+    with pytest.raises(AssertionError, match="planned again"):
+        run_job(cfg, JobContext(project_dir=tmp_path))

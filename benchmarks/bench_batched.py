@@ -117,7 +117,9 @@ def measured_trial_bytes(specs: list[TrialSpec]) -> float:
         tensors += getattr(group.opt, name, [])
     for steps in model._steps.values():  # the training step's activation and gradient buffers
         for step in steps:
-            tensors += [t for t in (getattr(step, "out", None), getattr(step, "grad_x", None)) if t is not None]
+            tensors += [
+                t for t in (getattr(step, "out", None), getattr(step, "grad_x", None)) if t is not None
+            ]
     return sum(t.untyped_storage().nbytes() for t in tensors) / len(specs)
 
 

@@ -10,7 +10,7 @@ time. With --compare, the other checkouts' reports run interleaved with this one
 Targets on 2 cores: cold <= 10 s, cached <= 4 s.
 
 The store holds what the harness logs (the record contract of harness.tracking.schema), written through the
-harness's own metric sink (harness.tracking.sinks, the path a training run takes on SQLite):
+harness's own tracking port (harness.tracking.port, the path a training run takes on SQLite):
 - per optimizer step: train/loss, train/suboptimality (the task knows f*), grad_norm, time/wall_s;
 - at evaluation points (step 0, every EVAL_EVERY steps, the end): val/loss, val/accuracy, epoch, samples_seen, lr;
 - once: the final metrics; params resolved.batch_size, resolved.steps_per_epoch, resolved.total_steps.
@@ -127,39 +127,35 @@ def _time_report(root: Path, uri: str, out: Path) -> tuple[float, float, str]:
 
 def build_store(uri: str, directory: Path, n_runs: int, steps: int) -> int:
     """One sweep parent and `n_runs` finished child runs; returns the number of metric points written."""
-    from harness.tracking import sinks, store
+    from harness.tracking import stores
+    from harness.tracking.port import Columns, NewRun, RunUpdate
 
     directory.mkdir(parents=True, exist_ok=True)
-    client = store.client(uri)  # creates the directory, WAL mode as the harness sets it
-    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=(directory / "artifacts").as_uri())
+    found = stores.open_store(uri)  # a new store: MLflow's migrations, WAL mode as the harness sets it
+    experiment_id = found.ensure_experiment(EXPERIMENT)
     grid = list(itertools.product(OPTIMIZERS, LR_SCALES, BATCH_SIZES, SEEDS))[:n_runs]
     tags = {schema.ROLE: schema.ROLE_SWEEP, schema.SWEEP_KEY: "bench", schema.GRID_SIZE: str(len(grid))}
-    parent = client.create_run(experiment_id, run_name="sweep bench", tags=tags).info.run_id
-    sink, points = sinks.sink_for(client), 0
+    [parent] = found.create_runs(experiment_id, [NewRun("sweep bench", tags, {})])
+    points = 0
     for index, point in enumerate(grid):
-        points += _log_run(client, sink, experiment_id, parent, point, steps)
+        points += _log_run(found, experiment_id, parent.run_id, point, steps, Columns, NewRun, RunUpdate)
         if (index + 1) % 100 == 0:
             print(f"  {index + 1}/{len(grid)} runs written", file=sys.stderr)
-    client.set_terminated(parent, schema.FINISHED)
+    found.end_run(parent.run_id, schema.FINISHED)
     return points
 
 
-def _log_run(client, sink, experiment_id: str, parent: str, point: tuple, steps: int) -> int:
-    from mlflow.entities import Param
-
+def _log_run(
+    found, experiment_id: str, parent: str, point: tuple, steps: int, Columns, NewRun, RunUpdate
+) -> int:
     optimizer, scale, batch_size, seed = point
     lr = OPTIMIZERS[optimizer] * scale
     tags = {
-        schema.PARENT_RUN_ID: parent,
         schema.ROLE: schema.ROLE_JOB,
         schema.TASK: TASK,
         schema.OPTIMIZER: optimizer,
         schema.CONFIG_HASH: f"{optimizer}-{scale:.4g}-{batch_size}-{seed}",
     }
-    run = client.create_run(
-        experiment_id, run_name=f"{optimizer} lr={lr:.3g} bs={batch_size} seed={seed}", tags=tags
-    )
-    run_id, start_ms = run.info.run_id, run.info.start_time
     params = {
         "task.name": TASK,
         "optimizer.name": optimizer,
@@ -172,12 +168,13 @@ def _log_run(client, sink, experiment_id: str, parent: str, point: tuple, steps:
         schema.RESOLVED_TOTAL_STEPS: steps,
         schema.RESOLVED_STEPS_PER_EPOCH: -(-TRAIN_SIZE // batch_size),
     }
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    name = f"{optimizer} lr={lr:.3g} bs={batch_size} seed={seed}"
+    [run] = found.create_runs(experiment_id, [NewRun(name, tags, params)], parent)
+    start_ms = run.start_time
     rows, status, final = _trajectory(point, steps, start_ms)
-    sink.write(run_id, rows)
-    sink.write(run_id, [(k, v, start_ms, int(final[schema.STEPS])) for k, v in final.items()])
-    client.set_tag(run_id, schema.STATUS, status)
-    client.set_terminated(run_id, schema.FINISHED, end_time=start_ms + int(final[schema.TOTAL_S] * 1000))
+    metrics = Columns.of_rows(rows) + [Columns.at(int(final[schema.STEPS]), final, start_ms)]
+    end = start_ms + int(final[schema.TOTAL_S] * 1000)
+    found.write([RunUpdate(run.run_id, metrics, {schema.STATUS: status}, schema.FINISHED, end)])
     return len(rows) + len(final)
 
 

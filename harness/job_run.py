@@ -18,7 +18,7 @@ from harness.context import JobContext
 from harness.devices import device_description
 from harness.loop import RunResult
 from harness.plan import Plan
-from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, port, record, schema, store
+from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, record, schema, store, stores
 from harness.tracking.port import NewRun
 from harness.tracking.run_tracker import RunTracker
 
@@ -146,7 +146,7 @@ def _start(run: NewRun, tracking: TrackingConfig, task_name: str, ctx: JobContex
     """Create the run on the sweep's store (as the sweep's child), or on the configured one."""
     parent = ctx.parent
     uri = parent.uri if parent else store.resolve_uri(tracking.uri, ctx.project_dir)
-    found = port.open_store(uri)
+    found = stores.open_store(uri)
     experiment_id = (
         parent.experiment_id if parent else found.ensure_experiment(tracking.experiment or task_name)
     )

@@ -47,10 +47,10 @@ def wait_for_workers(workers: int, timeout: float = WORKER_GRACE_S) -> None:
 
 
 def _running_children(state: SweepState) -> list:
-    from harness.tracking import port
+    from harness.tracking import stores
 
     parent = state.parent
-    runs = port.open_store(parent.uri).children(parent.experiment_id, parent.run_id)
+    runs = stores.open_store(parent.uri).children(parent.experiment_id, parent.run_id)
     return [r for r in runs if r.info.status == schema.RUNNING]
 
 
@@ -64,10 +64,10 @@ def end_sweep(status: str, reason: str) -> str | None:
         return None
     sweep_closed()
     from harness.sweep.parent import end_parent
-    from harness.tracking import port
+    from harness.tracking import stores
 
     parent = state.parent
-    counts = end_parent(port.open_store(parent.uri), parent, status, reason)
+    counts = end_parent(stores.open_store(parent.uri), parent, status, reason)
     done = counts[schema.COMPLETED] + counts[schema.DIVERGED]
     total = state.total_jobs if state.total_jobs is not None else "?"
     return f"sweep parent run {parent.run_id} ended {status} with {done} of {total} grid points done"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness import failures
 from harness.errors import ConfigError, StoreError
-from harness.tracking import port, spool, store
+from harness.tracking import spool, store, stores
 from harness.tracking.port import Columns
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -23,7 +23,7 @@ def sync_file(path: Path, tracking_uri: str | None = None) -> str:
     """Replay one spool file; returns a one-line summary."""
     header, records = spool.read(path)
     run_id = check_run_id(header.get("run_id"))
-    target = port.open_store(tracking_uri or recorded_server(header), create=False)
+    target = stores.open_store(tracking_uri or recorded_server(header), create=False)
     found = target.run(run_id)
     if found is None:
         raise ValueError(f"run {run_id} does not exist in {target.location}")
@@ -56,7 +56,7 @@ def check_run_id(run_id: object) -> str:
 
 def recorded_server(header: dict) -> str:
     """The store the spool was meant for: a tracking server (spools are written for servers), or an SQLite file that
-    exists (`port.open_store(create=False)` creates nothing). Any other database URI in a header is refused: connecting
+    exists (`stores.open_store(create=False)` creates nothing). Any other database URI in a header is refused: connecting
     could create a database where a crafted file points. `--tracking-uri` names another store explicitly."""
     uri = header.get("tracking_uri")
     if not isinstance(uri, str) or not (store.is_remote(uri) or store.sqlite_path(uri) is not None):

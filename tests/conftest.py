@@ -104,7 +104,9 @@ def all_runs(uri: str) -> list:
     from harness.tracking.mlflow_store import MlflowStore
 
     try:
-        client = MlflowStore.open(uri, create=False).client if uri.startswith("sqlite:///") else mlflow_client(uri)
+        client = (
+            MlflowStore.open(uri, create=False).client if uri.startswith("sqlite:///") else mlflow_client(uri)
+        )
     except StoreError:
         return []
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]

@@ -347,13 +347,14 @@ def test_trials_recorded_in_a_real_mlflow_store(store):
     from conftest import history, mlflow_client
 
     from harness.job_run import record_result
-    from harness.tracking import store as stores
-    from harness.tracking.mlflow_tracker import MlflowTracker
+    from harness.tracking import stores
+    from harness.tracking.port import NewRun
+    from harness.tracking.run_tracker import RunTracker
 
-    client = stores.client(store)
-    experiment = stores.ensure_experiment(client, "batched")
+    found = stores.open_store(store)
+    experiment = found.ensure_experiment("batched")
     specs = [make_spec("quadratic", "sgd", lr, 0, total_steps=20, eval_every=3) for lr in (0.1, 1.5)]
-    trackers = [MlflowTracker.start(client, experiment, f"lr={s.lr}", {}) for s in specs]
+    trackers = [RunTracker.start(found, experiment, NewRun(f"lr={s.lr}", {}, {})) for s in specs]
     results = train_group(specs, trackers, sync_every=6)
     for tracker, result in zip(trackers, results):
         record_result(tracker, result, tracker.run_id)

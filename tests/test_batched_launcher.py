@@ -97,7 +97,9 @@ def test_a_batched_sweep_records_what_the_basic_launcher_records(store, tmp_path
         assert len(history(store, run.info.run_id, schema.TRAIN_LOSS)) < 12 if diverged else 12
         assert together[point].info.run_name.startswith("[diverged] ") == diverged
         assert run.data.tags[schema.ENGINE] == schema.ENGINE_SINGLE
-    assert sum(r.data.tags[schema.STATUS] == schema.DIVERGED for r in together.values()) == 2  # sgd lr=1.5 x 2 seeds
+    assert (
+        sum(r.data.tags[schema.STATUS] == schema.DIVERGED for r in together.values()) == 2
+    )  # sgd lr=1.5 x 2 seeds
     parents, _ = parents_and_children(store)
     assert sorted(p.data.tags[schema.job_count_tag("completed")] for p in parents) == ["6", "6"]
     for p in parents:

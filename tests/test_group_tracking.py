@@ -8,7 +8,7 @@ from conftest import mlflow_client
 from harness.context import ParentRun
 from harness.errors import StoreError
 from harness.sweep import parent as parent_run
-from harness.tracking import FAILED, FINISHED, port, record, schema
+from harness.tracking import FAILED, FINISHED, port, record, schema, stores
 from harness.tracking.group import RunGroup
 from harness.tracking.port import NewRun
 from harness.tracking.run_tracker import RunTracker
@@ -69,13 +69,15 @@ def snapshot(uri: str, run_id: str) -> dict:
 @pytest.mark.parametrize("status", [FINISHED, FAILED])
 def test_a_group_stores_what_one_tracker_per_run_stores(tmp_path, status, adapter):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store = port.open_store(uri, adapter=adapter)
+    store = stores.open_store(uri, adapter=adapter)
     experiment = store.ensure_experiment("group")
     [parent] = store.create_runs(experiment, [NewRun("parent", {}, {})])
     names = [f"adam lr=0.1 seed={k}" for k in range(3)]
 
     def new_run(k: int, name: str) -> NewRun:
-        return NewRun(name, {**TAGS, "k": str(k)}, PARAMS, {schema.CONFIG_ARTIFACT: f"config {k}\n"}, dataset_inputs(k))
+        return NewRun(
+            name, {**TAGS, "k": str(k)}, PARAMS, {schema.CONFIG_ARTIFACT: f"config {k}\n"}, dataset_inputs(k)
+        )
 
     one_by_one = []
     for k, name in enumerate(names):
@@ -95,13 +97,18 @@ def test_a_group_stores_what_one_tracker_per_run_stores(tmp_path, status, adapte
     assert snapshot(uri, trackers[2].run_id)["inputs"][0][1] == "d1"
     import sqlite3
 
-    with sqlite3.connect(tmp_path / "mlflow.db") as db:  # one dataset row per (name, digest) in the experiment
-        assert db.execute("SELECT digest, COUNT(*) FROM datasets GROUP BY digest").fetchall() == [("d0", 1), ("d1", 1)]
+    with sqlite3.connect(
+        tmp_path / "mlflow.db"
+    ) as db:  # one dataset row per (name, digest) in the experiment
+        assert db.execute("SELECT digest, COUNT(*) FROM datasets GROUP BY digest").fetchall() == [
+            ("d0", 1),
+            ("d1", 1),
+        ]
 
 
 def test_points_written_in_several_flushes_keep_the_latest_values_right(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store = port.open_store(uri)
+    store = stores.open_store(uri)
     group = RunGroup(store, store.ensure_experiment("group"))
     [tracker] = group.create([NewRun("r", dict(TAGS), PARAMS)])
     tracker.log_columns([0, 1], {"train/loss": [5.0, 4.0]})
@@ -117,9 +124,9 @@ def test_points_written_in_several_flushes_keep_the_latest_values_right(tmp_path
 
 
 def test_the_sql_adapter_opens_only_sqlite_files_that_exist(tmp_path):
-    assert port.open_store("http://127.0.0.1:9", adapter="sqlite") is None
+    assert stores.open_store("http://127.0.0.1:9", adapter="sqlite") is None
     with pytest.raises(StoreError, match="does not exist"):
-        port.open_store(f"sqlite:///{tmp_path / 'none.db'}", create=False, adapter="sqlite")
+        stores.open_store(f"sqlite:///{tmp_path / 'none.db'}", create=False, adapter="sqlite")
     assert not (tmp_path / "none.db").exists()
 
 
@@ -128,7 +135,7 @@ def test_a_parent_ends_with_the_counts_of_the_latest_run_per_grid_point(tmp_path
     """harness.sweep.parent.end_parent: grid points run twice count once (the later run); the best run and its
     optimizer, the counts as tags and metrics, the parent FINISHED."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store = port.open_store(uri, adapter=adapter)
+    store = stores.open_store(uri, adapter=adapter)
     experiment = store.ensure_experiment("close")
     children = [  # (config hash, MLflow status, harness.status, final/val_loss, optimizer)
         ("a", FINISHED, "completed", 0.5, "sgd"),
@@ -149,7 +156,10 @@ def test_a_parent_ends_with_the_counts_of_the_latest_run_per_grid_point(tmp_path
     ended = mlflow_client(uri).get_run(parent.run_id)
     best = mlflow_client(uri).get_run(ended.data.tags[schema.BEST_RUN_ID])
     assert best.info.run_name == "c1" and ended.data.tags[schema.BEST_OPTIMIZER] == "adam"
-    assert ended.data.tags[schema.job_count_tag("completed")] == "3" and ended.data.metrics["best/val_loss"] == 0.25
+    assert (
+        ended.data.tags[schema.job_count_tag("completed")] == "3"
+        and ended.data.metrics["best/val_loss"] == 0.25
+    )
     assert ended.info.status == FINISHED and ended.info.end_time is not None
     for key in ended.data.metrics:
         assert len(mlflow_client(uri).get_metric_history(parent.run_id, key)) == 1

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("harness", "hydra_plugins")
 
@@ -212,21 +210,6 @@ def _describe(graph: dict[str, dict[str, Import]], component: list[str]) -> str:
     return "\n".join(lines)
 
 
-# Cycles being removed by other changes (issue 18): checked apart, expected to fail until those changes land.
-PENDING_CYCLES = {
-    "failures/store/locks": {"harness.failures", "harness.tracking.store", "harness.tracking.locks"},
-}
-
-
-def _pending(component: list[str]) -> str | None:
-    """The name of the pending cycle this component is, None for any other (a cycle that grows beyond the pending one
-    is a new cycle: the main test reports it)."""
-    for name, modules in PENDING_CYCLES.items():
-        if set(component) <= modules:
-            return name
-    return None
-
-
 GRAPH = _graph(IMPORTS)
 COMPONENTS = _components(GRAPH)
 
@@ -244,19 +227,9 @@ def test_the_scan_sees_the_imports():
 
 
 def test_no_import_cycles():
-    """No module imports, directly or through others, a module that imports it (cycles of PENDING_CYCLES apart)."""
-    cycles = [_describe(GRAPH, c) for c in COMPONENTS if _pending(c) is None]
+    """No module imports, directly or through others, a module that imports it."""
+    cycles = [_describe(GRAPH, c) for c in COMPONENTS]
     assert not cycles, f"{len(cycles)} import cycle(s) in harness/ and hydra_plugins/:\n" + "\n".join(cycles)
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="the circle harness/failures.py <-> harness/tracking/store.py <-> harness/tracking/locks.py is being "
-    "removed by another change of issue 18",
-)
-def test_no_import_cycle_failures_store_locks():
-    cycles = [_describe(GRAPH, c) for c in COMPONENTS if _pending(c) == "failures/store/locks"]
-    assert not cycles, "\n".join(cycles)
 
 
 # --- Layers ---------------------------------------------------------------------------------------------------------
@@ -278,19 +251,13 @@ def _violations(package: str, allowed: tuple[str, ...] = (), forbidden: tuple[st
     return bad
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="harness/report/cli.py imports harness.errors (ConfigError): harness/report/ is not part of this change",
-)
 def test_report_imports_only_tracking():
-    """The report reads the tracker's store and draws from it; it never reaches back into training code."""
-    bad = _violations("harness.report", allowed=("harness.tracking",))
+    """The report reads the tracker's store and draws from it; it never reaches back into training code (the error
+    types of harness.errors sit below everything)."""
+    bad = _violations("harness.report", allowed=("harness.tracking", "harness.errors"))
     assert not bad, "harness/report/ imports beyond harness.tracking:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="sweep -> report is being removed by another change of issue 18 (harness/sweep/)"
-)
 def test_sweep_never_imports_report():
     bad = _violations("harness.sweep", forbidden=("harness.report",))
     assert not bad, "harness/sweep/ imports harness.report:\n" + "\n".join(bad)

@@ -15,7 +15,7 @@ from conftest import mlflow_client
 
 from harness.context import ParentRun
 from harness.sweep import parent as sweep_parent
-from harness.tracking import port, record, schema
+from harness.tracking import port, record, schema, stores
 from harness.tracking.group import RunGroup
 from harness.tracking.mlflow_store import MlflowStore, create_sqlite
 from harness.tracking.port import Columns, NewRun, RunUpdate
@@ -29,7 +29,7 @@ SECRET = "http://alice:s3cret@tracking.example:5000/"
 def new_store(tmp_path: Path, adapter: str) -> port.Store:
     uri = f"sqlite:///{tmp_path / adapter / 'mlflow.db'}"
     create_sqlite(uri, tmp_path / adapter / "mlflow.db")  # both start from MLflow's own migrations
-    found = port.open_store(uri, adapter=adapter)
+    found = stores.open_store(uri, adapter=adapter)
     assert isinstance(found, SqliteStore if adapter == "sqlite" else MlflowStore)
     return found
 
@@ -54,7 +54,11 @@ def job(name: str, k: int, digest: str = "d0") -> NewRun:
 def points(k: int) -> list[Columns]:
     """Two chunks with NaN, +-inf, a point sent twice and one older point that must not become the latest."""
     return [
-        Columns([0, 1, 2], {"train/loss": [3.0 + k, 2.0, math.nan], "grad_norm": [1.0, 0.5, 0.25]}, [1000, 1001, 1002]),
+        Columns(
+            [0, 1, 2],
+            {"train/loss": [3.0 + k, 2.0, math.nan], "grad_norm": [1.0, 0.5, 0.25]},
+            [1000, 1001, 1002],
+        ),
         Columns([3, 4], {"train/loss": [1.0, math.inf], "grad_norm": [0.1, -math.inf]}, [1003, 1004]),
         Columns([4], {"train/loss": [math.inf]}, [1004]),
         Columns([1], {"grad_norm": [9.0]}, [999]),
@@ -79,8 +83,12 @@ def diverged_and_killed(s: port.Store) -> list[str]:
     for info in runs:
         s.log_metrics(info.run_id, points(1))
     diverged = record.outcome_tags(schema.DIVERGED, "loss 2e5 > 1e4 x initial", "a")
-    s.write([RunUpdate(runs[0].run_id, [Columns.at(5, {"final/val_loss": 1e5}, 2000)], diverged, schema.FINISHED)])
-    s.end_run(runs[1].run_id, schema.KILLED, {schema.STATUS: schema.KILLED_OUTCOME, schema.ERROR: "interrupted"})
+    s.write(
+        [RunUpdate(runs[0].run_id, [Columns.at(5, {"final/val_loss": 1e5}, 2000)], diverged, schema.FINISHED)]
+    )
+    s.end_run(
+        runs[1].run_id, schema.KILLED, {schema.STATUS: schema.KILLED_OUTCOME, schema.ERROR: "interrupted"}
+    )
     return [i.run_id for i in runs]
 
 
@@ -88,7 +96,9 @@ def sweep_with_resume(s: port.Store) -> list[str]:
     """A parent with children (one left RUNNING by a killed sweep), resumed, then ended with its counts."""
     experiment = s.ensure_experiment("sweep")
     tags = {**record.source_tags("someone", "abc"), schema.ROLE: schema.ROLE_SWEEP, schema.SWEEP_KEY: "k1"}
-    [parent] = s.create_runs(experiment, [NewRun("sweep quadratic: seed=0,1,2 (3 points)", tags, {"grid.seed": "0,1,2"})])
+    [parent] = s.create_runs(
+        experiment, [NewRun("sweep quadratic: seed=0,1,2 (3 points)", tags, {"grid.seed": "0,1,2"})]
+    )
     children = s.create_runs(experiment, [job(f"c{k}", k) for k in range(3)], parent.run_id)
     for k, child in enumerate(children[:2]):
         s.write([RunUpdate(child.run_id, [Columns.at(5, {schema.FINAL_VAL_LOSS: 0.5 - k / 10}, 3000)])])
@@ -108,7 +118,9 @@ def interrupted_sweep(s: port.Store) -> list[str]:
     [parent] = s.create_runs(experiment, [NewRun("sweep", {schema.ROLE: schema.ROLE_SWEEP}, {})])
     children = s.create_runs(experiment, [job("c0", 0), job("c1", 1)], parent.run_id)
     s.end_run(children[0].run_id, schema.FINISHED, {schema.STATUS: schema.COMPLETED})
-    sweep_parent.end_parent(s, ParentRun(s.uri, experiment, parent.run_id), schema.KILLED, "interrupted (SIGTERM)")
+    sweep_parent.end_parent(
+        s, ParentRun(s.uri, experiment, parent.run_id), schema.KILLED, "interrupted (SIGTERM)"
+    )
     return [parent.run_id, *(c.run_id for c in children)]
 
 
@@ -139,7 +151,14 @@ def restored_experiment(s: port.Store) -> list[str]:
     return [info.run_id]
 
 
-SCENARIOS = [single_run, diverged_and_killed, sweep_with_resume, interrupted_sweep, group_and_tracker, restored_experiment]
+SCENARIOS = [
+    single_run,
+    diverged_and_killed,
+    sweep_with_resume,
+    interrupted_sweep,
+    group_and_tracker,
+    restored_experiment,
+]
 
 
 # --- Comparing stores ----------------------------------------------------------------------------------------------
@@ -179,7 +198,9 @@ def tables(db: Path, ids: list[str]) -> dict:
             rows = conn.execute(f"SELECT key, value, run_uuid FROM {table}").fetchall()
             dumped[table] = sorted((k, norm(v), norm(r)) for k, v, r in rows)
         for table in ("metrics", "latest_metrics"):
-            rows = conn.execute(f"SELECT key, value, timestamp, step, is_nan, run_uuid FROM {table}").fetchall()
+            rows = conn.execute(
+                f"SELECT key, value, timestamp, step, is_nan, run_uuid FROM {table}"
+            ).fetchall()
             dumped[table] = sorted((k, repr(v), _time(t), s, n, norm(r)) for k, v, t, s, n, r in rows)
         dumped["experiments"] = sorted(
             tuple(map(norm, row))
@@ -220,7 +241,9 @@ def through_mlflow(uri: str, ids: list[str]) -> list:
         run = client.get_run(run_id)
         info = run.info
         histories = {
-            key: sorted((m.step, repr(m.value), _time(m.timestamp)) for m in client.get_metric_history(run_id, key))
+            key: sorted(
+                (m.step, repr(m.value), _time(m.timestamp)) for m in client.get_metric_history(run_id, key)
+            )
             for key in run.data.metrics
         }
         read.append({
@@ -246,7 +269,14 @@ def through_the_port(s: port.Store, ids: list[str]) -> list:
         info = found.info
         tags = {k: _ids(v, ids) for k, v in found.data.tags.items()}
         metrics = {k: repr(v) for k, v in found.data.metrics.items()}
-        read.append(((info.run_name, info.status, info.user_id, info.lifecycle_stage), tags, found.data.params, metrics))
+        read.append(
+            (
+                (info.run_name, info.status, info.user_id, info.lifecycle_stage),
+                tags,
+                found.data.params,
+                metrics,
+            )
+        )
     return read
 
 
@@ -263,7 +293,9 @@ def test_both_adapters_store_the_same(tmp_path, scenario):
     assert through_mlflow(fast.uri, fast_ids) == through_mlflow(slow.uri, slow_ids)
     assert through_the_port(fast, fast_ids) == through_the_port(slow, slow_ids)
     # and each store reads the same through the other adapter
-    assert through_the_port(port.open_store(fast.uri, adapter="mlflow"), fast_ids) == through_the_port(fast, fast_ids)
+    assert through_the_port(stores.open_store(fast.uri, adapter="mlflow"), fast_ids) == through_the_port(
+        fast, fast_ids
+    )
 
 
 def test_what_the_stores_hold_is_what_an_mlflow_user_expects(tmp_path):
@@ -277,13 +309,16 @@ def test_what_the_stores_hold_is_what_an_mlflow_user_expects(tmp_path):
     parent_id, *children = sweep_with_resume(s)
     ended = s.run(parent_id)
     assert ended.info.status == schema.FINISHED and ended.info.user_id == "someone"
-    assert ended.data.tags[schema.job_count_tag("total")] == "3" and ended.data.metrics[schema.BEST_VAL_LOSS] == 0.4
+    assert (
+        ended.data.tags[schema.job_count_tag("total")] == "3"
+        and ended.data.metrics[schema.BEST_VAL_LOSS] == 0.4
+    )
     assert [s.run(c).info.status for c in children] == ["FINISHED", "FINISHED", "KILLED", "FAILED"]
     with closing(sqlite3.connect(s.db)) as conn:
         # train/loss 5 points (the repeated inf at step 4 stored once), grad_norm 6, final/val_loss 1
-        assert conn.execute("SELECT COUNT(*) FROM metrics WHERE run_uuid = ?", (diverged.info.run_id,)).fetchone() == (
-            12,
-        )
+        assert conn.execute(
+            "SELECT COUNT(*) FROM metrics WHERE run_uuid = ?", (diverged.info.run_id,)
+        ).fetchone() == (12,)
         assert conn.execute(
             "SELECT COUNT(*) FROM metrics WHERE run_uuid = ? AND key = 'train/loss'", (diverged.info.run_id,)
         ).fetchone() == (5,)
@@ -291,19 +326,23 @@ def test_what_the_stores_hold_is_what_an_mlflow_user_expects(tmp_path):
 
 def test_a_store_is_written_by_sql_only_at_the_schema_it_was_written_for(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert isinstance(port.open_store(uri), SqliteStore)  # a new store: MLflow migrates it, SQL writes it
+    assert isinstance(stores.open_store(uri), SqliteStore)  # a new store: MLflow migrates it, SQL writes it
     with closing(sqlite3.connect(tmp_path / "mlflow.db")) as conn:
         conn.execute("UPDATE alembic_version SET version_num = 'other'")
         conn.commit()
-    port._OPEN.clear()
-    assert port.open_store(uri, adapter="sqlite") is None
-    assert isinstance(port.open_store(uri, read_only=True), SqliteStore)  # reading needs only the columns read
+    stores._OPEN.clear()
+    assert stores.open_store(uri, adapter="sqlite") is None
+    assert isinstance(
+        stores.open_store(uri, read_only=True), SqliteStore
+    )  # reading needs only the columns read
     with closing(sqlite3.connect(tmp_path / "mlflow.db")) as conn:
         conn.execute("UPDATE alembic_version SET version_num = ?", (MLFLOW_SCHEMA_REVISION,))
         conn.execute("ALTER TABLE runs ADD COLUMN extra TEXT")
         conn.commit()
-    port._OPEN.clear()
-    assert port.open_store(uri, adapter="sqlite") is None  # a column it does not write: MLflow's client instead
+    stores._OPEN.clear()
+    assert (
+        stores.open_store(uri, adapter="sqlite") is None
+    )  # a column it does not write: MLflow's client instead
 
 
 def test_the_schema_revision_is_the_installed_mlflows_head(tmp_path):

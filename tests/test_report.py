@@ -139,10 +139,10 @@ def test_histories_hold_every_logged_point_once(data, store):
 
 def test_the_sql_reader_reads_what_the_mlflow_client_reads(store, data):
     ids = data.runs["run_id"].tolist()
-    from harness.tracking import port
+    from harness.tracking import stores
     from harness.tracking.sqlite_store import SqliteStore
 
-    fast, slow = source.open_source(store), port.open_store(store, read_only=True, adapter="mlflow")
+    fast, slow = source.open_source(store), stores.open_store(store, read_only=True, adapter="mlflow")
     assert isinstance(fast, SqliteStore)
     keys = list(load.HISTORY_KEYS)
 

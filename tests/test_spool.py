@@ -3,7 +3,7 @@
 from conftest import history, mlflow_client
 
 from harness.sync import main as sync_main
-from harness.tracking import port
+from harness.tracking import port, stores
 from harness.tracking.port import NewRun
 from harness.tracking.run_tracker import RunTracker
 
@@ -29,7 +29,7 @@ class GoneAfter:
 
 
 def test_metrics_tags_and_end_are_spooled_and_synced_later(store, tmp_path, capsys):
-    real = port.open_store(store)
+    real = stores.open_store(store)
     experiment_id = real.ensure_experiment("spool")
     [info] = real.create_runs(experiment_id, [NewRun("r", {}, {})])
     run_id = info.run_id

@@ -7,7 +7,7 @@ MLflow's client. Both answer with the port's runs (MLflow's `Run` shape), so `qu
 """
 
 from harness.errors import StoreError
-from harness.tracking import port, schema, store
+from harness.tracking import schema, store, stores
 from harness.tracking.port import Store
 
 LATEST = "latest"
@@ -30,7 +30,7 @@ def open_source(uri: str) -> Store:
             f"no MLflow store at {db}: run a sweep first, or pass --tracking-uri (or set MLFLOW_TRACKING_URI)"
         )
     try:
-        return port.open_store(uri, read_only=True)
+        return stores.open_store(uri, read_only=True)
     except StoreError as exc:
         raise ReportError(f"{exc}".replace("point tracking.uri at", "pass --tracking-uri for")) from None
 

@@ -122,10 +122,10 @@ def _starts_afresh(config: DictConfig, rerun_all: bool) -> bool:
     if rerun_all or not path.exists():
         return True
     from harness.errors import StoreError
-    from harness.tracking import port
+    from harness.tracking import stores
 
     try:  # read-only, by SQL alone: no MLflow import for the answer
-        found_store = port.open_store(str(uri), read_only=True, adapter="sqlite")
+        found_store = stores.open_store(str(uri), read_only=True, adapter="sqlite")
     except StoreError:
         return False
     if found_store is None:

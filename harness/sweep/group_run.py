@@ -9,7 +9,7 @@ from harness.job_run import end_run, new_run, open_run, record_result
 from harness.sweep import progress
 from harness.sweep.pieces import Piece
 from harness.sweep.run import objective
-from harness.tracking import FAILED, KILLED, port, schema
+from harness.tracking import FAILED, KILLED, schema, stores
 from harness.tracking.group import RunGroup
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,9 @@ class GroupRun:
         contexts = self.contexts
         try:
             parent = contexts[0].parent
-            store = port.open_store(parent.uri) if parent is not None and plans[0].tracking.enabled else None
+            store = (
+                stores.open_store(parent.uri) if parent is not None and plans[0].tracking.enabled else None
+            )
             if store is not None and store.bulk:
                 self.group = RunGroup(store, parent.experiment_id, parent.run_id)
                 self.trackers = self.group.create(

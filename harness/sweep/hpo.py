@@ -55,10 +55,10 @@ def end_parent_run(config: DictConfig, reason: str) -> str:
     """End the sweep's parent run (the one the callback opened for this sweep) with its counts and the reason."""
     from harness.context import ParentRun
     from harness.sweep import grid, parent
-    from harness.tracking import port, store
+    from harness.tracking import store, stores
 
     uri = store.resolve_uri(config.tracking.uri, Path.cwd())
-    found_store = port.open_store(uri)
+    found_store = stores.open_store(uri)
     experiment = grid.experiment_name(config)
     experiment_id = found_store.ensure_experiment(experiment)
     run = found_store.find_parent(experiment_id, grid.sweep_key(config, experiment))

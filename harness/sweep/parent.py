@@ -16,7 +16,7 @@ from harness.context import ParentRun
 from harness.job_run import git_commit, user
 from harness.sweep import grid
 from harness.sweep.state import SweepState
-from harness.tracking import locks, port, queries, record, schema, store
+from harness.tracking import locks, port, queries, record, schema, store, stores
 from harness.tracking.port import Columns, NewRun, RunUpdate, Store, StoredRun
 
 
@@ -24,7 +24,7 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepS
     """Continue the latest parent run of the same sweep (unless `rerun_all`), or create one; returns the state
     with the parent and, when continuing, the grid points already done."""
     uri = store.resolve_uri(config.tracking.uri, Path.cwd())
-    found_store = port.open_store(uri)
+    found_store = stores.open_store(uri)
     experiment = grid.experiment_name(config)
     experiment_id = found_store.ensure_experiment(experiment)
     key = grid.sweep_key(config, experiment)
@@ -150,6 +150,6 @@ def _headline(
 
 def close_parent(parent: ParentRun) -> str:
     """End the parent run after the sweep; one line with the counts."""
-    counts = end_parent(port.open_store(parent.uri), parent)
+    counts = end_parent(stores.open_store(parent.uri), parent)
     summary = ", ".join(f"{counts[o]} {o}" for o in schema.OUTCOMES if counts[o])
     return f"[sweep] parent run {parent.run_id}: {counts['total']} grid points: {summary or 'none'}"

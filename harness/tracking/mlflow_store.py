@@ -7,7 +7,6 @@ a file lock, so that concurrent launches never race in them; a tracking server i
 import functools
 import logging
 import os
-import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -271,26 +270,3 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
             store.redact(uri),
             f"a running MLflow tracking server (none answered: {reason}; `make server` starts one)",
         ) from None
-
-
-def upload_text(artifact_uri: str, text: str, artifact_file: str) -> None:
-    """Write `text` as `artifact_file` into a remote artifact store, known by its URI (no run lookup)."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp, Path(artifact_file).name)
-        local.write_text(text)
-        directory = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
-        get_artifact_repository(artifact_uri).log_artifact(str(local), directory)
-
-
-def upload_files(artifact_uri: str, files: Sequence[Path], directory: str) -> None:
-    """Files (or folders) into a remote artifact store under `directory`."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    repository = get_artifact_repository(artifact_uri)
-    for path in files:
-        if Path(path).is_dir():
-            repository.log_artifacts(str(path), f"{directory}/{Path(path).name}")
-        else:
-            repository.log_artifact(str(path), directory)

@@ -9,20 +9,19 @@ calls a `Store`; nothing above this module talks to MLflow's client or to its ta
   revision it was written for (no MLflow import, one transaction for many runs). The only module that holds SQL
   against MLflow's tables, with the revision and column check in one place.
 
-`open_store(uri)` chooses once per store. `Store`'s public methods normalise what they are given (strings, tag
+`harness.tracking.stores.open_store(uri)` chooses once per store. `Store`'s public methods normalise what they are given (strings, tag
 lengths, metric values) before the adapter sees it, so both adapters receive the same input;
 tests/test_port.py runs the same operations through both and compares the stores table by table.
 """
 
 import math
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.tracking import schema, store
+from harness.tracking import artifacts, schema
 from harness.tracking.record import DatasetInputRecord
 
 if TYPE_CHECKING:
@@ -33,8 +32,6 @@ MAX_TAG_LENGTH = (
 )
 LARGEST_FLOAT = 1.7976931348623157e308  # what MLflow's SQL store writes for +-inf
 HISTORY_COLUMNS = ["run_id", "key", "step", "value"]
-ADAPTERS = ("sqlite", "mlflow")
-ADAPTER_VARIABLE = "HARNESS_STORE_ADAPTER"  # `mlflow`: every store through MlflowClient (the escape hatch)
 
 
 # --- What travels through the port -----------------------------------------------------------------------------------
@@ -59,8 +56,14 @@ class Columns:
 
     @classmethod
     def of_rows(cls, rows: Sequence[Sequence]) -> list["Columns"]:
-        """(key, value, timestamp, step) rows as one-point chunks (a spool file's records)."""
-        return [cls((int(s),), {str(k): (float(v),)}, (int(t),)) for k, v, t, s in rows]
+        """(key, value, timestamp, step) rows (a spool file's records) as one chunk per key."""
+        by_key: dict[str, tuple[list, list, list]] = {}
+        for key, value, timestamp, step in rows:
+            steps, values, timestamps = by_key.setdefault(str(key), ([], [], []))
+            steps.append(int(step))
+            values.append(float(value))
+            timestamps.append(int(timestamp))
+        return [cls(steps, {key: values}, timestamps) for key, (steps, values, timestamps) in by_key.items()]
 
     @classmethod
     def at(cls, step: int, metrics: Mapping[str, float], timestamp: int | None = None) -> "Columns":
@@ -211,18 +214,11 @@ class Store:
 
     def log_text(self, artifact_uri: str, text: str, artifact_file: str) -> None:
         """Write `text` as the artifact `artifact_file` of the run whose artifacts are at `artifact_uri`."""
-        if not store.write_local_text(artifact_uri, text, artifact_file):
-            # a remote artifact store: MLflow's repository
-            from harness.tracking.mlflow_store import upload_text
-
-            upload_text(artifact_uri, text, artifact_file)
+        artifacts.log_text(artifact_uri, text, artifact_file)
 
     def log_artifacts(self, artifact_uri: str, files: Sequence[Path], directory: str) -> None:
         """Copy local files (or folders) under `directory` of the run's artifacts."""
-        if not store.copy_local_files(artifact_uri, files, directory):
-            from harness.tracking.mlflow_store import upload_files
-
-            upload_files(artifact_uri, files, directory)
+        artifacts.log_files(artifact_uri, files, directory)
 
     # reading
     def run(self, run_id: str) -> StoredRun | None:
@@ -287,69 +283,3 @@ def _finite_chunk(chunk: Columns) -> Columns:
         values[key] = column
     steps = chunk.steps if isinstance(chunk.steps, range) else [int(s) for s in chunk.steps]
     return Columns(steps, values, [int(t) for t in chunk.timestamps])
-
-
-# --- Choosing the adapter ----------------------------------------------------------------------------------------
-
-
-def open_store(
-    uri: str, create: bool = True, read_only: bool = False, adapter: str | None = None
-) -> Store | None:
-    """The store at `uri`, through the SQL adapter where it can write (or read) the file, else through MLflow.
-
-    Args:
-        uri: a tracking URI (see `store.resolve_uri`).
-        create: a SQLite file that does not exist becomes a new store (MLflow's migrations, under a file lock);
-            False: it is a StoreError.
-        read_only: open for reading only: no file is created, migrated or locked (the report); a store at another
-            schema revision is read by SQL as long as it has the columns read.
-        adapter: "sqlite" (None where it cannot be used: no MLflow is imported), "mlflow", or None: sqlite where
-            it can, else mlflow ($HARNESS_STORE_ADAPTER=mlflow forces MLflow).
-
-    Raises:
-        ConfigError: a URI MLflow cannot use, or a tracking server that does not answer.
-        StoreError: a SQLite file that is missing (create=False or read_only), empty, corrupt, half-built, or in a
-            directory that cannot be written.
-    """
-    store.check_uri(uri)
-    adapter = adapter or os.environ.get(ADAPTER_VARIABLE) or None
-    if adapter not in (None, *ADAPTERS):
-        from harness.errors import ConfigError
-
-        raise ConfigError(ADAPTER_VARIABLE, adapter, "sqlite or mlflow (unset: sqlite where it can)")
-    db = store.sqlite_path(uri)
-    key = (uri, create, read_only, adapter, os.getpid(), _identity(db))
-    if key in _OPEN:
-        return _OPEN[key]
-    found: Store | None = None
-    if db is not None and adapter != "mlflow":
-        from harness.tracking import sqlite_store
-
-        found = sqlite_store.open_file(uri, db, create=create, read_only=read_only)
-        if found is None and not db.exists():  # a new store: MLflow's migrations make it, then SQL writes it
-            from harness.tracking import mlflow_store
-
-            mlflow_store.create_sqlite(uri, db)
-            found = sqlite_store.open_file(uri, db, create=create, read_only=read_only)
-    if found is None and adapter != "sqlite":
-        from harness.tracking import mlflow_store
-
-        found = mlflow_store.MlflowStore.open(uri, create=create, read_only=read_only)
-    if found is not None:
-        _OPEN[(*key[:-1], _identity(db))] = found
-    return found
-
-
-# Stores opened by this process (jobs of a sweep share one). A SQLite file is known by its inode: a store moved
-# away and created anew at the same path is opened anew.
-_OPEN: dict[tuple, Store] = {}
-
-
-def _identity(db: Path | None) -> tuple[int, int] | None:
-    if db is None:
-        return None
-    try:
-        found = db.stat()
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino

@@ -80,7 +80,9 @@ READ = {  # the tables and columns read (a read-only store needs these, at any M
     "latest_metrics": {"key", "value", "is_nan", "run_uuid"},
     "metrics": {"key", "value", "step", "is_nan", "run_uuid"},
 }
-DATABASE_ERRORS = (sqlite3.Error,)  # what a damaged or unreachable SQLite file raises (one-line errors catch them)
+DATABASE_ERRORS = (
+    sqlite3.Error,
+)  # what a damaged or unreachable SQLite file raises (one-line errors catch them)
 RUNS_PER_QUERY = 500  # bound parameters per statement stay under SQLite's limit (999 before 3.32)
 BUSY_TIMEOUT_S = (
     20  # a writer waits this long for another's transaction (MLflow's own SQLite engine waits as long)

@@ -6,10 +6,8 @@ Plain functions over strings and local files: no MLflow, no database (harness.tr
 import os
 import posixpath
 import re
-import shutil
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -53,18 +51,6 @@ def local_artifact_path(artifact_uri: str) -> Path | None:
     return Path(urllib.request.url2pathname(parsed.path))
 
 
-def write_local_text(artifact_uri: str, text: str, artifact_file: str) -> bool:
-    """Write `text` as `artifact_file` under a local (`file:`) artifact URI, as MLflow's local artifact repository
-    stores it; False (nothing written) for any other URI."""
-    directory = local_artifact_path(artifact_uri)
-    if directory is None:
-        return False
-    path = directory / artifact_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return True
-
-
 def is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
@@ -96,22 +82,6 @@ def experiment_location(uri: str, name: str) -> str | None:
     default) elsewhere."""
     root = artifact_root(uri)
     return None if root is None else Path(root, re.sub(r"[^\w.-]+", "_", name)).as_uri()
-
-
-def copy_local_files(artifact_uri: str, files: Sequence[Path], directory: str) -> bool:
-    """Copy files (or folders) under `directory` of a local (`file:`) artifact URI, as MLflow's local artifact
-    repository stores them; False (nothing copied) for any other URI."""
-    root = local_artifact_path(artifact_uri)
-    if root is None:
-        return False
-    target = root / directory
-    target.mkdir(parents=True, exist_ok=True)
-    for path in map(Path, files):
-        if path.is_dir():
-            shutil.copytree(path, target / path.name, dirs_exist_ok=True)
-        else:
-            shutil.copyfile(path, target / path.name)
-    return True
 
 
 def append_to_uri_path(location: str, *parts: str) -> str:

@@ -16,11 +16,11 @@ import yaml
 from harness.config import Config, TrackingConfig, config_hash, effective_lr
 from harness.context import JobContext
 from harness.devices import device_description
-from harness.loop import RunResult
-from harness.plan import Plan
+from harness.plan import Plan, run_name
 from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, record, schema, store, stores
 from harness.tracking.port import NewRun
 from harness.tracking.run_tracker import RunTracker
+from harness.trial import RunResult
 
 
 def new_run(plan: Plan, ctx: JobContext, extra_tags: dict[str, str] | None = None) -> NewRun:
@@ -66,7 +66,8 @@ def resolved_params(plan: Plan) -> dict[str, float | int]:
 
 def config_text(config: dict) -> str:
     """The config.yaml artifact. PyYAML's safe dumper, not OmegaConf.to_yaml: the same text for a plain dict, and
-    cheaper; its libyaml emitter (CSafeDumper, where PyYAML was built with it) writes the same text ≈4x faster."""
+    cheaper; its libyaml emitter (CSafeDumper, where PyYAML was built with it) writes the same text, faster
+    (BENCHMARKS.md)."""
     return yaml.dump(config, Dumper=_YAML_DUMPER, sort_keys=False)
 
 
@@ -117,13 +118,6 @@ def end_run(tracker: Tracker, status: str, message: str, details: str | None = N
     if details:
         tracker.log_text(details, schema.ERROR_ARTIFACT)
     tracker.close(status)
-
-
-def run_name(cfg: Config, task_name: str, batch_size: int | str) -> str:
-    """tracking.run_name, else `<task> <optimizer> lr=... bs=<batch size used> seed=...` (credentials redacted)."""
-    if cfg.tracking.run_name:
-        return record.redact(cfg.tracking.run_name)
-    return record.job_run_name(task_name, cfg.optimizer.name, effective_lr(cfg), batch_size, cfg.seed)
 
 
 def run_tags(

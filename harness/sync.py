@@ -26,7 +26,7 @@ def sync_file(path: Path, tracking_uri: str | None = None) -> str:
     target = stores.open_store(tracking_uri or recorded_server(header), create=False)
     found = target.run(run_id)
     if found is None:
-        raise ValueError(f"run {run_id} does not exist in {target.location}")
+        raise ValueError(f"run {run_id} does not exist in {store.redact(target.uri)}")
     points = 0
     for record in records:
         if "metrics" in record:

@@ -228,7 +228,8 @@ def test_groups_train_side_by_side_in_worker_processes_exactly_as_here(store, tm
     for point, run in one.items():
         assert exact_record(store, run) == exact_record(store, two[point])
         assert two[point].data.tags[schema.BATCH_TRIALS] == "4"
-        assert len(history(store, run.info.run_id, schema.TRAIN_LOSS)) == 12
+        diverged = run.data.tags[schema.STATUS] == schema.DIVERGED
+        assert len(history(store, run.info.run_id, schema.TRAIN_LOSS)) < 12 if diverged else 12
 
 
 def test_a_worker_that_dies_fails_its_trials_and_the_sweep_goes_on(store, tmp_path):

@@ -18,7 +18,7 @@ from conftest import all_runs, run_cli
 from harness import failures
 from harness.errors import ConfigError
 from harness.imports import import_module, import_object
-from harness.tracking import store as stores
+from harness.tracking import mlflow_store, stores
 
 FAST = ["trainer.max_steps=3", "tracking.progress=false"]
 
@@ -67,19 +67,22 @@ def test_a_corrupt_store_is_refused(tmp_path):
 
 def test_a_half_migrated_store_is_refused(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    stores.client(uri)  # a real store...
+    stores.open_store(uri)  # a real store...
     with sqlite3.connect(tmp_path / "mlflow.db") as connection:  # ...as an interrupted migration leaves it
         connection.execute("CREATE TABLE _alembic_tmp_runs (x INTEGER)")
-    stores._sqlite_client.cache_clear()
-    with pytest.raises(failures.StoreError, match="half-built by an interrupted creation"):
-        stores.client(uri)
+    stores.close_all()
+    mlflow_store._sqlite_client.cache_clear()  # the client checked the file when it was made
+    for adapter in ("sqlite", "mlflow"):
+        with pytest.raises(failures.StoreError, match="half-built by an interrupted creation"):
+            stores.open_store(uri, adapter=adapter)
 
 
 def test_a_sqlite_database_that_is_not_mlflows_is_refused(tmp_path):
     with sqlite3.connect(tmp_path / "other.db") as connection:
         connection.execute("CREATE TABLE mine (x INTEGER)")
-    with pytest.raises(failures.StoreError, match="not an MLflow store"):
-        stores.client(f"sqlite:///{tmp_path / 'other.db'}")
+    for adapter in ("sqlite", "mlflow"):
+        with pytest.raises(failures.StoreError, match="not an MLflow store"):
+            stores.open_store(f"sqlite:///{tmp_path / 'other.db'}", adapter=adapter)
 
 
 def test_failures_of_the_store_and_disk_are_described_through_their_causes():

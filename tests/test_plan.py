@@ -9,7 +9,7 @@ from conftest import compose_config
 from harness import job
 from harness.context import JobContext
 from harness.job import run_job
-from harness.job_run import run_name
+from harness.plan import run_name
 from harness.plan import Plan, make_plan
 
 
@@ -33,7 +33,7 @@ def test_the_plan_carries_what_the_config_said_and_no_config():
     assert (p.optimizer_name, p.device_spec, p.progress, p.batch_size) == ("adam", "cpu", False, 100)
     assert p.tracking == cfg.tracking and p.tracking.experiment == "planned"
     assert p.config == dataclasses.asdict(cfg)
-    # The name uses the batch size resolved (100), as job_run.run_name names it from a plan's numbers.
+    # The name uses the batch size resolved (100), as plan.run_name names it from a plan's numbers.
     assert p.run_name == run_name(cfg, "linreg_1d", 100) == "linreg_1d adam lr=0.002 bs=100 seed=3"
     named = make_plan(
         dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, run_name="mine")), JobContext()

@@ -24,7 +24,7 @@ from harness.report import cli, curves, load, ranking, source, tables, view
 from harness.report.build import write_report
 from harness.report.figures import style, target, tuning
 from harness.report.figures.sensitivity import sensitivity_data
-from harness.tracking import schema
+from harness.tracking import port, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "t"
@@ -388,7 +388,7 @@ def test_epochs_and_samples_derive_from_the_step_and_the_runs_params():
     rows += [("new", schema.EPOCH, k, float(k // 4)) for k in (0, 5, 10)]  # evaluation points only
     rows += [("old", schema.TRAIN_LOSS, k, 1.0) for k in range(10)]
     rows += [("old", schema.EPOCH, k, float(k // 3)) for k in range(10)]  # logged at every step
-    histories = pd.DataFrame(rows, columns=source.HISTORY_COLUMNS).astype(
+    histories = pd.DataFrame(rows, columns=port.HISTORY_COLUMNS).astype(
         {"run_id": "category", "key": "category"}
     )
     placed = curves.points(histories, runs, schema.TRAIN_LOSS).set_index(["run_id", "step"])
@@ -594,7 +594,7 @@ def test_store_and_uri_failures_are_one_line_and_leave_the_store_as_it_was(tmp_p
     line = one_line_failure(
         report_cli("--experiment", "x", "--tracking-uri", f"sqlite:///{corrupt}", cwd=tmp_path)
     )
-    assert f"cannot read {corrupt}: file is not a database" in line
+    assert f"{corrupt} is not an SQLite database (corrupt?): pass the right --tracking-uri" in line
 
     line = one_line_failure(report_cli("--experiment", "x", "--tracking-uri", "nonsense://x", cwd=tmp_path))
     assert line.startswith("error: --tracking-uri='nonsense://x' is not allowed: sqlite:///")

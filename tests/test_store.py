@@ -10,6 +10,7 @@ from conftest import all_runs, run_cli, running_runs, wait_for
 
 from harness.sync import main as sync_main
 from harness.tracking import store as stores
+from harness.tracking.stores import open_store
 
 FAST = ["trainer.max_steps=3", "tracking.progress=false"]
 
@@ -92,7 +93,7 @@ def test_a_crafted_spool_header_creates_nothing_where_it_points(tmp_path, capsys
 
 
 def test_sync_of_an_unknown_run_or_a_bad_run_id_is_one_line(store, tmp_path, capsys):
-    stores.client(store)
+    open_store(store)
     path = spool_file(tmp_path, {"run_id": "f" * 32, "tracking_uri": store})
     assert sync_main([path]) == 1
     assert capsys.readouterr().err.splitlines() == [

@@ -32,7 +32,7 @@ def open_source(uri: str) -> Store:
     try:
         return stores.open_store(uri, read_only=True)
     except StoreError as exc:
-        raise ReportError(f"{exc}".replace("point tracking.uri at", "pass --tracking-uri for")) from None
+        raise ReportError(str(exc)) from None
 
 
 def find_sweep(source, experiment: str, sweep: str = LATEST):

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 class GroupRun:
     """One piece's life in the launcher: runs created, metrics written as they come, runs ended, Hydra told."""
 
-    def __init__(self, piece: Piece, hooks, contexts: list):
-        self.piece, self.hooks, self.contexts = piece, hooks, contexts  # contexts: each trial's JobContext
+    def __init__(self, piece: Piece, hooks, context):
+        self.piece, self.hooks, self.context = piece, hooks, context  # context(job): its JobContext
         self.trackers: list = []
         self.group: RunGroup | None = None
 
@@ -30,7 +30,7 @@ class GroupRun:
         for job in jobs:
             self.hooks.on_job_start(job)
         engine_tags = {schema.ENGINE: schema.ENGINE_BATCHED, schema.BATCH_TRIALS: str(len(jobs))}
-        contexts = self.contexts
+        contexts = [self.context(job) for job in jobs]  # after open_sweep: they name the parent run
         try:
             parent = contexts[0].parent
             store = (

@@ -143,7 +143,7 @@ def _run_single(job: InProcessJob, plan: Plan | None, hooks: Hooks) -> object:
 
 
 def _group_run(piece: pieces.Piece, hooks: Hooks) -> GroupRun:
-    return GroupRun(piece, hooks, [context(job, hooks) for job in piece.jobs])
+    return GroupRun(piece, hooks, lambda job: context(job, hooks))
 
 
 def _train_here(piece: pieces.Piece, hooks: Hooks) -> dict[int, object]:

@@ -236,7 +236,8 @@ def _sqlite_client(uri: str, db: str, create: bool, read_only: bool) -> "MlflowC
     if not path.is_file() and (read_only or not create):
         raise StoreError(f"{path} does not exist: no MLflow store there (nothing created)", str(path))
     if read_only:
-        sqlite_store.check_file(path)
+        sqlite_store.check_file(path, read_only=True)
+        sqlite_store.mark_connected(path)
         return MlflowClient(tracking_uri=uri)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +250,7 @@ def _sqlite_client(uri: str, db: str, create: bool, read_only: bool) -> "MlflowC
         sqlite_store.check_file(path)
         client = MlflowClient(tracking_uri=uri)
         client._tracking_client.store  # noqa: B018 - creates the tables (migrations) inside the lock
+        sqlite_store.mark_connected(path)
         sqlite_store.write_ahead_log(path)
     return client
 

@@ -53,7 +53,7 @@ GRID_SIZE = "harness.grid_size"
 LAUNCHER = "harness.launcher"
 STOPPED = "harness.stopped"  # why a search stopped before its end (the HPO failure budget)
 JOB_COUNT_PREFIX = "harness.jobs."  # harness.jobs.<outcome> and harness.jobs.total
-BEST_OPTIMIZER = "harness.best_optimizer"  # the sweep's headline (record.log_sweep_headline)
+BEST_OPTIMIZER = "harness.best_optimizer"  # the sweep's headline (record.headline_record)
 BEST_RUN_ID = "harness.best_run_id"  # the child with the lowest final val loss
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.errors import StoreError, located
-from harness.tracking import schema, store
+from harness.tracking import locks, schema, store
 from harness.tracking.port import (
     HISTORY_COLUMNS,
     Experiment,
@@ -123,10 +123,19 @@ def open_file(uri: str, db: Path, create: bool = True, read_only: bool = False) 
         if read_only or not create:
             raise StoreError(f"{db} does not exist: no MLflow store there (nothing created)", str(db))
         return None
-    check_file(db)
-    if not read_only:
-        check_writable(db)
+    if read_only:  # never waits on (or locks) a store a sweep may be creating: a half-built one is refused
+        return _checked(uri, db, read_only)
+    check_writable(db)  # first: on a read-only filesystem even reading a WAL store fails, less clearly
+    with locks.store_lock(
+        db
+    ):  # waits while another process creates or upgrades the store (MLflow's migrations)
+        return _checked(uri, db, read_only)
+
+
+def _checked(uri: str, db: Path, read_only: bool) -> "SqliteStore | None":
+    check_file(db, read_only)
     connection = _connect(db, read_only)
+    mark_connected(db)
     try:
         if not _schema_fits(connection, read_only):
             connection.close()
@@ -160,21 +169,26 @@ def _schema_fits(connection: sqlite3.Connection, read_only: bool) -> bool:
     return True
 
 
-def check_file(db: Path) -> None:
+def check_file(db: Path, read_only: bool = False) -> None:
     """Refuse a database MLflow would misuse: zero bytes (it would recreate it), not SQLite, not MLflow's, or
     left half-migrated by a creation or upgrade that was interrupted.
 
     Raises:
         StoreError: naming the file and what to do.
     """
-    move_away = f"move {db} away to start a new store there, or point tracking.uri at the right file"
+    move_away = (
+        "pass the right --tracking-uri (or MLFLOW_TRACKING_URI)"
+        if read_only
+        else f"move {db} away to start a new store there, or point tracking.uri at the right file"
+    )
     if not db.exists():
         return
     if db.stat().st_size == 0:
         raise StoreError(f"{db} is empty (0 bytes), not an MLflow store: {move_away}", str(db))
-    with open(db, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            raise StoreError(f"{db} is not an SQLite database (corrupt?): {move_away}", str(db))
+    if not connected(db):
+        with open(db, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise StoreError(f"{db} is not an SQLite database (corrupt?): {move_away}", str(db))
     try:
         with contextlib.closing(
             sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=20)
@@ -195,6 +209,25 @@ def check_file(db: Path) -> None:
         raise StoreError(f"{db} is an SQLite database but not an MLflow store: {move_away}", str(db))
     if tables and not {"runs", "experiments"} <= tables:
         raise StoreError(f"{db} holds no MLflow store (no runs table): {move_away}", str(db))
+
+
+# Files this process holds SQLite connections to (by inode). SQLite's locks are POSIX record locks, which the kernel
+# drops for the whole process when ANY descriptor of the file is closed: reading the header with open() while a
+# connection is open would release that connection's locks (another process could then delete a WAL still in use).
+_CONNECTED: set[tuple[int, int]] = set()
+
+
+def _inode(db: Path) -> tuple[int, int]:
+    found = db.stat()
+    return found.st_dev, found.st_ino
+
+
+def mark_connected(db: Path) -> None:
+    _CONNECTED.add(_inode(db))
+
+
+def connected(db: Path) -> bool:
+    return _inode(db) in _CONNECTED
 
 
 def check_writable(db: Path) -> None:

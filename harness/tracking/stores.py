@@ -5,6 +5,7 @@ import); everything else, MLflow's client (harness.tracking.mlflow_store). A new
 migrations first, under a file lock.
 """
 
+import atexit
 import os
 from pathlib import Path
 
@@ -59,6 +60,17 @@ def open_store(
 # Stores opened by this process (jobs of a sweep share one). A SQLite file is known by its inode: a store moved
 # away and created anew at the same path is opened anew.
 _OPEN: dict[tuple, Store] = {}
+
+
+@atexit.register
+def close_all() -> None:
+    """Close this process's stores at exit: the last connection to a SQLite file in WAL mode folds the log back into
+    the database file, so that the file alone holds everything (a copy of it, a backup). Stores a forked process
+    inherited are its parent's to close."""
+    for key, found in list(_OPEN.items()):
+        if key[4] == os.getpid():
+            found.close()
+            del _OPEN[key]
 
 
 def _identity(db: Path | None) -> tuple[int, int] | None:

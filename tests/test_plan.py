@@ -9,8 +9,7 @@ from conftest import compose_config
 from harness import job
 from harness.context import JobContext
 from harness.job import run_job
-from harness.plan import run_name
-from harness.plan import Plan, make_plan
+from harness.plan import Plan, make_plan, run_name
 
 
 def test_the_plan_carries_what_the_config_said_and_no_config():

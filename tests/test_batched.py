@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from memory_tracker import MemoryTracker
 
 from harness.batched.engine import train_group
 from harness.batched.spec import ScheduleSpec, TrialSpec, group_key
@@ -13,7 +14,6 @@ from harness.loop import LoopSettings, train
 from harness.optim import create_scheduler, get_optimizer_info
 from harness.optim.schedulers import get_schedule_info
 from harness.tasks import create_task
-from harness.tracking.base import MemoryTracker
 
 _SPLITS = {}
 

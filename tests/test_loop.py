@@ -5,12 +5,13 @@ import math
 
 import pytest
 import torch
+from memory_tracker import MemoryTracker
 from torch import nn
 
 from harness.data import make_loader
 from harness.loop import DIVERGED, Gradients, LoopSettings, train
 from harness.tasks import create_task
-from harness.tracking import MemoryTracker, schema
+from harness.tracking import schema
 from harness.tracking.columns import StepBuffer, first_true
 
 

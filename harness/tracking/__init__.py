@@ -1,5 +1,6 @@
-"""Tracking: a small tracker interface, with MLflow (imported lazily) and null/in-memory implementations."""
+"""Tracking: the tracker interface, a null tracker, and the tracking port (port.py) every store operation goes
+through."""
 
-from harness.tracking.base import FAILED, FINISHED, KILLED, MemoryTracker, NullTracker, Tracker
+from harness.tracking.base import FAILED, FINISHED, KILLED, NullTracker, Tracker
 
-__all__ = ["FAILED", "FINISHED", "KILLED", "MemoryTracker", "NullTracker", "Tracker"]
+__all__ = ["FAILED", "FINISHED", "KILLED", "NullTracker", "Tracker"]

@@ -90,8 +90,7 @@ _KEPT_BYTES = 64 * 2**20
 def _keep_freed_memory() -> None:
     """Let glibc's malloc keep freed memory for the next step instead of handing it back to the kernel: a group
     step's temporaries (a batch gather, a layer's output for K trials; many over malloc's 128 KiB mmap threshold) were
-    mapped afresh and every page faulted in again each step: ≈120,000 page faults per worker process on the demo
-    grid. Blocks up to 64 MiB now come from the heap, and up to 64 MiB of free heap stays mapped. Process-wide, once;
+    mapped afresh and every page faulted in again each step (page faults per worker: BENCHMARKS.md). Blocks up to 64 MiB now come from the heap, and up to 64 MiB of free heap stays mapped. Process-wide, once;
     a no-op without glibc."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -176,9 +175,7 @@ class _Group:
                 perms = perms.pin_memory().to(self.device, non_blocking=True)
             self.orders = perms
         index = self.orders[:, position : position + self.batch_size]
-        flat = index.reshape(
-            -1
-        )  # index_select of the flat index: ≈5x faster than t[index] with a (K, B) index
+        flat = index.reshape(-1)  # index_select of the flat index: faster than t[index] with a (K, B) index
         return tuple(t.index_select(0, flat).view(*index.shape, *t.shape[1:]) for t in self.train_data)
 
     def _lrs(self, first: int, n: int) -> np.ndarray:

@@ -183,7 +183,8 @@ def test_a_full_disk_stops_a_sweep_at_its_first_job_in_one_line(tmp_path):
         assert "#1 :" not in proc.stderr  # the second job never started
         (mount / "filler").unlink()
         jobs = [r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]
-        assert len(jobs) == 1  # one job tried, not four burnt
+        # one job tried, not four burnt: its run was not created (one transaction, refused whole) or ended
+        assert len(jobs) <= 1 and all(r.info.status != "RUNNING" for r in jobs)
 
 
 @pytest.mark.slow

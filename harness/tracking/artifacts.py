@@ -10,16 +10,17 @@ from pathlib import Path
 from harness.tracking.store import local_artifact_path
 
 
-def log_text(artifact_uri: str, text: str, artifact_file: str) -> None:
-    """Write `text` as the artifact `artifact_file` (a relative path) under `artifact_uri`."""
+def log_text(artifact_uri: str, text: str, artifact_file: str, tracking_uri: str) -> None:
+    """Write `text` as the artifact `artifact_file` (a relative path) under `artifact_uri`; `tracking_uri` resolves
+    a server's `mlflow-artifacts:` URIs."""
     if not write_local_text(artifact_uri, text, artifact_file):
-        upload_text(artifact_uri, text, artifact_file)
+        upload_text(artifact_uri, text, artifact_file, tracking_uri)
 
 
-def log_files(artifact_uri: str, files: Sequence[Path], directory: str) -> None:
+def log_files(artifact_uri: str, files: Sequence[Path], directory: str, tracking_uri: str) -> None:
     """Copy local files (or folders) under `directory` of the artifacts at `artifact_uri`."""
     if not copy_local_files(artifact_uri, files, directory):
-        upload_files(artifact_uri, files, directory)
+        upload_files(artifact_uri, files, directory, tracking_uri)
 
 
 def write_local_text(artifact_uri: str, text: str, artifact_file: str) -> bool:
@@ -50,7 +51,7 @@ def copy_local_files(artifact_uri: str, files: Sequence[Path], directory: str) -
     return True
 
 
-def upload_text(artifact_uri: str, text: str, artifact_file: str) -> None:
+def upload_text(artifact_uri: str, text: str, artifact_file: str, tracking_uri: str) -> None:
     """Write `text` as `artifact_file` into a remote artifact store, known by its URI (no run lookup)."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -58,14 +59,14 @@ def upload_text(artifact_uri: str, text: str, artifact_file: str) -> None:
         local = Path(tmp, Path(artifact_file).name)
         local.write_text(text)
         directory = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
-        get_artifact_repository(artifact_uri).log_artifact(str(local), directory)
+        get_artifact_repository(artifact_uri, tracking_uri).log_artifact(str(local), directory)
 
 
-def upload_files(artifact_uri: str, files: Sequence[Path], directory: str) -> None:
+def upload_files(artifact_uri: str, files: Sequence[Path], directory: str, tracking_uri: str) -> None:
     """Files (or folders) into a remote artifact store under `directory`."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-    repository = get_artifact_repository(artifact_uri)
+    repository = get_artifact_repository(artifact_uri, tracking_uri)
     for path in files:
         if Path(path).is_dir():
             repository.log_artifacts(str(path), f"{directory}/{Path(path).name}")

@@ -71,10 +71,7 @@ class GroupTracker:
         self._add(Columns.at(step, metrics))
 
     def log_columns(self, steps, columns: Mapping[str, Any], timestamps=None) -> None:
-        steps = [int(s) for s in steps]
-        if timestamps is None:
-            timestamps = [now_ms()] * len(steps)
-        self._add(Columns(steps, dict(columns), timestamps))
+        self._add(Columns.logged(steps, columns, timestamps))
 
     def _add(self, chunk: Columns) -> None:
         self.chunks.append(chunk)

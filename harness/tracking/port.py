@@ -66,6 +66,17 @@ class Columns:
         return [cls(steps, {key: values}, timestamps) for key, (steps, values, timestamps) in by_key.items()]
 
     @classmethod
+    def logged(
+        cls,
+        steps: Sequence[int],
+        columns: Mapping[str, Sequence[float]],
+        timestamps: Sequence[int] | None = None,
+    ) -> "Columns":
+        """A chunk as Tracker.log_columns receives it: steps as ints, taken now unless `timestamps` are given."""
+        steps = steps if isinstance(steps, range) else [int(s) for s in steps]
+        return cls(steps, dict(columns), timestamps if timestamps is not None else [now_ms()] * len(steps))
+
+    @classmethod
     def at(cls, step: int, metrics: Mapping[str, float], timestamp: int | None = None) -> "Columns":
         """Metrics taken at one step (now, unless `timestamp` is given)."""
         now = timestamp if timestamp is not None else now_ms()
@@ -214,11 +225,11 @@ class Store:
 
     def log_text(self, artifact_uri: str, text: str, artifact_file: str) -> None:
         """Write `text` as the artifact `artifact_file` of the run whose artifacts are at `artifact_uri`."""
-        artifacts.log_text(artifact_uri, text, artifact_file)
+        artifacts.log_text(artifact_uri, text, artifact_file, self.uri)
 
     def log_artifacts(self, artifact_uri: str, files: Sequence[Path], directory: str) -> None:
         """Copy local files (or folders) under `directory` of the run's artifacts."""
-        artifacts.log_files(artifact_uri, files, directory)
+        artifacts.log_files(artifact_uri, files, directory, self.uri)
 
     # reading
     def run(self, run_id: str) -> StoredRun | None:

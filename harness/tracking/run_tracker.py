@@ -79,10 +79,7 @@ class RunTracker:
         timestamps: Sequence[int] | None = None,
     ) -> None:
         """See Tracker.log_columns. The sequences are kept until written: pass ones that will not change."""
-        steps = steps if isinstance(steps, range) else [int(s) for s in steps]
-        if timestamps is None:
-            timestamps = [now_ms()] * len(steps)
-        self._add(Columns(steps, dict(columns), timestamps))
+        self._add(Columns.logged(steps, columns, timestamps))
 
     def _add(self, chunk: Columns) -> None:
         self._buffer.append(chunk)

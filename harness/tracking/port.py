@@ -221,7 +221,7 @@ class Store:
         self, run_id: str, status: str, tags: Mapping[str, str] | None = None, end_time: int | None = None
     ) -> None:
         """Set the tags, then end the run with `status` (FINISHED, FAILED, KILLED) at `end_time` (default now)."""
-        self.write([RunUpdate(run_id, tags=tags or {}, status=status, end_time=end_time or now_ms())])
+        self.write([RunUpdate(run_id, tags=tags or {}, status=status, end_time=end_time)])
 
     def log_text(self, artifact_uri: str, text: str, artifact_file: str) -> None:
         """Write `text` as the artifact `artifact_file` of the run whose artifacts are at `artifact_uri`."""

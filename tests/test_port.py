@@ -26,10 +26,21 @@ ADAPTERS = ("sqlite", "mlflow")
 SECRET = "http://alice:s3cret@tracking.example:5000/"
 
 
-def new_store(tmp_path: Path, adapter: str) -> port.Store:
-    uri = f"sqlite:///{tmp_path / adapter / 'mlflow.db'}"
-    create_sqlite(uri, tmp_path / adapter / "mlflow.db")  # both start from MLflow's own migrations
-    found = stores.open_store(uri, adapter=adapter)
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory) -> Path:
+    """A store fresh from MLflow's own migrations, made once: every test's stores start as copies of it."""
+    db = tmp_path_factory.mktemp("migrated") / "mlflow.db"
+    create_sqlite(f"sqlite:///{db}", db)
+    return db
+
+
+def new_store(tmp_path: Path, adapter: str, migrated: Path) -> port.Store:
+    db = tmp_path / adapter / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(migrated)) as source, closing(sqlite3.connect(db)) as copy:
+        source.backup(copy)  # a consistent copy, whatever sits in the template's write-ahead log
+        copy.execute("PRAGMA journal_mode=WAL")
+    found = stores.open_store(f"sqlite:///{db}", adapter=adapter)
     assert isinstance(found, SqliteStore if adapter == "sqlite" else MlflowStore)
     return found
 
@@ -281,10 +292,10 @@ def through_the_port(s: port.Store, ids: list[str]) -> list:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__)
-def test_both_adapters_store_the_same(tmp_path, scenario):
+def test_both_adapters_store_the_same(tmp_path, scenario, migrated):
     made = {}
     for adapter in ADAPTERS:
-        s = new_store(tmp_path, adapter)
+        s = new_store(tmp_path, adapter, migrated)
         ids = scenario(s)
         made[adapter] = (s, ids, tables(s.db if adapter == "sqlite" else Path(s.location), ids))
     (fast, fast_ids, fast_tables), (slow, slow_ids, slow_tables) = made["sqlite"], made["mlflow"]
@@ -298,9 +309,9 @@ def test_both_adapters_store_the_same(tmp_path, scenario):
     )
 
 
-def test_what_the_stores_hold_is_what_an_mlflow_user_expects(tmp_path):
+def test_what_the_stores_hold_is_what_an_mlflow_user_expects(tmp_path, migrated):
     """A few absolute facts the comparison alone would not catch if both adapters were wrong the same way."""
-    s = new_store(tmp_path, "sqlite")
+    s = new_store(tmp_path, "sqlite", migrated)
     diverged, killed = (s.run(r) for r in diverged_and_killed(s))
     assert diverged.info.run_name == "[diverged] a" == diverged.data.tags[schema.RUN_NAME]
     assert diverged.info.status == schema.FINISHED and killed.info.status == schema.KILLED

@@ -11,6 +11,7 @@ tests/test_port.py holds it to what MLflow stores, table by table.
 import contextlib
 import itertools
 import math
+import os
 import shutil
 import sqlite3
 import threading
@@ -232,8 +233,6 @@ def connected(db: Path) -> bool:
 
 def check_writable(db: Path) -> None:
     """An SQLite store writes its database and its journal files beside it."""
-    import os
-
     if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
         raise StoreError(
             f"{db.parent} is not writable (read-only filesystem or permissions): an SQLite store needs to write "

@@ -31,7 +31,8 @@ def task(fn: Callable[..., Any]) -> Callable[..., Any]:
 def run(main: Callable[[], Any]) -> None:
     """Run a Hydra main function; on SIGINT/SIGTERM end what is RUNNING, say how to resume, exit 130/143.
 
-    Ends the process with exit_now: no traceback is pending by then (debug mode re-raises before it)."""
+    Debug mode (harness.failures.debug) adds tracebacks to what is printed; the runs end, and the process exits,
+    exactly as without it. Ends the process with exit_now (a bug's traceback is left to the interpreter)."""
     try:
         _run(main)
     except SystemExit as exc:
@@ -43,16 +44,15 @@ def _run(main: Callable[[], Any]) -> None:
     signals.install()
     signals.on_signal(shutdown.wait_for_workers)
     if not failures.debug():
-        # Hydra prints its own errors (a group's options one per line) unless HYDRA_FULL_ERROR is set, in which
-        # case it raises them: set, so that they reach us and are said in one line; HARNESS_DEBUG=0 records that
-        # the user did not ask for tracebacks (inherited by workers).
-        os.environ["HARNESS_DEBUG"], os.environ["HYDRA_FULL_ERROR"] = "0", "1"
+        os.environ["HARNESS_DEBUG"] = "0"  # the user did not ask for tracebacks (inherited by workers)
+    # Without HYDRA_FULL_ERROR, Hydra prints its own errors (a group's options one per line) and exits 1 itself,
+    # past the clean-up below: set, every failure reaches us and is said in one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, signals.Interrupted) else signal.SIGINT
-        if failures.debug():
-            raise
+        failures.print_traceback(exc)
         print(f"\n{shutdown.interrupted(signal.Signals(signum).name)}", file=sys.stderr, flush=True)
         sys.exit(128 + signum)
     except failures.Reported as exc:
@@ -60,9 +60,12 @@ def _run(main: Callable[[], Any]) -> None:
         raise
     except Exception as exc:
         message = failures.config_message(exc) or failures.describe(exc)
-        if message is None or failures.debug():
-            shutdown.failed(f"{type(exc).__name__}: {exc}")  # an open sweep's parent must not stay RUNNING
+        if (
+            message is None
+        ):  # a bug: its traceback, after the open sweep's parent is ended (never left RUNNING)
+            shutdown.failed(f"{type(exc).__name__}: {exc}")
             raise
+        failures.print_traceback(exc)
         print(f"error: {message}", file=sys.stderr, flush=True)
         shutdown.failed(message)
         sys.exit(failures.exit_code(exc))

@@ -1,13 +1,15 @@
 """Failures a user can cause, said in one line: a bad config value, a store that cannot be used, a full or read-only
 disk, an interrupt. Anything else is a bug and keeps its traceback.
 
-`HARNESS_DEBUG=1` (or Hydra's `HYDRA_FULL_ERROR=1`) shows the traceback of the one-line failures too.
+`HARNESS_DEBUG=1` (or Hydra's `HYDRA_FULL_ERROR=1`) prints the traceback of the one-line failures too, before their
+line; it changes nothing else: the same runs end the same way, the process exits with the same code.
 """
 
 import errno
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,6 +49,13 @@ def debug() -> bool:
         if os.environ.get(name, "") != "":
             return os.environ[name] != "0"
     return False
+
+
+def print_traceback(exc: BaseException) -> None:
+    """In debug mode, the traceback of a failure about to be said in one line (nothing otherwise)."""
+    if debug():
+        traceback.print_exception(exc, file=sys.stderr)
+        sys.stderr.flush()
 
 
 _DETAILS = ("full_key:", "reference_type=", "object_type=", "Config search path", "provider=")
@@ -142,8 +151,9 @@ def one_line(task: Callable[..., Any]) -> Callable[..., Any]:
             return task(*args, **kwargs)
         except Exception as exc:
             message = describe(exc)
-            if message is None or debug():
+            if message is None:
                 raise
+            print_traceback(exc)
             print(f"error: {message}", file=sys.stderr, flush=True)
             reported = Reported(exit_code(exc))
             reported.message = message

@@ -15,13 +15,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness import entry, plugins
-from harness.config import register_configs, to_config
+from harness.config import Config, register_configs, to_config
 from harness.context import JobContext
 from harness.errors import ConfigError
 from harness.install import CONF_DIR
 from harness.job import run_job
 from harness.sweep import state as sweep_state
 from harness.sweep.run import run_in_sweep
+from harness.tracking import store
 
 
 def _register() -> None:
@@ -53,6 +54,15 @@ def job_context() -> JobContext:
     )
 
 
+def _sweep_state(job: Config, ctx: JobContext) -> sweep_state.SweepState | None:
+    """This launch's state, from the file the sweep callback named in the job's environment (None: no sweep
+    callback configured); the tracking URI with its credentials comes from the job's own config or environment."""
+    path = os.environ.get(sweep_state.ENV)
+    if not path:
+        return None
+    return sweep_state.load(path, store.resolve_uri(job.tracking.uri, ctx.project_dir))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 @entry.task  # signals handled in every job's process; store and filesystem failures in one line
 def main(cfg: DictConfig) -> float | None:
@@ -60,8 +70,8 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN:
         # Failures are recorded, never raised: Hydra would stop at the end with exit 1.
-        state = sweep_state.load(Path(hc.runtime.cwd) / hc.sweep.dir)
-        return run_in_sweep(to_config(cfg), ctx, state)
+        job = to_config(cfg)
+        return run_in_sweep(job, ctx, _sweep_state(job, ctx))
     try:
         result = run_job(to_config(cfg), ctx)  # to_config inside: a missing required value is one line too
     except ConfigError as exc:

@@ -1,4 +1,7 @@
-"""Sweep-level progress shared by all workers: each job appends one JSON line to a file in the sweep directory."""
+"""Sweep-level progress shared by all workers: each job appends one JSON line to its launch's progress file.
+
+Entries are redacted (a job's overrides may carry `tracking.uri=...` with credentials): no secret reaches the file.
+"""
 
 import json
 import sys
@@ -6,7 +9,7 @@ import time
 from pathlib import Path
 
 from harness.sweep.state import SweepState
-from harness.tracking import schema
+from harness.tracking import record, schema
 
 SKIPPED = "skipped"  # a grid point already done in the store (resume); not an outcome, a job not run
 
@@ -26,7 +29,7 @@ def read(progress_file: str) -> list[dict]:
 
 def report(state: SweepState, status: str, overrides: list[str], error: str = "") -> None:
     """Record one finished job (an outcome, or SKIPPED) and print the sweep's progress line."""
-    entry = json.dumps({"status": status, "overrides": overrides, "error": error})
+    entry = _entry(status, overrides, error)
     with open(state.progress_file, "a") as f:  # O_APPEND: one short write per job, safe across processes
         f.write(entry + "\n")
     print(progress_line(state, read(state.progress_file)), file=sys.stderr, flush=True)
@@ -40,10 +43,15 @@ def report_many(state: SweepState, jobs: list[tuple[str, list[str], str]]) -> No
     """
     if not jobs:
         return
-    lines = "".join(json.dumps({"status": s, "overrides": o, "error": e}) + "\n" for s, o, e in jobs)
+    lines = "".join(_entry(s, o, e) + "\n" for s, o, e in jobs)
     with open(state.progress_file, "a") as f:
         f.write(lines)
     print(progress_line(state, read(state.progress_file)), file=sys.stderr, flush=True)
+
+
+def _entry(status: str, overrides: list[str], error: str) -> str:
+    redacted = [record.redact(o) for o in overrides]
+    return json.dumps({"status": status, "overrides": redacted, "error": record.redact(error)})
 
 
 def progress_line(state: SweepState, entries: list[dict]) -> str:

@@ -145,11 +145,9 @@ class _Hooks:
         )
         self.project_dir = str(config.hydra.runtime.cwd)
         self.task_name = str(config.hydra.job.name)
-        from harness.sweep import state
-
-        # Where the sweep callback left it for every job, as harness.train reads it (None: no callback configured).
-        self.state = state.load(Path(self.project_dir) / str(config.hydra.sweep.dir))
         self.sweep = _sweep_callback(hydra_context)
+        # This launch's state, handed over in this process (None: no sweep callback configured): the jobs run here.
+        self.state = getattr(self.sweep, "state", None)
 
     def open_sweep(self) -> None:
         if self.sweep.late is not None:
@@ -181,6 +179,7 @@ class _Hooks:
 
 class _NoLateSweep:
     late = None
+    state = None
 
     def open_late(self) -> None:
         return None

@@ -21,32 +21,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.redaction import REDACTED as REDACTED  # re-exported: harness.sweep.state reads it
+from harness.redaction import redact
 from harness.tracking import schema
 
 if TYPE_CHECKING:
     from harness.tasks.base import Splits, Task
 
 # --- Credentials ----------------------------------------------------------------------------------------------------
-# `scheme://userinfo@`: userinfo runs up to the last `@` before the host (a password may hold an unescaped `@`),
-# never across `/`, whitespace or quotes (so `key=x@y` elsewhere in a line is left alone). Hydra escapes `:` in the
-# overrides it records and logs (`tracking.uri=http\://user\:pw@host`): that spelling is matched too.
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*\\?://)[^/\s'\"]*@")
-_SECRET_QUERY = re.compile(
-    r"(?i)(?P<key>[?&;](?:password|passwd|pwd|token|access_token|secret|api_key)=)[^&;\s'\"]*"
-)
-REDACTED = "***"
-
-
-def redact(text: str) -> str:
-    """`text` with the credentials of every URI in it replaced by `***`.
-
-    `http://user:secret@host:5000/` -> `http://***@host:5000/`; `...?password=x` -> `...?password=***`. Applies to
-    whole lines too (`tracking.uri=http://u:p@h/ seed=1`). Text without URIs comes back unchanged.
-    """
-    if "://" not in text and "=" not in text:
-        return text
-    text = _USERINFO.sub(rf"\g<scheme>{REDACTED}@", text)
-    return _SECRET_QUERY.sub(rf"\g<key>{REDACTED}", text)
+# `redact` and `REDACTED` live in harness.redaction (below harness.errors, whose messages use them); re-exported here
+# because the record is where an MLflow user meets them.
 
 
 def redact_values(values: Mapping[str, Any]) -> dict[str, str]:

@@ -6,14 +6,21 @@ sends SIGTERM before it kills a job, so this is the cluster's case too). With `i
 buffered metrics flushed, and a sweep ends its parent run KILLED with its job counts.
 
 A sweep's launching process forwards the signal to its worker processes (joblib), which end their own runs.
+
+Python runs a handler between any two bytecodes of the main thread, also inside a weakref callback or a `__del__`
+(SQLAlchemy's `_collection_gced`, say), where an exception cannot propagate: Python prints "Exception ignored in ..."
+and drops it. Such an interrupt is not lost: `install()` also hooks `sys.unraisablehook`, which sends the signal to
+the main thread again once the callback is over, and it is raised there, at a point where it propagates.
 """
 
 import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -40,10 +47,13 @@ def install() -> None:
     Raises:
         Interrupted: when a signal arrived before this call (a joblib worker between two jobs): no new job starts.
     """
+    global _previous_hook
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in HANDLED:
         signal.signal(signum, _handle)
+    if sys.unraisablehook is not _unraisable:
+        _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
     if received is not None:
         raise Interrupted(received)
 
@@ -54,10 +64,17 @@ def on_signal(hook: Callable[[int], None]) -> None:
     _before_raise.append(hook)
 
 
-def _handle(signum: int, frame: object) -> None:
-    global received, _pending
-    if received is not None:
+def _handle(signum: int, frame: FrameType | None) -> None:
+    global received, _pending, _lost, _hooks_ran
+    if _lost is not None:  # the interrupt raised before was dropped: raise it again
+        if _inside_hook(frame):
+            _redeliver(_lost)  # still inside the hook that dropped it: once more, after it
+            return
+        signum, _lost = _lost, None
+    elif received is not None:
         return  # already stopping: a second Ctrl-C must not break the clean-up of the first
+    else:
+        _hooks_ran = False
     received = signum
     if _holding:
         _pending = signum  # raised when the held() block ends
@@ -66,10 +83,51 @@ def _handle(signum: int, frame: object) -> None:
 
 
 def _stop(signum: int) -> None:
-    workers = forward(signum)
-    for hook in _before_raise:
-        hook(workers)
+    global _hooks_ran
+    if not _hooks_ran:  # once, also when the interrupt has to be raised again
+        _hooks_ran = True
+        workers = forward(signum)
+        for hook in _before_raise:
+            hook(workers)
     raise Interrupted(signum)
+
+
+_hooks_ran = False
+_lost: int | None = None  # an interrupt Python dropped (raised in a callback), to be raised again
+_previous_hook = sys.unraisablehook
+_hook_done = threading.Event()
+
+
+def _unraisable(unraisable) -> None:
+    """sys.unraisablehook: an Interrupted that Python is about to drop is sent again; anything else as before."""
+    global _lost
+    if not isinstance(unraisable.exc_value, Interrupted):
+        _previous_hook(unraisable)
+        return
+    _lost = unraisable.exc_value.signum
+    _redeliver(_lost)
+
+
+def _redeliver(signum: int) -> None:
+    """Send `signum` to the main thread from another thread once this hook has returned: a real signal, so that a
+    blocking call the main thread makes next (a sleep, a wait on a pipe) is interrupted too."""
+    _hook_done.clear()
+    main = threading.main_thread().ident
+
+    def send() -> None:
+        _hook_done.wait()
+        signal.pthread_kill(main, signum)
+
+    threading.Thread(target=send, name="harness-redeliver-signal", daemon=True).start()
+    _hook_done.set()  # the last thing the hook does
+
+
+def _inside_hook(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code in (_unraisable.__code__, _redeliver.__code__):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def forward(signum: int) -> int:

@@ -1,18 +1,26 @@
 """The MLflow adapter of the tracking port: MlflowClient, for any URI MLflow tracks to (SQLite, servers, databases).
 
-Also where a store is made ready before MLflow touches it: a new SQLite store is created (MLflow's migrations) under
-a file lock, so that concurrent launches never race in them; a tracking server is asked whether it answers.
+Also where a store is made ready before MLflow touches it:
+- a new SQLite store is built by MLflow's migrations under a temporary name beside it and renamed into place once
+  complete (`create_sqlite`: under the store lock, SIGINT/SIGTERM held until it is done), so that an interrupted
+  creation leaves no store or a whole one, and concurrent launches never race in the migrations;
+- an existing SQLite store at another schema revision than the installed MLflow's is refused in one line before
+  MLflow opens it (MLflow would migrate it without asking, or refuse it with a traceback);
+- a tracking server is asked whether it answers (`check_server`), with the credentials MLflow's client would send.
 """
 
+import base64
 import functools
 import logging
 import os
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import failures
+from harness import failures, signals
 from harness.errors import ConfigError, StoreError, located
 from harness.tracking import locks, schema, sqlite_store, store
 from harness.tracking.port import (
@@ -44,17 +52,19 @@ class MlflowStore(Store):
 
     adapter = "mlflow"
 
-    def __init__(self, uri: str, location: str, client: "MlflowClient"):
+    def __init__(self, uri: str, location: str, client: "MlflowClient", read_only: bool = False):
         super().__init__(uri, location)
         self.client = client
         self.remote = store.is_remote(uri)
+        self.read_only = read_only
 
     @classmethod
     def open(cls, uri: str, create: bool = True, read_only: bool = False) -> "MlflowStore":
         db = store.sqlite_path(uri)
         if db is not None:
             db = db.resolve()
-            return cls(uri, str(db), _sqlite_client(uri, str(db), create and not read_only, read_only))
+            client = _sqlite_client(uri, str(db), create and not read_only, read_only)
+            return cls(uri, str(db), client, read_only)
         if store.is_remote(uri):
             # MLflow retries a dead server with exponential backoff for minutes; a few seconds tell us enough.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -64,6 +74,18 @@ class MlflowStore(Store):
         from mlflow import MlflowClient
 
         return cls(uri, store.redact(uri), MlflowClient(tracking_uri=uri))
+
+    def close(self) -> None:
+        """A SQLite store: MLflow's connections closed (its engine disposed) and, written to, checkpointed: the
+        database file alone then holds every run (sqlite_store.checkpoint)."""
+        db = store.sqlite_path(self.uri)
+        if db is None:
+            return
+        engine = getattr(self.client._tracking_client.store, "engine", None)
+        if engine is not None:
+            engine.dispose()
+        if not self.read_only:
+            sqlite_store.checkpoint(Path(self.location))
 
     # experiments
     def experiment(self, name: str) -> Experiment | None:
@@ -226,49 +248,149 @@ def _stored(run) -> StoredRun:
 
 @functools.cache
 def _sqlite_client(uri: str, db: str, create: bool, read_only: bool) -> "MlflowClient":
-    """Check, create or upgrade the database under a lock beside it, once per process (jobs share it)."""
+    """MlflowClient on the SQLite file `db`, once per process (jobs share it): created first when missing (`create`),
+    refused when it is not a sound store at the installed MLflow's schema revision."""
     from mlflow import MlflowClient
 
-    if not failures.debug():
-        # MLflow logs every database error with its traceback before raising it; the harness says it in one line.
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    _quiet_mlflow()
     path = Path(db)
-    if not path.is_file() and (read_only or not create):
-        raise StoreError(f"{path} does not exist: no MLflow store there (nothing created)", str(path))
+    if not path.is_file():
+        if read_only or not create:
+            raise StoreError(f"{path} does not exist: no MLflow store there (nothing created)", str(path))
+        create_sqlite(uri, path)
     if read_only:
         sqlite_store.check_file(path, read_only=True)
+        check_revision(path)
         sqlite_store.mark_connected(path)
         return MlflowClient(tracking_uri=uri)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(
-            f"cannot create the store's directory {path.parent}: {exc.strerror}", str(path)
-        ) from exc
     sqlite_store.check_writable(path)
     with locks.store_lock(path), located(str(path)):
         sqlite_store.check_file(path)
+        check_revision(path)
         client = MlflowClient(tracking_uri=uri)
-        client._tracking_client.store  # noqa: B018 - creates the tables (migrations) inside the lock
+        client._tracking_client.store  # noqa: B018 - connects inside the lock (the revision is the installed one)
         sqlite_store.mark_connected(path)
         sqlite_store.write_ahead_log(path)
     return client
 
 
+def _quiet_mlflow() -> None:
+    if not failures.debug():
+        # MLflow logs every database error with its traceback before raising it; the harness says it in one line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
 def create_sqlite(uri: str, db: Path) -> None:
-    """Create a new SQLite store (MLflow's migrations, under the store lock)."""
-    _sqlite_client(uri, str(db.resolve()) if db.exists() else str(db), True, False)
+    """Create a new SQLite store at `db` unless one exists there.
+
+    MLflow's migrations build it under a temporary name beside `db` (sqlite_store.building_path), and it is renamed
+    into place once complete; all of it under the store lock (concurrent launches never race in the migrations),
+    with SIGINT/SIGTERM held until it is done (raised afterwards, the store whole). Whatever stops the process
+    meanwhile, `db` is then absent or a whole store; a build a killed process left is removed by the next creator.
+
+    Raises:
+        StoreError: the directory cannot be created or written.
+    """
+    db = Path(os.path.abspath(db))
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store's directory {db.parent}: {exc.strerror}", str(db)) from exc
+    sqlite_store.check_writable(db)
+    _quiet_mlflow()
+    with locks.store_lock(db), signals.held(), located(str(db)):
+        if db.exists():  # made by another process while this one waited for the lock
+            return
+        building = sqlite_store.building_path(db)
+        sqlite_store.remove_database(building)
+        _migrate(building, store.artifact_root(f"sqlite:///{db}"))
+        sqlite_store.install_new(building, db)
+
+
+def _migrate(building: Path, artifact_root: str) -> None:
+    """MLflow's migrations (and its Default experiment) on a new file, every connection closed afterwards."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    uri = f"sqlite:///{building}"
+    try:
+        SqlAlchemyStore(uri, Path(artifact_root).as_uri())
+    finally:
+        engine = SqlAlchemyStore._engine_map.pop(uri, None)  # MLflow keeps one engine per URI for the process
+        if engine is not None:
+            engine.dispose()
+
+
+@functools.cache
+def installed_schema() -> tuple[str, frozenset[str], frozenset[str], str]:
+    """What the installed MLflow expects of a SQLite store: (head revision, every revision its migrations know, the
+    tables of its models, its version)."""
+    import mlflow
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.base_sql_model import Base
+    from mlflow.store.db.utils import _get_alembic_config, _get_latest_schema_revision
+
+    scripts = ScriptDirectory.from_config(_get_alembic_config(""))
+    known = frozenset(revision.revision for revision in scripts.walk_revisions())
+    # What MLflow checks before it migrates (db.utils._all_tables_exist; importing db.utils registers every model).
+    tables = frozenset(Base.metadata.tables)
+    return _get_latest_schema_revision(), known, tables, mlflow.__version__
+
+
+def check_revision(db: Path) -> None:
+    """Refuse (one line, nothing written) an existing SQLite store at another revision than the installed MLflow's.
+
+    Raises:
+        StoreError: see sqlite_store.check_revision.
+    """
+    sqlite_store.check_revision(db, *installed_schema())
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when no tracking server answers at `uri`."""
+    """Fail fast, in one line, when no tracking server answers at `uri` or it refuses the credentials.
+
+    The credentials go as MLflow's client sends them: MLFLOW_TRACKING_USERNAME/PASSWORD (else the URI's
+    `user:password@`) as HTTP basic auth, else MLFLOW_TRACKING_TOKEN as a bearer token. They are never printed.
+
+    Raises:
+        ConfigError: naming the URI with its credentials redacted.
+    """
+    url, headers = health_request(uri)
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        ) as response:
             response.read()
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code in (401, 403):
+            allowed = (
+                f"credentials the tracking server accepts (it answered HTTP {exc.code} {exc.reason}); give them as "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+            )
+        else:
+            allowed = f"a running MLflow tracking server (/health answered HTTP {exc.code} {exc.reason})"
+        raise ConfigError("tracking.uri", store.redact(uri), allowed) from None
     except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        reason = store.redact(str(getattr(exc, "reason", exc)))
         raise ConfigError(
             "tracking.uri",
             store.redact(uri),
             f"a running MLflow tracking server (none answered: {reason}; `make server` starts one)",
         ) from None
+
+
+def health_request(uri: str) -> tuple[str, dict[str, str]]:
+    """The server's /health URL without credentials, and the Authorization header MLflow's client would send."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    path = parts.path.rstrip("/")
+    url = urllib.parse.urlunsplit((parts.scheme, host, f"{path}/health", "", ""))
+    username = os.environ.get("MLFLOW_TRACKING_USERNAME") or urllib.parse.unquote(parts.username or "")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or urllib.parse.unquote(parts.password or "")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if username and password:
+        basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+        return url, {"Authorization": f"Basic {basic}"}
+    if token:
+        return url, {"Authorization": f"Bearer {token}"}
+    return url, {}

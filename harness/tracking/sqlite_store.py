@@ -6,6 +6,11 @@ without importing MLflow. It is used only on a store at `MLFLOW_SCHEMA_REVISION`
 columns written (`open_file` checks both, here and nowhere else); a store it cannot write goes through
 harness.tracking.mlflow_store. Opened read-only (the report), it reads any MLflow 3 store that has the columns read.
 tests/test_port.py holds it to what MLflow stores, table by table.
+
+Also the file's life beside the adapters: what a sound store is (`check_file`, and `check_revision` against the
+installed MLflow's schema: a store at another revision is refused, never migrated), how a new one is put in place
+whole (`install_new`: built under a temporary name, renamed once complete), and `checkpoint`, which folds the
+write-ahead log back into the database file when a command ends, so that the file alone holds every run.
 """
 
 import contextlib
@@ -17,7 +22,7 @@ import sqlite3
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,6 +86,8 @@ READ = {  # the tables and columns read (a read-only store needs these, at any M
     "latest_metrics": {"key", "value", "is_nan", "run_uuid"},
     "metrics": {"key", "value", "step", "is_nan", "run_uuid"},
 }
+# The first tables MLflow's migrations create (an interrupted creation leaves some of them and nothing else).
+MLFLOW_TABLE_NAMES = {*WRITTEN, "alembic_version", "experiment_tags"}
 DATABASE_ERRORS = (
     sqlite3.Error,
 )  # what a damaged or unreachable SQLite file raises (one-line errors catch them)
@@ -206,6 +213,14 @@ def check_file(db: Path, read_only: bool = False) -> None:
             f"{db} was left half-built by an interrupted creation or upgrade (tables _alembic_tmp_*): {move_away}",
             str(db),
         )
+    if tables and tables <= MLFLOW_TABLE_NAMES and not {"alembic_version", "runs", "experiments"} <= tables:
+        # What an older harness left when MLflow's migrations were interrupted in place (this one builds a new
+        # store under another name): some of MLflow's tables, no runs table or no revision.
+        raise StoreError(
+            f"{db} was left half-built by an interrupted creation (some of MLflow's tables, no "
+            f"{'runs table' if 'alembic_version' in tables else 'schema revision'}): {move_away}",
+            str(db),
+        )
     if tables and "alembic_version" not in tables:
         raise StoreError(f"{db} is an SQLite database but not an MLflow store: {move_away}", str(db))
     if tables and not {"runs", "experiments"} <= tables:
@@ -252,6 +267,117 @@ def schema_revision(db: Path) -> str | None:
     with contextlib.closing(_connect(db, read_only=True)) as connection:
         found = connection.execute("SELECT version_num FROM alembic_version").fetchall()
     return found[0][0] if found else None
+
+
+def check_revision(
+    db: Path, head: str, known: Collection[str], tables: Collection[str], version: str
+) -> None:
+    """Refuse a store at another schema revision than the installed MLflow's, before MLflow sees it: MLflow would
+    migrate it without asking (when one of its tables is missing) or refuse it with a traceback.
+
+    Args:
+        db: an existing SQLite store (check_file passed).
+        head: the revision the installed MLflow expects; known: every revision its migrations know;
+        tables: the tables it expects; version: its version (for the message).
+
+    Raises:
+        StoreError: one line naming the file, both revisions and what to do; nothing was written.
+    """
+    with contextlib.closing(_connect(db, read_only=True)) as connection:
+        found = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        present = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        runs = connection.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    revision = found[0][0] if found else None
+    if revision == head:
+        return
+    if runs == 0 and (revision is None or not set(tables) <= present):  # migrations stopped midway, in place
+        raise StoreError(
+            f"{db} was left half-built by an interrupted creation (schema revision {revision}, tables missing, no "
+            f"runs): move {db} away (it holds no runs) and run the command again",
+            str(db),
+        )
+    if revision is None:
+        raise StoreError(
+            f"{db} records no MLflow schema revision (alembic_version is empty): {_MOVE_AWAY}", str(db)
+        )
+    if revision in known:
+        raise StoreError(
+            f"{db} is at MLflow schema revision {revision}, older than {head}, which the installed MLflow {version} "
+            f"expects (nothing was written to it): back the file up, then upgrade it with `mlflow db upgrade "
+            f"sqlite:///{db}` (this cannot be undone: older MLflow versions then refuse it), or use the MLflow "
+            "version that wrote it",
+            str(db),
+        )
+    raise StoreError(
+        f"{db} is at MLflow schema revision {revision}, which the installed MLflow {version} does not know (it "
+        f"expects {head}): a newer MLflow wrote it, and MLflow cannot downgrade a store (nothing was written to it). "
+        "Use that newer MLflow (pip install -U mlflow), or point tracking.uri at another store",
+        str(db),
+    )
+
+
+_MOVE_AWAY = "move it away to start a new store there, or point tracking.uri at the right file"
+
+
+# --- A new store, put in place whole --------------------------------------------------------------------------------
+
+_SIDECARS = ("-wal", "-shm", "-journal")  # SQLite's files beside a database
+
+
+def building_path(db: Path) -> Path:
+    """Where a new store is built before it becomes `db` (beside it: the rename stays on one filesystem)."""
+    return db.with_name(f"{db.name}.creating")
+
+
+def remove_database(db: Path) -> None:
+    """Delete a database file and SQLite's files beside it (a build left by a creator that was killed)."""
+    for path in (db, *(Path(f"{db}{suffix}") for suffix in _SIDECARS)):
+        path.unlink(missing_ok=True)
+
+
+def install_new(building: Path, db: Path) -> None:
+    """Make the complete database at `building` the store `db`: WAL mode set and every connection to it closed (the
+    last close removes -wal/-shm, so none is left under the temporary name), renamed in one step (os.replace), the
+    rename made durable. Before it, `db` does not exist; after it, `db` is a whole store.
+
+    Raises:
+        StoreError: a connection to `building` is still open (its -wal or -shm is still there).
+    """
+    write_ahead_log(building)
+    left = [f"{building}{suffix}" for suffix in _SIDECARS if Path(f"{building}{suffix}").exists()]
+    if left:
+        raise StoreError(
+            f"the new store {building} is still open ({', '.join(left)}): not put in place", str(db)
+        )
+    os.replace(building, db)
+    directory = os.open(db.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    mark_connected(db)
+
+
+# --- The end of a command --------------------------------------------------------------------------------------------
+
+
+def checkpoint(db: Path, connection: sqlite3.Connection | None = None) -> bool:
+    """Fold the write-ahead log into the database file and truncate it (PRAGMA wal_checkpoint(TRUNCATE)), so that
+    a copy of the database file alone holds everything. Never waits and never fails: while another process writes
+    or reads an older snapshot the checkpoint is partial (the last process to close the store folds the rest).
+
+    Returns:
+        True when the log was folded back whole.
+    """
+    try:
+        with contextlib.ExitStack() as stack:
+            if connection is None:
+                connection = stack.enter_context(contextlib.closing(_connect(db, read_only=False)))
+            connection.execute("PRAGMA busy_timeout = 0")  # a busy store: partial, at once
+            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return busy == 0
+    except DATABASE_ERRORS:
+        return False
 
 
 def _space_left(db: Path) -> str:
@@ -302,7 +428,10 @@ class SqliteStore(Store):
         return rows
 
     def close(self) -> None:
+        """Close the connection; a store written to is checkpointed first (`checkpoint`)."""
         with self._lock:
+            if not self.read_only:
+                checkpoint(self.db, self._connection)
             self._connection.close()
 
     # experiments

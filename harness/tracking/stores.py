@@ -2,7 +2,9 @@
 
 A SQLite file at the schema revision the SQL adapter was written for gets harness.tracking.sqlite_store (no MLflow
 import); everything else, MLflow's client (harness.tracking.mlflow_store). A new SQLite store is made by MLflow's
-migrations first, under a file lock.
+migrations first, under a file lock, and put in place whole; an existing one at another revision than the installed
+MLflow's is refused, never migrated. At exit, every store this process opened is closed, and a SQLite store it wrote
+to is checkpointed: the database file alone then holds every run (a copy of it is a backup).
 """
 
 import atexit
@@ -64,9 +66,10 @@ _OPEN: dict[tuple, Store] = {}
 
 @atexit.register
 def close_all() -> None:
-    """Close this process's stores at exit: the last connection to a SQLite file in WAL mode folds the log back into
-    the database file, so that the file alone holds everything (a copy of it, a backup). Stores a forked process
-    inherited are its parent's to close."""
+    """Close this process's stores at exit. A SQLite store written to is checkpointed first (its write-ahead log
+    folded into the database file and truncated, without waiting on a concurrent process: what that process still
+    holds, it folds when it closes), so that once every process has exited the file alone holds everything and no
+    `-wal` is left beside it. Stores a forked process inherited are its parent's to close."""
     for key, found in list(_OPEN.items()):
         if key[4] == os.getpid():
             found.close()

@@ -28,6 +28,13 @@ from harness.optim import (
 from harness.tasks import TASKS
 
 MAX_SEED = 2**32 - 1  # numpy.random.seed refuses anything outside [0, 2**32 - 1]
+# torch's OpenMP pool cannot start many thousands of threads: libgomp fails to create them (exit 1) or the process
+# segfaults (threads=100000). 1,024 starts on any machine that runs the harness; beyond the cores it only slows.
+MAX_THREADS = 1024
+MAX_WORKERS = 64  # data.num_workers: each is a process forked per epoch
+# Step counts are stored as MLflow's 64-bit steps and read back as the report's integer columns; a trillion steps
+# is beyond any benchmark's budget and leaves room for epochs x steps per epoch.
+MAX_STEPS = 10**12
 
 
 @dataclass
@@ -41,14 +48,18 @@ class TaskConfig:
 class DataConfig:
     batch_size: Any = 32  # int >= 1, or "full": the whole training set per step (gradient descent)
     shuffle: bool = True  # false: batches in dataset order, reproducing the textbook loops
-    num_workers: int = 0  # DataLoader workers; 0 is fastest for in-memory data (no IPC per batch)
+    num_workers: int = (
+        0  # DataLoader workers, 0..MAX_WORKERS; 0 is fastest for in-memory data (no IPC per batch)
+    )
 
 
 @dataclass
 class TrainerConfig:
-    epochs: int | None = None  # null (with max_steps null): the task's default budget
-    max_steps: int | None = None  # optimizer steps; with epochs set too, whichever ends first
-    eval_every: int | None = None  # steps between evaluations; null: about 20 evaluations per run
+    epochs: int | None = None  # 1..MAX_STEPS; null (with max_steps null): the task's default budget
+    max_steps: int | None = None  # optimizer steps, 1..MAX_STEPS; with epochs set too, whichever ends first
+    eval_every: int | None = (
+        None  # steps between evaluations, 1..MAX_STEPS; null: about 20 evaluations per run
+    )
     divergence_factor: float = 1e4  # stop as diverged when the loss exceeds this x the initial loss
 
 
@@ -73,7 +84,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0  # model initialisation and batch order; never the data (tasks fix their own data seed)
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto (CUDA, then MPS, then CPU)
-    threads: int | None = None  # torch CPU threads; null: cores / parallel jobs
+    threads: int | None = None  # torch CPU threads, 1..MAX_THREADS; null: cores / parallel jobs
 
 
 def optimizer_schema(info: OptimInfo) -> type:
@@ -141,9 +152,11 @@ def effective_lr(cfg: Config) -> float:
     return cfg.optimizer.lr * cfg.optimizer.lr_scale
 
 
-def _positive_int_or_none(key: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(key, value, "an integer >= 1 (or null)")
+def _int_in_range_or_none(key: str, value: Any, low: int, high: int) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+    ):
+        raise ConfigError(key, value, f"an integer in [{low}, {high:,}] (or null)")
 
 
 def validate(cfg: Config) -> None:
@@ -151,13 +164,15 @@ def validate(cfg: Config) -> None:
     bs = cfg.data.batch_size
     if not (bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
         raise ConfigError("data.batch_size", bs, "an integer >= 1, or 'full'")
-    if cfg.data.num_workers < 0:
-        raise ConfigError("data.num_workers", cfg.data.num_workers, "an integer >= 0")
+    if not 0 <= cfg.data.num_workers <= MAX_WORKERS:
+        raise ConfigError(
+            "data.num_workers", cfg.data.num_workers, f"an integer in [0, {MAX_WORKERS}] (each is a process)"
+        )
     for key in ("epochs", "max_steps", "eval_every"):
-        _positive_int_or_none(f"trainer.{key}", getattr(cfg.trainer, key))
+        _int_in_range_or_none(f"trainer.{key}", getattr(cfg.trainer, key), 1, MAX_STEPS)
     if not (cfg.trainer.divergence_factor > 1 and math.isfinite(cfg.trainer.divergence_factor)):
         raise ConfigError("trainer.divergence_factor", cfg.trainer.divergence_factor, "a finite number > 1")
-    _positive_int_or_none("threads", cfg.threads)
+    _int_in_range_or_none("threads", cfg.threads, 1, MAX_THREADS)
     if not 0 <= cfg.seed <= MAX_SEED:
         raise ConfigError("seed", cfg.seed, f"an integer in [0, {MAX_SEED}] (numpy's seed range)")
     _validate_optimizer(cfg)

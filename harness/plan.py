@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from harness.config import (
+    MAX_STEPS,
     Config,
     TrackingConfig,
     config_hash,
@@ -25,6 +26,7 @@ from harness.config import (
 from harness.context import JobContext
 from harness.data import resolve_batch_size
 from harness.devices import resolve_device
+from harness.errors import ConfigError
 from harness.optim import OptimInfo, ScheduleInfo, get_optimizer_info, get_schedule_info
 from harness.tasks import Splits, Task, create_task
 from harness.tracking import record
@@ -116,7 +118,15 @@ def _total_steps(cfg: Config, task: Task, steps_per_epoch: int) -> int:
     if epochs is None and max_steps is None:
         epochs, max_steps = task.default_budget.epochs, task.default_budget.max_steps
     limits = [n for n in (max_steps, None if epochs is None else epochs * steps_per_epoch) if n is not None]
-    return min(limits)
+    total = min(limits)
+    if total > MAX_STEPS:  # only epochs x steps per epoch can pass it: each key alone is in range
+        raise ConfigError(
+            "trainer.epochs",
+            epochs,
+            f"at most {MAX_STEPS // steps_per_epoch:,} epochs of {steps_per_epoch} steps (a budget of at most "
+            f"{MAX_STEPS:,} steps)",
+        )
+    return total
 
 
 def _default_threads(task: Task, ctx: JobContext) -> int:

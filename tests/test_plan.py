@@ -2,12 +2,16 @@
 plan reads the config; a plan handed to run_job is used as it is."""
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 from conftest import compose_config
 
 from harness import job
+from harness.config import MAX_THREADS
 from harness.context import JobContext
+from harness.errors import ConfigError
 from harness.job import run_job
 from harness.plan import Plan, make_plan, run_name
 
@@ -53,3 +57,51 @@ def test_run_job_trains_a_plan_it_is_handed_without_planning_again(tmp_path, mon
     assert (result.status, result.steps, result.final_train_loss) == ("completed", 5, again.final_train_loss)
     with pytest.raises(AssertionError, match="planned again"):
         run_job(cfg, JobContext(project_dir=tmp_path))
+
+
+RANGES = [
+    # (override, the one-line refusal): every integer a user types has a bound that stays safe
+    ("threads=100000", "threads=100000 is not allowed: an integer in [1, 1,024] (or null)"),
+    ("threads=0", "threads=0 is not allowed: an integer in [1, 1,024] (or null)"),
+    (
+        "data.num_workers=100000",
+        "data.num_workers=100000 is not allowed: an integer in [0, 64] (each is a process)",
+    ),
+    ("data.num_workers=-1", "data.num_workers=-1 is not allowed: an integer in [0, 64] (each is a process)"),
+    (
+        "trainer.max_steps=1000000000000000000000",
+        "trainer.max_steps=1000000000000000000000 is not allowed: an integer in [1, 1,000,000,000,000] (or null)",
+    ),
+    (
+        "trainer.eval_every=1000000000001",
+        "trainer.eval_every=1000000000001 is not allowed: an integer in [1, ",
+    ),
+    # linreg_1d: 100 training samples, batch 32 -> 4 steps per epoch; 10**12 epochs pass the key's own range
+    (
+        "trainer.epochs=1000000000000",
+        "trainer.epochs=1000000000000 is not allowed: at most 250,000,000,000 epochs of 4 steps (a budget of at "
+        "most 1,000,000,000,000 steps)",
+    ),
+]
+
+
+@pytest.mark.parametrize("override,message", RANGES, ids=[r[0] for r in RANGES])
+def test_integers_out_of_range_are_refused_before_anything_is_built(override, message):
+    cfg = compose_config("task=linreg_1d", "tracking.enabled=false", override)
+    with pytest.raises(ConfigError) as refused:
+        make_plan(cfg, JobContext())
+    assert str(refused.value).startswith(message)
+
+
+@pytest.mark.slow  # a process of its own, importing torch
+def test_the_largest_thread_count_allowed_starts_and_computes():
+    # In a process of its own: a thread pool is per process, and this one's stays as the test suite set it.
+    code = (
+        f"import torch; torch.set_num_threads({MAX_THREADS}); a = torch.ones(256, 256);"
+        "print(torch.get_num_threads(), float((a @ a).sum()))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(MAX_THREADS), str(256.0**3)]
+    highest = make_plan(compose_config("task=quadratic", f"threads={MAX_THREADS}"), JobContext())
+    assert highest.threads == MAX_THREADS

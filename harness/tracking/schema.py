@@ -66,6 +66,7 @@ RESOLVED_LR = "resolved.lr"  # optimizer.lr x optimizer.lr_scale: what the optim
 RESOLVED_BATCH_SIZE = "resolved.batch_size"  # "full" and oversize batches resolved to a number
 RESOLVED_TOTAL_STEPS = "resolved.total_steps"  # the step budget
 RESOLVED_STEPS_PER_EPOCH = "resolved.steps_per_epoch"  # batches per pass over the training set
+RESOLVED_TARGET = "resolved.target"  # the task's target for time to target, as text: "val/accuracy >= 0.95"
 # Config keys a job never logs as params (record.job_params): scheduler.* is dropped when the scheduler is `none`.
 SCHEDULER_PARAM_PREFIX, SCHEDULER_NAME_PARAM, NO_SCHEDULER = "scheduler.", "scheduler.name", "none"
 TRACKING_URI_PARAM = "tracking.uri"  # the configured URI, credentials redacted

@@ -6,6 +6,10 @@
 As a module (tests/test_ui.py): `start_ui(store, port)` returns the running `mlflow ui` process once it
 answers HTTP, `stop_ui(proc)` ends it, and `launch_browser(playwright)` starts Debian's Chromium.
 
+`serve` refuses in one line, before starting anything, a port another process listens on (else the health check
+would be answered by that process) and a SQLite store at another schema revision than the installed MLflow's
+(`mlflow ui` would migrate it without asking).
+
 The browser is Debian's /usr/bin/chromium driven by Playwright (`bash scripts/setup_browser.sh .venv`
 installs both). Playwright's own browser download is never used: it cannot work on a closed network.
 """
@@ -13,6 +17,7 @@ installs both). Playwright's own browser download is never used: it cannot work 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import signal
@@ -52,6 +57,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Refused(Exception):
+    """The UI cannot start as asked; the message is the one line to show."""
+
+
+def check_port(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse a port another process listens on (bound as uvicorn binds it, SO_REUSEADDR: a closed connection
+    lingering in TIME_WAIT does not count).
+
+    Raises:
+        Refused: naming the port and what to do.
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise Refused(
+                f"port {port} on {host} is taken by another process: stop it, or choose another port "
+                f"(python scripts/ui.py serve --port N)"
+            ) from None
+
+
+def check_store(store: str) -> None:
+    """Refuse a SQLite store that is missing, not sound, or at another schema revision than the installed MLflow's
+    (harness.tracking.mlflow_store.check_revision): `mlflow ui` would create, or migrate, it.
+
+    Raises:
+        Refused: the one line of the harness's StoreError.
+    """
+    from harness.errors import StoreError
+    from harness.tracking import mlflow_store, sqlite_store
+    from harness.tracking.store import sqlite_path
+
+    db = sqlite_path(store)
+    if db is None:
+        return
+    try:
+        if not db.is_file():
+            raise StoreError(f"{db} does not exist: no MLflow store there (run a sweep first)")
+        sqlite_store.check_file(db.resolve(), read_only=True)
+        mlflow_store.check_revision(db.resolve())
+    except StoreError as exc:
+        raise Refused(str(exc)) from None
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
@@ -73,6 +125,7 @@ def start_ui(
     small busy machine answer late and have uvicorn kill workers that are still importing (BENCHMARKS.md).
     """
     port = port or free_port()
+    check_port(port)
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     if log is None:
         fd, name = tempfile.mkstemp(prefix="mlflow-ui-", suffix=".log")
@@ -334,6 +387,20 @@ def screenshot(
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def serve(proc: subprocess.Popen) -> int:
+    """Keep the started UI running until Ctrl-C or SIGTERM (0), or until it exits by itself (1: its log says why)."""
+    print(f"MLflow UI on {proc.url} (Ctrl-C stops it; its log: {proc.log})", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` too stops the server it started
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_ui(proc)
+    print(f"error: mlflow ui exited with {code}; its log: {proc.log}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -350,16 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        proc = start_ui(args.store, args.port)
-        print(f"MLflow UI on {proc.url} (Ctrl-C stops it; its log: {proc.log})", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` too stops the server it started
         try:
-            proc.wait()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop_ui(proc)
-        return 0
+            check_port(args.port)
+            check_store(args.store)
+            proc = start_ui(args.store, args.port)
+        except Refused as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return serve(proc)
     problem = browser_problem()
     if problem:
         print(problem, file=sys.stderr)

@@ -7,6 +7,7 @@ Written from the Plan (what the job resolved), with the names of harness.trackin
 import dataclasses
 import functools
 import getpass
+import json
 import subprocess
 from pathlib import Path
 
@@ -54,14 +55,34 @@ def open_run(plan: Plan, ctx: JobContext, extra_tags: dict[str, str] | None = No
     return _start(new_run(plan, ctx, extra_tags), plan.tracking, plan.task.name, ctx)
 
 
-def resolved_params(plan: Plan) -> dict[str, float | int]:
+def resolved_params(plan: Plan) -> dict[str, float | int | str | None]:
     """The params beyond the flattened config: what the job resolved."""
     return {
         schema.RESOLVED_LR: plan.lr,
         schema.RESOLVED_TOTAL_STEPS: plan.total_steps,
         schema.RESOLVED_BATCH_SIZE: plan.batch_size,
         schema.RESOLVED_STEPS_PER_EPOCH: plan.steps_per_epoch,
+        schema.RESOLVED_TARGET: target_text(plan),
     }
+
+
+_TARGETS: dict[tuple, str | None] = {}
+
+
+def target_text(plan: Plan) -> str | None:
+    """The task's target as its runs record it ("val/accuracy >= 0.95"; None: the task has none), so that the report
+    can state it. Once per task and data in a process: jobs share the data, and a regression's target solves a least
+    squares problem."""
+    key = (
+        type(plan.task).__qualname__,
+        json.dumps(vars(plan.task), sort_keys=True, default=str),
+        id(plan.splits),
+    )
+    if key not in _TARGETS:
+        target = plan.task.target(plan.splits)
+        relation = ">=" if target is not None and target.higher_is_better else "<="
+        _TARGETS[key] = None if target is None else f"{target.metric} {relation} {target.value:.6g}"
+    return _TARGETS[key]
 
 
 def config_text(config: dict) -> str:

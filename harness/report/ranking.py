@@ -12,7 +12,7 @@ The ranking rule, in order:
 import numpy as np
 import pandas as pd
 
-from harness.tracking import schema
+from harness.tracking import queries, schema
 
 CONFIG = ["task", "optimizer", "lr", "batch_size"]
 RANK_BY = ["diverged_share", "val_loss_mean", "time_s_mean"]
@@ -31,41 +31,72 @@ TARGET_RULES = {
 
 
 def per_config(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration: run counts by outcome, and mean/std of the results over seeds."""
+    """One row per configuration: run counts by outcome, mean/std of the results over seeds, and its place in the
+    ranking (`rank_order`). The score, the diverged share and the tie-break come from
+    harness.tracking.queries.rank_configurations: the one definition, which the sweep's headline uses too."""
     completed = runs["outcome"] == schema.COMPLETED
     frame = runs.assign(
         _ok_loss=runs["final_val_loss"].where(completed),
-        _ok_acc=runs["final_val_accuracy"].where(completed),
-        _ok_time=runs["time_s"].where(completed),
+        _ok_acc=_column(runs, "final_val_accuracy").where(completed),
         _budget=_budget_score(runs),
-        _to_target_steps=runs["steps_to_target"].fillna(np.inf),
-        _to_target_s=runs["time_to_target_s"].fillna(np.inf),
-        _reached=runs["steps_to_target"].notna(),
+        _to_target_steps=_column(runs, "steps_to_target").fillna(np.inf),
+        _to_target_s=_column(runs, "time_to_target_s").fillna(np.inf),
+        _reached=_column(runs, "steps_to_target").notna(),
+        _total_steps=_column(runs, "total_steps"),
+        _batch_label=_column(runs, "batch_label", "object"),
+        _batch_trials=_column(runs, "batch_trials"),
     )
     table = (
         frame.groupby(CONFIG, dropna=False, observed=True, sort=True)
         .agg(
             seeds=("seed", "nunique"),
-            val_loss_mean=("_ok_loss", "mean"),
             val_loss_std=("_ok_loss", "std"),
+            val_loss_distinct=("_ok_loss", "nunique"),
+            val_loss_count=("_ok_loss", "count"),
             val_acc_mean=("_ok_acc", "mean"),
             val_acc_std=("_ok_acc", "std"),
-            time_s_mean=("_ok_time", "mean"),
             budget_score=("_budget", "mean"),
             reached=("_reached", "sum"),
             # Medians over all seeds, unreached counted as infinitely slow: a config that reaches the target on
             # one seed out of three has an infinite median, as it should.
             steps_to_target=("_to_target_steps", "median"),
             time_to_target_s=("_to_target_s", "median"),
-            total_steps=("total_steps", "max"),
-            batch_label=("batch_label", "first"),
+            total_steps=("_total_steps", "max"),
+            batch_label=("_batch_label", "first"),
+            batch_trials=("_batch_trials", "max"),  # K of a batched group (its clock is the group's)
         )
         .reset_index()
     )
     table = pd.concat([table, outcome_counts(runs, CONFIG)], axis=1)  # both in the groupby's order
-    finished = table["completed"] + table["diverged"]
-    table["diverged_share"] = (table["diverged"] / finished).where(finished > 0)  # NaN: no run finished
+    # Every completed seed gave the same final loss: the seed changes nothing (a deterministic task).
+    table["identical_seeds"] = (table.pop("val_loss_count") >= 2) & (table.pop("val_loss_distinct") == 1)
+    return _with_scores(table, runs)
+
+
+def _with_scores(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The ranking's own columns, from the one definition (queries.rank_configurations), joined on CONFIG."""
+    rows = _plain(runs[[*CONFIG, "outcome", "final_val_loss"]].assign(time_s=_column(runs, "time_s")))
+    scores = {
+        (c.task, c.optimizer, c.lr, c.batch_size): (c.diverged_share, c.val_loss_mean, c.time_s_mean, c.rank)
+        for c in queries.rank_configurations(rows)
+    }
+    found = np.array([scores[tuple(key.values())] for key in _plain(table[CONFIG])], dtype=float).reshape(
+        -1, 4
+    )
+    for i, column in enumerate(RANK_BY):
+        table[column] = found[:, i]
+    table["rank_order"] = found[:, 3].astype("int64")
     return table
+
+
+def _plain(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts of plain values, None where missing (NaN, pandas' NA)."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
+def _column(runs: pd.DataFrame, name: str, dtype: str = "float64") -> pd.Series:
+    """A column of the runs frame, or NaNs where a frame (e.g. one built by hand) lacks it."""
+    return runs[name] if name in runs else pd.Series(np.nan, index=runs.index, dtype=dtype)
 
 
 def _budget_score(runs: pd.DataFrame) -> pd.Series:
@@ -77,7 +108,7 @@ def _budget_score(runs: pd.DataFrame) -> pd.Series:
 
 def rank(configs: pd.DataFrame) -> pd.DataFrame:
     """The configurations in ranking order (see the module docstring), best first."""
-    return configs.sort_values(RANK_BY, na_position="last", kind="stable")
+    return configs.sort_values("rank_order", kind="stable")
 
 
 def best_per(configs: pd.DataFrame, by: list[str]) -> pd.DataFrame:

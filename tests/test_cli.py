@@ -1,6 +1,8 @@
 """The entry point as users type it: bad values refused in one line with no run created; divergence is an outcome."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,4 +120,57 @@ def test_a_plugin_that_does_not_import_is_refused_in_one_line(store, tmp_path):
     proc = run_cli("task=quadratic", cwd=tmp_path, env={"HARNESS_PLUGINS": "no_such_plugin_module"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: HARNESS_PLUGINS='no_such_plugin_module' is not allowed: importable modules" in proc.stderr
+    assert all_runs(store) == []
+
+
+def _database_files(root: Path) -> list[str]:
+    """Every file under root that is (or goes with) a database: x.db, x.db-wal, x.db.lock, x.db?query..."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".db" in p.name)
+
+
+@pytest.mark.slow
+def test_a_relative_sqlite_uri_is_the_launch_directorys_file_for_runs_sweeps_and_the_report(tmp_path):
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    proc = run_cli("task=quadratic", "trainer.max_steps=3", "tracking.uri=sqlite:///rel.db", cwd=launch)
+    assert proc.returncode == 0, proc.stderr
+    assert len(all_runs(f"sqlite:///{launch / 'rel.db'}")) == 1
+    relative = {"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}  # MLflow's own documented form
+    for launcher in ("basic", "batched"):
+        sweep = run_cli(
+            "-m", "task=quadratic", "trainer.max_steps=3", "seed=0,1", f"hydra/launcher={launcher}",
+            f"tracking.experiment={launcher}", cwd=launch, env=relative,
+        )  # fmt: skip
+        assert sweep.returncode == 0, sweep.stderr
+    runs = all_runs(f"sqlite:///{launch / 'mlflow.db'}")
+    assert sorted(r.data.tags["harness.role"] for r in runs) == ["job"] * 4 + ["sweep"] * 2
+    databases = {name.split(".db")[0] + ".db" for name in _database_files(tmp_path)}
+    assert databases == {"launch/mlflow.db", "launch/rel.db"}  # nowhere else
+    report = subprocess.run(
+        [sys.executable, "-m", "harness.report.cli", "--experiment", "basic", "--no-log"],
+        cwd=launch, env={**os.environ, **relative}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    assert Path(report.stdout.strip()).is_relative_to(launch / "reports" / "basic")
+
+
+@pytest.mark.slow
+def test_a_sqlite_uri_with_a_query_is_refused_in_one_line_and_creates_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'x.db'}?user=bob&password=hunter2"
+    for args in (("task=quadratic",), ("-m", "task=quadratic", "seed=0,1")):
+        proc = run_cli(*args, "trainer.max_steps=3", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+        assert proc.returncode == 2, proc.stderr
+        [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert line.startswith("error: MLFLOW_TRACKING_URI=") and "password=***" in line
+        assert "hunter2" not in proc.stdout + proc.stderr
+    assert _database_files(tmp_path) == [] and list(tmp_path.rglob("*.lock")) == []
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "hunter2" in p.read_text(errors="replace")]
+    assert written == []
+
+
+@pytest.mark.slow
+def test_a_thread_count_beyond_what_torch_can_start_is_refused_not_a_segfault(store, tmp_path):
+    proc = run_cli("task=quadratic", "threads=100000", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "error: threads=100000 is not allowed: an integer in [1, 1,024] (or null)"
     assert all_runs(store) == []

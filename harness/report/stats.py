@@ -67,7 +67,9 @@ from harness.tracking import schema
 
 AGGREGATES = ("mean", "iqm")
 RULES = tuple(ranking.TARGET_RULES)
-CHUNK = 1 << 22  # values drawn at once: replicates are drawn in chunks of about this many (32 MiB in float64)
+CHUNK = (
+    1 << 22
+)  # values resampled at once (an int32 index and float64 values: 48 MiB); replicates go in chunks
 SCORE_COLUMNS = ["task", "optimizer", "rank", "seeds", "configurations", "score", "score_lo", "score_hi"]
 COMPARISON_COLUMNS = [
     "task",
@@ -106,6 +108,7 @@ class Method:
 
     @property
     def quantiles(self) -> tuple[float, float]:
+        """The interval's ends as quantiles of the replicates: (0.025, 0.975) at 95 %."""
         tail = (1 - self.confidence) / 2
         return tail, 1 - tail
 
@@ -129,11 +132,6 @@ class _Layout:
     by_seed: np.ndarray  # (M, C): each configuration's value at each seed, NaN where it has none
     packed: np.ndarray  # (m, C): each configuration's values first, then NaN; m = the most seeds of any
     counts: np.ndarray  # (C,) seeds of each configuration
-
-    @property
-    def complete(self) -> bool:
-        """Every configuration has every seed: no NaN to step around."""
-        return bool((self.counts == self.by_seed.shape[0]).all())
 
 
 # --- the score of a run -----------------------------------------------------------------------------------------
@@ -221,14 +219,12 @@ def _compare(layout: _Layout, method: Method, rng, better: int, other: int, chos
     a, b = chosen[better], chosen[other]
     seeds_a, seeds_b = ~np.isnan(layout.by_seed[:, a]), ~np.isnan(layout.by_seed[:, b])
     paired = bool((seeds_a == seeds_b).all() and seeds_a.sum() >= 2)
+    sub = _sub_layout(layout, [better, other])
     if paired:
-        sub = _sub_layout(layout, [better, other])
-        draws = _joint(sub, rng, method.replicates)
-        point_values, n = sub.by_seed[None], int(seeds_a.sum())
+        draws, point_values, n = _joint(sub, rng, method.replicates), sub.by_seed[None], int(seeds_a.sum())
     else:
-        sub = _sub_layout(layout, [better, other], keep_seeds=True)
-        draws = _stratified(sub, rng, method.replicates)
-        point_values, n = sub.packed[None], int(min(layout.counts[a], layout.counts[b]))
+        draws, point_values = _stratified(sub, rng, method.replicates), sub.packed[None]
+        n = int(min(layout.counts[a], layout.counts[b]))
     point = _pair_statistics(point_values, sub, method, paired)
     reps = np.concatenate([_pair_statistics(x, sub, method, paired) for x in draws])
     (p_lo, m_lo), (p_hi, m_hi) = np.nanquantile(reps, method.quantiles, axis=0)
@@ -436,7 +432,9 @@ def headline(comparisons: pd.DataFrame, task: str, metric: str = "final validati
     row = rows.iloc[0]
     better, other = row["better"], row["other"]
     pairing = (
-        f"paired over {row['seeds']} seeds" if row["paired"] else f"unpaired, {row['seeds']}+ seeds each"
+        f"paired over {row['seeds']} seeds"
+        if row["paired"]
+        else f"unpaired, at least {row['seeds']} seeds each"
     )
     interval = (
         f"{100 * row['confidence']:.0f} % CI of {other}'s minus {better}'s {metric}: "
@@ -522,11 +520,11 @@ def _packed(configs, optimizers, slices, seeds, by_seed) -> _Layout:
     return _Layout(configs, optimizers, slices, seeds, by_seed, np.ascontiguousarray(packed), counts)
 
 
-def _sub_layout(layout: _Layout, which: list[int], keep_seeds: bool = False) -> _Layout:
-    """The configurations of the optimizers `which` (in that order), on the seeds they ran (all, if keep_seeds)."""
+def _sub_layout(layout: _Layout, which: list[int]) -> _Layout:
+    """The configurations of the optimizers `which` (in that order), on the seeds they ran."""
     columns = np.concatenate([np.arange(layout.slices[i].start, layout.slices[i].stop) for i in which])
     by_seed = layout.by_seed[:, columns]
-    rows = np.ones(by_seed.shape[0], bool) if keep_seeds else ~np.isnan(by_seed).all(axis=1)
+    rows = ~np.isnan(by_seed).all(axis=1)
     sizes = np.cumsum([0] + [layout.slices[i].stop - layout.slices[i].start for i in which])
     return _packed(
         layout.configs.iloc[columns].reset_index(drop=True),
@@ -553,6 +551,7 @@ def _stratified(layout: _Layout, rng: np.random.Generator, replicates: int):
         if uniform:
             index = rng.integers(0, m, size=(r, m, c), dtype=np.int32)
         else:
+            # float32 draws: an index's probability is off by at most n 2^-24, far below the Monte Carlo error
             index = (rng.random((r, m, c), dtype=np.float32) * layout.counts).astype(np.int32)
             np.minimum(index, layout.counts - 1, out=index)  # u * n rounds up to n for u next to 1
         index *= c

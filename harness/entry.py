@@ -43,6 +43,7 @@ def run(main: Callable[[], Any]) -> None:
 def _run(main: Callable[[], Any]) -> None:
     signals.install()
     signals.on_signal(shutdown.wait_for_workers)
+    failures.say_in_entry()  # this process's one-line failures are said here, with what became of the runs
     if not failures.debug():
         os.environ["HARNESS_DEBUG"] = "0"  # the user did not ask for tracebacks (inherited by workers)
     # Without HYDRA_FULL_ERROR, Hydra prints its own errors (a group's options one per line) and exits 1 itself,
@@ -55,20 +56,27 @@ def _run(main: Callable[[], Any]) -> None:
         failures.print_traceback(exc)
         print(f"\n{shutdown.interrupted(signal.Signals(signum).name)}", file=sys.stderr, flush=True)
         sys.exit(128 + signum)
-    except failures.Reported as exc:
-        shutdown.failed(exc.message)
+    except failures.Reported as exc:  # said by the job's task function (its traceback too, in debug mode)
+        _say(exc.message, exc.code)
         raise
     except Exception as exc:
         message = failures.config_message(exc) or failures.describe(exc)
-        if (
-            message is None
-        ):  # a bug: its traceback, after the open sweep's parent is ended (never left RUNNING)
-            shutdown.failed(f"{type(exc).__name__}: {exc}")
+        if message is None:
+            # A bug: its traceback, after the open sweep's parent is ended (never left RUNNING).
+            said = shutdown.failed(f"{type(exc).__name__}: {exc}", environment=False)
+            if said:
+                print(said.removeprefix("; "), file=sys.stderr, flush=True)
             raise
         failures.print_traceback(exc)
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        shutdown.failed(message)
+        _say(message, failures.exit_code(exc))
         sys.exit(failures.exit_code(exc))
+
+
+def _say(message: str, code: object) -> None:
+    """The failure's one line, once the open sweep's runs are ended: what failed, what became of the runs, and the
+    command that resumes."""
+    said = shutdown.failed(message, environment=code == failures.ENVIRONMENT_EXIT)
+    print(f"error: {message}{said}", file=sys.stderr, flush=True)
 
 
 def exit_now(code: object = 0) -> None:

@@ -51,6 +51,18 @@ def debug() -> bool:
     return False
 
 
+_said_by_entry = (
+    False  # harness.entry runs in this process: it prints the one line (with what became of the runs)
+)
+
+
+def say_in_entry() -> None:
+    """From now on `one_line` leaves printing to harness.entry, which adds the sweep's outcome and how to resume.
+    Worker processes (joblib's, a cluster's) never call this: their task function prints its own line."""
+    global _said_by_entry
+    _said_by_entry = True
+
+
 def print_traceback(exc: BaseException) -> None:
     """In debug mode, the traceback of a failure about to be said in one line (nothing otherwise)."""
     if debug():
@@ -154,7 +166,8 @@ def one_line(task: Callable[..., Any]) -> Callable[..., Any]:
             if message is None:
                 raise
             print_traceback(exc)
-            print(f"error: {message}", file=sys.stderr, flush=True)
+            if not _said_by_entry:
+                print(f"error: {message}", file=sys.stderr, flush=True)
             reported = Reported(exit_code(exc))
             reported.message = message
             raise reported from exc

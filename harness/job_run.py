@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import getpass
 import json
+import logging
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, record, sch
 from harness.tracking.port import NewRun
 from harness.tracking.run_tracker import RunTracker
 from harness.trial import RunResult
+
+log = logging.getLogger(__name__)
 
 
 def new_run(plan: Plan, ctx: JobContext, extra_tags: dict[str, str] | None = None) -> NewRun:
@@ -134,11 +137,49 @@ def summary_line(result: RunResult, tracker: Tracker, ctx: JobContext) -> str:
 
 
 def end_run(tracker: Tracker, status: str, message: str, details: str | None = None) -> None:
-    """End a run that did not finish: FAILED or KILLED, with the error as a tag (and the traceback as a file)."""
-    tracker.set_tags({schema.STATUS: status.lower(), schema.ERROR: message})
+    """End a run that did not finish: FAILED or KILLED, with the error as a tag (and the traceback as a file).
+
+    Called while the failure that stopped the run propagates, which may be the store or the disk itself (full,
+    gone): the end depends on no write before it, and raises nothing of its own. What could not be written is said
+    in a warning; a run the store could not end is said to be left RUNNING.
+    """
+    _try(
+        tracker, lambda: tracker.set_tags({schema.STATUS: status.lower(), schema.ERROR: message}), "its error"
+    )
     if details:
-        tracker.log_text(details, schema.ERROR_ARTIFACT)
-    tracker.close(status)
+        _try(tracker, lambda: tracker.log_text(details, schema.ERROR_ARTIFACT), "its traceback")
+    if not _try(tracker, lambda: tracker.close(status), f"its end ({status})"):
+        _say_if_running(tracker)
+
+
+def _try(tracker: Tracker, write, what: str) -> bool:
+    try:
+        write()
+    except Exception as exc:  # noqa: BLE001 - the failure being recorded is the one that propagates, not this
+        log.debug(  # the failure itself is said in one line; this is what it cost the record
+            "run %s: could not record %s: %s: %s",
+            tracker.run_id,
+            what,
+            type(exc).__name__,
+            record.redact(str(exc)),
+        )
+        return False
+    return True
+
+
+def _say_if_running(tracker: Tracker) -> None:
+    """After a failed end (its metrics may have failed while the end itself was written): is the run still open?"""
+    store_ = getattr(tracker, "store", None)
+    try:
+        found = store_.run(tracker.run_id) if store_ is not None and tracker.run_id else None
+    except Exception:  # noqa: BLE001 - the store cannot even be read: the failure line says why
+        return
+    if found is not None and found.info.status == schema.RUNNING:
+        log.warning(
+            "run %s is left RUNNING in %s: the store took no more writes",
+            tracker.run_id,
+            record.redact(store_.uri),
+        )
 
 
 def run_tags(

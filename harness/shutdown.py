@@ -85,11 +85,18 @@ def interrupted(signame: str) -> str:
     return f"interrupted by {signame}: {sweep}; resume it (done points are skipped) with: {command()}"
 
 
-def failed(message: str) -> None:
-    """After a one-line failure of the store or the filesystem: end the sweep's runs FAILED if the store lets us."""
+def failed(message: str, environment: bool = True) -> str:
+    """After a one-line failure: end the open sweep's runs FAILED if the store lets us. Returns what the failure's
+    line goes on to say: what became of the sweep and how to resume (`environment`: the store or the disk failed,
+    so the same command resumes once that is fixed; a refused config value says all there is to say itself)."""
     try:
         line = end_sweep(schema.FAILED, message)
-    except Exception:  # noqa: BLE001 - the store is what failed: its own error is already said
-        return
+    except Exception as exc:  # noqa: BLE001 - the store may be what failed: say so, and how the next command ends them
+        why = failures.describe(exc) or type(exc).__name__
+        return (
+            f"; the sweep's runs could not be ended ({why}): once that is fixed, run the same command again: it ends "
+            f"the runs left RUNNING and completes the grid: {command()}"
+        )
     if line:
-        print(f"{line}; run the same command again once the problem is fixed: {command()}", file=sys.stderr)
+        return f"; {line}; run the same command again once the problem is fixed (done points are skipped): {command()}"
+    return f"; run it again once the problem is fixed: {command()}" if environment else ""

@@ -124,7 +124,12 @@ def end_parent(
         tags[schema.ERROR] = reason
     now = port.now_ms()
     end = RunUpdate(parent.run_id, [Columns.at(0, metrics, now)], tags, status, now)
-    found_store.write([end])
+    try:
+        found_store.write([end])
+    except Exception:  # noqa: BLE001 - re-raised below unless the parent could end without its headline
+        # A full disk refuses the headline's rows whole; the bare end is a few pages and may still fit. Either way
+        # the same sweep command resumes this parent and writes its headline at its own end.
+        found_store.write([RunUpdate(parent.run_id, status=status, end_time=now)])
     return counts
 
 

@@ -188,6 +188,73 @@ def test_a_full_disk_stops_a_sweep_at_its_first_job_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_full_disk_mid_run_ends_the_run_failed_and_says_how_to_run_it_again(tmp_path):
+    with tmpfs(tmp_path / "full", "6M") as mount:
+        uri = f"sqlite:///{mount / 'mlflow.db'}"
+        assert run_cli(*FAST, f"tracking.uri={uri}", cwd=tmp_path).returncode == 0  # the store exists
+        fill(mount, leave_kib=300)  # room for the run, not for its metrics
+        args = ["task=digits_mlp", "trainer.max_steps=3000", *FAST[1:], f"tracking.uri={uri}"]
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 1
+        line = one_line(proc)
+        assert line.startswith("error: no space left on") and str(mount) in line
+        assert line.endswith(
+            f"; run it again once the problem is fixed: python -m harness.train {' '.join(args)}"
+        )
+        # The run's end did not depend on the writes that failed (its last metrics, its traceback file).
+        assert sorted(r.info.status for r in all_runs(uri)) == ["FAILED", "FINISHED"]
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_disk_fills_mid_way_leaves_no_run_running_and_resumes(tmp_path):
+    with tmpfs(tmp_path / "full", "6M") as mount:
+        uri = f"sqlite:///{mount / 'mlflow.db'}"
+        assert run_cli(*FAST, f"tracking.uri={uri}", cwd=tmp_path).returncode == 0
+        fill(mount, leave_kib=700)  # a job or two of the eight fit
+        args = [
+            "-m",
+            "task=digits_mlp",
+            "trainer.max_steps=300",
+            "seed=range(0,8)",
+            *FAST[1:],
+            f"tracking.uri={uri}",
+        ]
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 1
+        [line] = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower() or "Traceback" in ln]
+        assert line.startswith("error: no space left on")
+        assert "run the same command again" in line  # the parent ended FAILED, or could not be ended
+        assert f": python -m harness.train {' '.join(args)}" in line
+        jobs = [r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]
+        assert 0 < len(jobs) < 8 and all(r.info.status != "RUNNING" for r in jobs)
+        (mount / "filler").unlink()
+        again = run_cli(
+            *args, cwd=tmp_path
+        )  # as the line says: it ends what was left RUNNING, completes the grid
+        assert again.returncode == 0, again.stderr[-2000:]
+        runs = all_runs(uri)
+        [parent] = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+        assert parent.info.status == "FINISHED" and parent.data.tags["harness.jobs.completed"] == "8"
+        assert all(r.info.status != "RUNNING" for r in runs)
+
+
+@pytest.mark.slow
+def test_a_sweep_into_a_read_only_directory_is_one_line_and_creates_nothing(store, tmp_path):
+    with tmpfs(tmp_path / "ro", "1M") as mount:
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        proc = run_cli("-m", "seed=0,1", *FAST, f"tracking.uri=sqlite:///{mount / 'mlflow.db'}", cwd=tmp_path)
+        assert proc.returncode == 1
+        assert f"{mount} is not writable (read-only filesystem or permissions)" in one_line(proc)
+        assert "choose another tracking.uri or make it writable" in one_line(proc)
+        assert not (tmp_path / "multirun").exists()
+        proc = run_cli("-m", "seed=0,1", *FAST, f"hydra.sweep.dir={mount / 'sweep'}", cwd=tmp_path)
+        assert proc.returncode == 1
+        assert f"cannot write the sweep's state into {mount / 'sweep'}" in one_line(proc)
+        assert "choose a writable hydra.sweep.dir" in one_line(proc)
+        assert all_runs(store) == []  # no parent run was created
+
+
+@pytest.mark.slow
 def test_dataloader_workers_inside_joblib_workers(store, tmp_path):
     # A joblib (loky) worker's default start method is 'loky', with which every DataLoader worker used to fail.
     proc = run_cli(
@@ -216,11 +283,15 @@ def test_the_slurm_launcher_without_slurm_is_one_line_and_ends_the_sweep(store, 
     assert run_cli(*grid, cwd=tmp_path).returncode == 0
     proc = run_cli(*grid, "hydra/launcher=slurm", cwd=tmp_path)
     assert proc.returncode == 1
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == [
-        "error: hydra/launcher=slurm needs a SLURM cluster: srun is not on this machine "
-        "(hydra/launcher=local_cluster runs the same jobs here)"
-    ]
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert "Traceback" not in proc.stderr
     [parent] = [r for r in all_runs(store) if r.data.tags.get("harness.role") == "sweep"]
     assert parent.info.status == "FAILED" and parent.data.tags["harness.jobs.completed"] == "2"
+    # What failed, what became of the sweep, and the command that resumes it: one line.
+    assert line == (
+        "error: hydra/launcher=slurm needs a SLURM cluster: srun is not on this machine "
+        "(hydra/launcher=local_cluster runs the same jobs here); "
+        f"sweep parent run {parent.info.run_id} ended FAILED with 2 of 2 grid points done; run the same command "
+        "again once the problem is fixed (done points are skipped): python -m harness.train "
+        + " ".join([*grid, "hydra/launcher=slurm"])
+    )

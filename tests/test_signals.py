@@ -131,3 +131,30 @@ def test_a_signal_inside_a_held_block_is_raised_when_the_block_ends():
     finally:
         signal.signal(signal.SIGTERM, previous)
         signals.received = None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "launcher,debug",
+    [
+        ([], "HARNESS_DEBUG"),
+        (JOBLIB, "HYDRA_FULL_ERROR"),
+        (["hydra/launcher=batched", "hydra.launcher.workers=1", "optimizer=sgd,adam"], "HARNESS_DEBUG"),
+    ],
+    ids=["basic", "joblib", "batched"],
+)
+def test_debug_mode_ends_a_signalled_sweep_as_without_it(store, tmp_path, monkeypatch, launcher, debug):
+    """HARNESS_DEBUG=1 / HYDRA_FULL_ERROR=1 add a traceback to what is printed; the runs end as without them."""
+    monkeypatch.setenv(debug, "1")
+    proc = start(["-m", *LONG, "seed=0,1", *launcher], tmp_path)
+    running = 1 if not launcher else 2
+    err = interrupt(proc, signal.SIGTERM, store, running=running, sweep=True)
+    assert proc.returncode == 143, err[-3000:]
+    runs = all_runs(store)
+    [parent] = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == running and all(r.info.status == "KILLED" for r in runs)
+    assert parent.data.tags["harness.jobs.killed"] == str(running)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback (most recent call last):" in err  # what debug mode is for
+    assert lines[-1].startswith(f"interrupted by SIGTERM: sweep parent run {parent.info.run_id} ended KILLED")

@@ -116,7 +116,8 @@ def _redeliver(signum: int) -> None:
 
     def send() -> None:
         _hook_done.wait()
-        signal.pthread_kill(main, signum)
+        if signal.getsignal(signum) is _handle:  # never the default action (it would end the process at once)
+            signal.pthread_kill(main, signum)
 
     threading.Thread(target=send, name="harness-redeliver-signal", daemon=True).start()
     _hook_done.set()  # the last thing the hook does

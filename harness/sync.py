@@ -4,65 +4,102 @@ The files are the spools written when a tracking server went away mid-run (their
 such a run; by default under mlruns/unsent/). Each is replayed into its run: metrics, tags, then the end of the run
 with its original status and end time. A replayed file is renamed `*.synced`; running it twice logs nothing twice
 (MLflow drops points identical in key, step, timestamp and value).
+
+A spool may only end a RUNNING run or add to it, never re-open or re-decide an ended one: a file that is not what
+the harness writes (harness.tracking.spool.read), or that disagrees with how the store says the run ended, is
+refused as a whole in one line and nothing of it is uploaded; the other files given still sync.
 """
 
 import argparse
-import re
+import os
 import sys
 from pathlib import Path
 
 from harness import failures
 from harness.errors import ConfigError, StoreError
-from harness.tracking import spool, store, stores
-from harness.tracking.port import Columns
-
-RUN_ID = re.compile(r"[0-9a-f]{32}")
+from harness.redaction import REDACTED
+from harness.tracking import schema, spool, store, stores
+from harness.tracking.port import Columns, Store, StoredRun
 
 
 def sync_file(path: Path, tracking_uri: str | None = None) -> str:
-    """Replay one spool file; returns a one-line summary."""
+    """Replay one spool file; returns a one-line summary.
+
+    Raises:
+        SpoolError: a bad line, or a spool the store's run cannot take (nothing is uploaded).
+        ConfigError, StoreError, OSError: the store cannot be used.
+    """
     header, records = spool.read(path)
-    run_id = check_run_id(header.get("run_id"))
     target = stores.open_store(tracking_uri or recorded_server(header), create=False)
-    found = target.run(run_id)
+    found = target.run(header.run_id)
     if found is None:
-        raise ValueError(f"run {run_id} does not exist in {store.redact(target.uri)}")
-    points = 0
-    for record in records:
-        if "metrics" in record:
-            rows = [tuple(row) for row in record["metrics"]]
-            target.log_metrics(run_id, Columns.of_rows(rows))
-            points += len(rows)
-        elif "params" in record:
-            raise ValueError(
-                f"{path}: params are given when a run is created; a spool of this harness holds none"
-            )
-        elif "text" in record:
-            target.log_text(found.info.artifact_uri, record["text"]["text"], record["text"]["artifact_file"])
-        elif "tags" in record:
-            target.set_tags(run_id, record["tags"])
-        elif "end" in record:
-            target.end_run(run_id, record["end"]["status"], end_time=record["end"]["end_time"])
+        raise ValueError(f"run {header.run_id} does not exist in {store.redact(target.uri)}")
+    check_fits(found, records)
+    points = replay(target, found, records)
     path.rename(path.with_name(path.name + ".synced"))
-    return f"{path}: run {run_id} complete ({points} metric points uploaded)"
+    return f"{path}: run {header.run_id} complete ({points} metric points uploaded)"
 
 
-def check_run_id(run_id: object) -> str:
-    """A spool file is input: its run id must look like one (32 hex digits) before it reaches a query."""
-    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
-        raise ValueError(f"the header's run id {run_id!r} is not an MLflow run id (32 hex digits)")
-    return run_id
+def check_fits(found: StoredRun, records: list[spool.Record]) -> None:
+    """Refuse a spool that would change how an ended run ended, or end a run before it started.
+
+    An ended run takes the spool's metrics and texts (a point is only ever added); its tags and end only when the
+    spool ends it as the store says it ended (the same file synced again).
+    """
+    end = next((r for r in records if isinstance(r, spool.End)), None)
+    run_id, status = found.info.run_id, found.info.status
+    if end is not None and found.info.start_time is not None and end.end_time < found.info.start_time:
+        raise spool.SpoolError(f"the spool ends run {run_id} at {end.end_time}, before it started")
+    if status == schema.RUNNING or (end is not None and end.status == status):
+        return
+    if end is not None:
+        raise spool.SpoolError(
+            f"run {run_id} ended {status} in the store and this spool ends it {end.status}: a spool may only end a "
+            "RUNNING run; nothing was uploaded"
+        )
+    if any(isinstance(r, spool.Tags) for r in records):
+        raise spool.SpoolError(
+            f"run {run_id} ended {status} in the store and this spool, which does not end it, sets tags on it (they "
+            "would change its outcome); nothing was uploaded"
+        )
 
 
-def recorded_server(header: dict) -> str:
+def replay(target: Store, found: StoredRun, records: list[spool.Record]) -> int:
+    """Write the records in order; returns the number of metric points. An ended run is not ended again."""
+    run_id, points = found.info.run_id, 0
+    for record in records:
+        if isinstance(record, spool.Metrics):
+            target.log_metrics(run_id, Columns.of_rows(record.rows))
+            points += len(record.rows)
+        elif isinstance(record, spool.Text):
+            target.log_text(found.info.artifact_uri, record.text, record.artifact_file)
+        elif isinstance(record, spool.Tags):
+            target.set_tags(run_id, record.tags)
+        elif found.info.status == schema.RUNNING:
+            target.end_run(run_id, record.status, end_time=record.end_time)
+    return points
+
+
+def recorded_server(header: spool.Header) -> str:
     """The store the spool was meant for: a tracking server (spools are written for servers), or an SQLite file that
     exists (`stores.open_store(create=False)` creates nothing). Any other database URI in a header is refused: connecting
-    could create a database where a crafted file points. `--tracking-uri` names another store explicitly."""
-    uri = header.get("tracking_uri")
-    if not isinstance(uri, str) or not (store.is_remote(uri) or store.sqlite_path(uri) is not None):
+    could create a database where a crafted file points. `--tracking-uri` names another store explicitly.
+
+    A header's URI is written without its credentials: $MLFLOW_TRACKING_URI supplies them when it is that URI.
+    """
+    uri = header.tracking_uri
+    if not (store.is_remote(uri) or store.sqlite_path(uri) is not None):
         raise ValueError(
             f"the header's tracking URI {uri!r} is neither a tracking server (http:// or https://) nor an SQLite "
             "store; pass --tracking-uri to upload into another store"
+        )
+    if REDACTED in uri:
+        variable = os.environ.get(store.URI_VARIABLE, "")
+        if variable and store.redact(variable) == uri:
+            return variable
+        raise ValueError(
+            f"the spool was written for {uri}, whose credentials it does not keep: pass --tracking-uri with them "
+            f"(or set {store.URI_VARIABLE})"
         )
     return uri
 
@@ -77,9 +114,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(sync_file(path, args.tracking_uri))
         except (ConfigError, StoreError, OSError, ValueError) as exc:
-            print(f"error: {path}: {failures.describe(exc) or exc}", file=sys.stderr)
+            print(f"error: {path}: {store.redact(_one_line(exc))}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
+
+
+def _one_line(exc: Exception) -> str:
+    """A spool's own refusal as it is (its text may quote the file, which must not be read as a store's error)."""
+    if isinstance(exc, spool.SpoolError):
+        return str(exc)
+    said = failures.describe(exc)
+    if said:
+        return said
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

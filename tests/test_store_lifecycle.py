@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, history, mlflow_client, run_cli, wait_for
+from conftest import ROOT, all_runs, history, mlflow_client, run_cli, wait_for
 
 from harness import signals
 from harness.errors import StoreError
@@ -269,6 +269,25 @@ def test_closing_a_store_folds_its_log_into_the_file_while_another_process_holds
     copy = f"sqlite:///{tmp_path / 'copy.db'}"
     assert mlflow_client(copy).get_run(run_id).info.status == "FINISHED"
     assert [s for s, _ in history(copy, run_id, "train/loss")] == list(range(200))
+
+
+def test_the_backup_command_copies_what_a_process_still_holds_in_the_log(tmp_path, migrated, fresh):
+    db = tmp_path / "mlflow.db"
+    uri = copy_store(migrated, db)
+    writer = stores.open_store(uri)  # open (not closed): its last points are in mlflow.db-wal
+    run_id = one_run(writer, steps=50)
+    assert wal(db) > 0
+    backup = [sys.executable, str(ROOT / "scripts" / "backup_store.py"), uri, str(tmp_path / "copy.db")]
+    done = subprocess.run(backup, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{db} copied to {tmp_path / 'copy.db'}\n", "")
+    assert not Path(f"{tmp_path / 'copy.db'}-wal").exists()
+    copy = f"sqlite:///{tmp_path / 'copy.db'}"
+    assert [s for s, _ in history(copy, run_id, "train/loss")] == list(range(50))
+    again = subprocess.run(backup, capture_output=True, text=True, timeout=60)
+    assert (again.returncode, again.stderr) == (
+        1,
+        f"error: {tmp_path / 'copy.db'} exists already: give the backup a new file name\n",
+    )
 
 
 @pytest.mark.slow

@@ -386,6 +386,23 @@ def _space_left(db: Path) -> str:
     return f": the device of {db.parent} is full ({free} bytes free); free some space" if free < 2**20 else ""
 
 
+def backup(db: Path, copy: Path) -> None:
+    """Copy the store `db` to the new file `copy` with SQLite's backup API: a consistent snapshot holding every
+    committed run, also while other processes write to the store or hold its write-ahead log.
+
+    Raises:
+        StoreError: `db` is not a sound store, or `copy` exists already.
+    """
+    if not db.is_file():
+        raise StoreError(f"{db} does not exist: no MLflow store there", str(db))
+    check_file(db, read_only=True)
+    if copy.exists():
+        raise StoreError(f"{copy} exists already: give the backup a new file name", str(db))
+    with contextlib.closing(_connect(db, read_only=True)) as source:
+        with contextlib.closing(sqlite3.connect(str(copy))) as target:
+            source.backup(target)
+
+
 # --- The adapter -----------------------------------------------------------------------------------------------------
 
 

@@ -111,7 +111,10 @@ def test_runs_are_the_sweeps_grid_with_their_outcomes(data):
     assert sorted(zip(diverged["optimizer"], diverged["lr"])) == [("sgd", 1.5), ("sgd", 1.5)]
     assert (runs.loc[runs["outcome"] == "completed", "total_steps"] == STEPS).all()
     assert list(runs.columns[: len(load.RUN_COLUMNS)]) == list(load.RUN_COLUMNS)
-    assert runs["initial_val_loss"].eq(13.0).all()  # f([3, 2]) before any update
+    # f([3, 2]) before any update, read for the runs that did not complete (what they score in the tuning budget)
+    unfinished = runs["outcome"] != "completed"
+    assert runs.loc[unfinished, "initial_val_loss"].eq(13.0).all() and unfinished.sum() == 2
+    assert runs.loc[~unfinished, "initial_val_loss"].isna().all()
     assert data.grid == load.Grid("FINISHED", 12, 12, 0, {})
 
 
@@ -402,14 +405,8 @@ def test_epochs_and_samples_derive_from_the_step_and_the_runs_params():
 
 def test_every_figure_is_written_as_png_and_svg(report):
     names = {figure.name for figure in report.figures}
-    assert names == {
-        "convergence",
-        "convergence_by_batch",
-        "sensitivity",
-        "heatmap",
-        "time_to_target",
-        "tuning_budget",
-    }
+    # One batch size: the by-batch-size curves would repeat the convergence figure's, so they are left out.
+    assert names == {"convergence", "sensitivity", "heatmap", "time_to_target", "tuning_budget"}
     for figure in report.figures:
         assert figure.png.read_bytes().startswith(b"\x89PNG") and figure.png.stat().st_size > 10_000
         assert b"<svg" in figure.svg.read_bytes()[:2000] and figure.svg.stat().st_size > 10_000
@@ -450,7 +447,7 @@ def test_several_tasks_get_sections_and_performance_profiles(store, tmp_path):
     assert names[-1] == "performance_profile" and {"convergence_quadratic", "heatmap_quadratic_b"} <= set(
         names
     )
-    assert len(names) == 13 and len(report.answers) == 2
+    assert len(names) == 11 and len(report.answers) == 2  # 5 per task (one batch size) and the profiles
     assert report.directory.joinpath("figures", "performance_profile.png").stat().st_size > 10_000
 
 
@@ -520,7 +517,7 @@ def test_command_line_writes_the_report_and_attaches_it_to_the_sweep(store, tmp_
     logged = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(sweep, "report")}
     assert {"report/report.html", "report/report.md", "report/summary.csv", "report/figures"} <= logged
     figures = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(sweep, "report/figures")}
-    assert "report/figures/convergence.png" in figures and len(figures) == 12
+    assert "report/figures/convergence.png" in figures and len(figures) == 10
     # The second report reads the histories from the Parquet cache.
     again = report_cli(
         "--experiment",

@@ -60,13 +60,15 @@ def write_report(
     views = task_views(data, colours, rule)
     multi = len(views) > 1
     jobs = [
-        (kind, view, f"_{_slug(view.task)}" if multi else "") for view in views for kind in figures.PER_TASK
+        (kind, view, f"_{_slug(view.task)}" if multi else "")
+        for view in views
+        for kind in figures.PER_TASK
+        if kind.shows(view)
     ]
-    jobs += [(kind, views, "") for kind in figures.ACROSS_TASKS] if multi else []
+    jobs += [(kind, views, "") for kind in figures.ACROSS_TASKS if multi and kind.shows(views)]
     drawn = draw_all(jobs, directory / "figures", ranking.TARGET_RULES[rule], workers)
     sections = [
-        _section(view, drawn[i * len(figures.PER_TASK) : (i + 1) * len(figures.PER_TASK)])
-        for i, view in enumerate(views)
+        _section(view, [f for (_, subject, _), f in zip(jobs, drawn) if subject is view]) for view in views
     ]
     summary = tables.summary(views)
     summary.to_csv(directory / "summary.csv", index=False)
@@ -75,7 +77,7 @@ def write_report(
         banner=tables.unfinished_banner(data.grid),
         facts=_facts(data),
         sections=sections,
-        overall=drawn[len(views) * len(figures.PER_TASK) :],
+        overall=[f for (kind, _, _), f in zip(jobs, drawn) if kind.across_tasks],
         summary=tables.display_summary(summary),
         notes=[note.format(rule=ranking.TARGET_RULES[rule]) for note in NOTES],
     )
@@ -91,9 +93,10 @@ def _section(view: TaskView, drawn: list[render.FigureFile]) -> render.Section:
         view.task,
         tables.answer(view),
         tables.fairness_line(view),
-        tables.edge_of_grid(view),
+        tables.edge_of_grid(view) + tables.identical_seeds(view),
         tables.display_ranked(view),
         drawn,
+        tables.table_notes(view),
     )
 
 

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special  # stdtrit: t quantiles, without importing all of scipy.stats
 
 from harness.tracking import schema
 
@@ -137,7 +137,7 @@ def band(matrix: np.ndarray, x: np.ndarray) -> pd.DataFrame:
     with warnings.catch_warnings(action="ignore", category=RuntimeWarning):
         mean = np.nanmean(matrix, axis=0)
         sem = np.nanstd(matrix, axis=0, ddof=1) / np.sqrt(n)
-        half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sem, np.nan)
+        half = np.where(n > 1, special.stdtrit(np.maximum(n - 1, 1), 0.975) * sem, np.nan)
     return pd.DataFrame(
         {"x": x, "center": 10**mean, "low": 10 ** (mean - half), "high": 10 ** (mean + half), "n": n}
     )

@@ -50,7 +50,9 @@ RUN_COLUMNS = {
     "time_to_target_s": "float64",
     "batch_trials": "Int64",  # K: trials trained together in a batched group (whose clock they share)
     "target": "string",  # the task's target as the run recorded it ("val/accuracy >= 0.95"), if it did
-    "initial_val_loss": "float64",  # val/loss before the first update: what a run that learnt nothing scores
+    # val/loss before the first update: what a run that learnt nothing scores (read where it is used, see
+    # _with_initial_val_loss: NaN for completed runs when every other run has its own)
+    "initial_val_loss": "float64",
 }
 RECORDS = ("params", "tags", "metrics")  # a run's dicts, as columns params.<key>, tags.<key>, metrics.<key>
 
@@ -217,8 +219,15 @@ def runs_frame(runs: list) -> pd.DataFrame:
 
 
 def _with_initial_val_loss(runs: pd.DataFrame, source) -> pd.DataFrame:
-    """`initial_val_loss`: val/loss at step 0, logged before any update (one small read: one point per run)."""
-    first = source.histories(runs["run_id"].tolist(), [schema.VAL_LOSS], step=0)
+    """`initial_val_loss`: val/loss at step 0, logged before any update: what a run that did not complete scores in
+    the tuning budget (ranking's budget_score). One point per run, read for those runs; for every run when one of
+    them has none (it failed before its first evaluation), as the fallback is then the task's worst initial loss."""
+    unfinished = runs.loc[runs["outcome"] != schema.COMPLETED, "run_id"].astype(str).tolist()
+    if not unfinished:
+        return runs
+    first = source.histories(unfinished, [schema.VAL_LOSS], step=0)
+    if not set(unfinished) <= set(first["run_id"]):
+        first = source.histories(runs["run_id"].astype(str).tolist(), [schema.VAL_LOSS], step=0)
     initial = first.drop_duplicates("run_id", keep="last").set_index("run_id")["value"]
     return runs.assign(initial_val_loss=runs["run_id"].astype(str).map(initial).astype("float64"))
 

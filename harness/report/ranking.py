@@ -118,18 +118,20 @@ def best_per(configs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def outcome_counts(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per group of `by` (in groupby order, missing keys a group of their own): runs, completed, diverged and failed
-    (failed or killed), by schema.count_outcomes."""
-    groups = runs.groupby(by, dropna=False, observed=True, sort=True)["outcome"]
-    counts = [schema.count_outcomes(group) for _, group in groups]
-    return pd.DataFrame(
+    (failed or killed), as schema.count_outcomes counts them (every outcome counts in `runs`)."""
+    outcome = runs["outcome"].astype("object")
+    flags = pd.DataFrame(
         {
-            "runs": [c["total"] for c in counts],
-            "completed": [c[schema.COMPLETED] for c in counts],
-            "diverged": [c[schema.DIVERGED] for c in counts],
-            "failed": [c[schema.FAILED_OUTCOME] + c[schema.KILLED_OUTCOME] for c in counts],
+            "runs": 1,
+            "completed": (outcome == schema.COMPLETED).astype("int64"),
+            "diverged": (outcome == schema.DIVERGED).astype("int64"),
+            "failed": outcome.isin([schema.FAILED_OUTCOME, schema.KILLED_OUTCOME]).astype("int64"),
         },
-        dtype="int64",
+        index=runs.index,
     )
+    keys = [runs[column] for column in by]
+    counts = flags.groupby(keys, dropna=False, observed=True, sort=True).sum()
+    return counts.reset_index(drop=True).astype("int64")
 
 
 def optimizer_totals(runs: pd.DataFrame) -> pd.DataFrame:

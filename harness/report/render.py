@@ -29,6 +29,7 @@ class Section:
     warnings: list[str]  # e.g. best lr at the edge of the grid
     ranked: pd.DataFrame  # strings, tables.display_ranked
     figures: list[FigureFile]
+    table_notes: list[str] = field(default_factory=list)  # what the table's columns mean (the target, clocks)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ th { background: #f3f3f3; } td:nth-child(2) { text-align: left; font-weight: 600
 table.ranked tbody tr:first-child { background: #eef6ee; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #444; font-size: 0.95em; max-width: 1100px; }
-.notes li { color: #444; margin: 0.3em 0; }
+.notes li { color: #444; margin: 0.3em 0; } p.note { color: #444; font-size: 0.92em; margin: 0.2em 0; }
 """
 
 
@@ -93,6 +94,7 @@ def _html_answer(section: Section) -> str:
             f"<h2>{_e(section.task)}</h2>",
             f'<p class="answer">{_e(section.answer)}</p>',
             _html_table(section.ranked, "ranked"),
+            *(f'<p class="note">{_e(note)}</p>' for note in section.table_notes),
             f'<p class="{fair}">{_e(section.fairness)}</p>',
             *(f'<p class="warning">{_e(warning)}</p>' for warning in section.warnings),
         ]
@@ -125,6 +127,7 @@ def to_markdown(content: Content, directory: Path) -> str:
     lines += [*(f"- {fact}" for fact in content.facts), ""]
     for section in content.sections:
         lines += [f"## {section.task}", "", f"**{section.answer}**", "", markdown_table(section.ranked), ""]
+        lines += [*(f"*{note}*\n" for note in section.table_notes)]
         lines += [section.fairness, "", *(f"**Warning:** {warning}\n" for warning in section.warnings)]
     for section in content.sections:
         lines += [f"## Figures: {section.task}", ""]

@@ -9,7 +9,7 @@ import pandas as pd
 
 from harness.report import ranking
 from harness.report.load import Grid
-from harness.report.view import TaskView
+from harness.report.view import TaskView, target_text
 from harness.tracking import schema
 
 TOTALS = ["trials", "completed", "diverged", "failed"]
@@ -100,10 +100,9 @@ def answer(view: TaskView) -> str:
     top = view.best.iloc[0]
     if pd.isna(top["val_loss_mean"]):
         return f"On {view.task}, no optimizer completed a run: every configuration diverged or failed."
-    loss = mean_std(top["val_loss_mean"], top["val_loss_std"])
     sentence = (
         f"On {view.task}, {top['optimizer']} at lr {top['lr']:.3g} and batch size {batch_text(top)} reached the "
-        f"lowest final validation loss, {loss} over {top['seeds']} seed(s)"
+        f"lowest final validation loss, {over_seeds(top)}"
     )
     if not math.isnan(top["val_acc_mean"]):
         sentence += f" (accuracy {top['val_acc_mean']:.1%})"
@@ -114,14 +113,58 @@ def answer(view: TaskView) -> str:
     return sentence + "."
 
 
+def over_seeds(row: pd.Series) -> str:
+    """ "0.12 ± 0.01 over 3 seeds", or "8.679, identical on all 3 seeds" when the seeds changed nothing."""
+    if row.get("identical_seeds", False):
+        runs, seeds = int(row["config_completed"]), int(row["seeds"])
+        which = f"{seeds} seeds" if runs == seeds else f"{runs} runs ({seeds} seeds)"
+        return f"{row['val_loss_mean']:.4g}, identical on all {which}"
+    return f"{mean_std(row['val_loss_mean'], row['val_loss_std'])} over {row['seeds']} seed(s)"
+
+
 def _runner_up(top: pd.Series, second: pd.Series) -> str:
     text = f"runner-up {second['optimizer']} (lr {second['lr']:.3g}, batch size {batch_text(second)}): "
-    text += mean_std(second["val_loss_mean"], second["val_loss_std"])
+    if second.get("identical_seeds", False):
+        text += f"{second['val_loss_mean']:.4g}, identical on all its seeds"
+    else:
+        text += mean_std(second["val_loss_mean"], second["val_loss_std"])
     spread = np.nanmax([top["val_loss_std"], second["val_loss_std"], 0.0])
     close = abs(second["val_loss_mean"] - top["val_loss_mean"]) <= spread
     if second["diverged_share"] == top["diverged_share"] and close:
         text += ", within the seed-to-seed spread: not a clear win"
     return text
+
+
+def identical_seeds(view: TaskView) -> list[str]:
+    """A warning when configurations gave the identical final loss on every seed: the seed changes nothing there
+    (a deterministic task), so their seeds add no information and a spread of 0 measures nothing."""
+    repeated = view.configs[view.configs["completed"] >= 2]
+    same = int(repeated["identical_seeds"].sum())
+    if not same:
+        return []
+    scope = (
+        f"in all {same} configurations with several completed seeds"
+        if same == len(repeated)
+        else f"in {same} of the {len(repeated)} configurations with several completed seeds"
+    )
+    return [
+        f"Every seed gave the identical final validation loss {scope}: the seed changes nothing there (a "
+        "deterministic task, e.g. a fixed start and full-batch data), so the seeds add no information and "
+        "'± 0' is no measure of spread. Sweep what does change the result, or drop the extra seeds."
+    ]
+
+
+def table_notes(view: TaskView) -> list[str]:
+    """What the ranked table's target columns mean: the target itself, and the clock of batched trials."""
+    notes = [f"Steps and time to {target_text(view.runs)}: the first evaluation that met it."]
+    trials = view.best["batch_trials"].dropna() if "batch_trials" in view.best else pd.Series(dtype=float)
+    if (trials > 1).any():
+        notes.append(
+            "Time to target of a batched trial (hydra/launcher=batched) is its group's clock: the seconds all K "
+            "trials of the group took together (shown as 'group of K'), not one trial's own time; compare it "
+            "only with runs trained the same way, or use steps to target."
+        )
+    return notes
 
 
 def batch_text(row: pd.Series) -> str:
@@ -150,6 +193,15 @@ def _to_target(value: float, reached: int, runs: int, seconds: bool = False) -> 
     return number if reached == runs else f"{number} ({reached}/{runs} reached)"
 
 
+def _group(trials: float) -> str:
+    """A batched trial's clock is its group's: say of how many trials."""
+    return f" (group of {int(trials)})" if pd.notna(trials) and trials > 1 else ""
+
+
+def _column(rows: pd.DataFrame, name: str) -> pd.Series:
+    return rows[name] if name in rows else pd.Series(np.nan, index=rows.index)
+
+
 def display_ranked(view: TaskView) -> pd.DataFrame:
     """The ranked table of one task, as strings."""
     rows = view.best
@@ -167,8 +219,10 @@ def display_ranked(view: TaskView) -> pd.DataFrame:
                 _to_target(v, r, n) for v, r, n in zip(rows["steps_to_target"], rows["reached"], rows["runs"])
             ],
             "time to target (s)": [
-                _to_target(v, r, n, seconds=True)
-                for v, r, n in zip(rows["time_to_target_s"], rows["reached"], rows["runs"])
+                _to_target(v, r, n, seconds=True) + _group(k)
+                for v, r, n, k in zip(
+                    rows["time_to_target_s"], rows["reached"], rows["runs"], _column(rows, "batch_trials")
+                )
             ],
             "seeds": rows["seeds"].astype(str),
         }

@@ -93,3 +93,9 @@ def _pooled(
     if "batch_size" not in frame:
         frame["batch_size"] = pd.NA
     return frame[CURVE_COLUMNS]
+
+
+def target_text(runs: pd.DataFrame) -> str:
+    """The target as the runs recorded it ("target val/accuracy >= 0.95"), or what is known when they did not."""
+    targets = sorted(runs["target"].dropna().unique()) if "target" in runs else []
+    return f"target {' or '.join(targets)}" if targets else "the task's target (not recorded by these runs)"

@@ -6,13 +6,13 @@ or close, and no GUI backend is ever touched (Agg for PNG, the SVG backend for S
 servers and in CI, and in worker processes.
 """
 
-from harness.report.figures import convergence, sensitivity, target, tuning
+from harness.report.figures import convergence, heatmap, sensitivity, target, tuning
 
 PER_TASK = (
     convergence.CONVERGENCE,
     convergence.BY_BATCH,
     sensitivity.SENSITIVITY,
-    sensitivity.HEATMAP,
+    heatmap.HEATMAP,
     target.TIME_TO_TARGET,
     tuning.BUDGET,
 )

@@ -48,7 +48,9 @@ def draw_convergence(view: TaskView) -> Figure:
                 ax.set_ylabel(METRIC_LABELS[key] if column == 0 else "")
                 if axis == "samples":
                     ax.xaxis.set_major_formatter(SAMPLES)
-        figure.suptitle("Convergence at each optimizer's best configuration (mean over seeds, 95% band)")
+        figure.suptitle(
+            "Convergence at each optimizer's best configuration (geometric mean over seeds, 95% band)"
+        )
         optimizer_legend(figure, view.present, labels)
     return figure
 
@@ -129,4 +131,6 @@ BY_BATCH = FigureKind(
     "Per batch size, each optimizer at its best lr for that batch size, against samples seen (the same data "
     "budget in every column).",
     draw_by_batch,
+    # One batch size: the same curves as the convergence figure's samples column.
+    shows=lambda view: view.best_per_batch["batch_size"].nunique() > 1,
 )

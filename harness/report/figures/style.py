@@ -13,6 +13,10 @@ from matplotlib.figure import Figure
 # Diverged and failed runs are drawn, never dropped: a red X (or grey x) in a strip at the top of the axis.
 DIVERGED_COLOR, FAILED_COLOR = "#d62728", "#7f7f7f"
 DPI = 120
+# The HTML's content column is 1352 px wide (render.STYLE: max-width 1400px less its padding): a figure up to this
+# many inches wide at DPI is shown at its own size there, so its 7-point labels stay 11 px tall, not scaled down.
+DISPLAY_WIDTH = 11.25
+ZERO_LABEL = "exactly 0 (drawn on this line)"
 
 LR_LABEL = "effective learning rate (lr × lr_scale, log scale)"
 FINAL_LOSS_LABEL = "final validation loss (log scale)"
@@ -36,6 +40,8 @@ class FigureKind:
     caption: str
     draw: Callable[..., Figure]
     across_tasks: bool = False
+    # Whether the figure carries information for this subject (e.g. not a profile of one optimizer): else omitted.
+    shows: Callable[..., bool] = lambda subject: True
 
 
 def palette(optimizers: Iterable[str]) -> dict[str, tuple[float, float, float]]:
@@ -140,3 +146,34 @@ def optimizer_legend(figure: Figure, colours: dict, labels: dict[str, str] | Non
         ncols=columns,
         frameon=False,
     )
+
+
+def zero_floor(values) -> float | None:
+    """Where values of exactly 0 are drawn on a log axis, which has no 0: a decade below the smallest positive
+    value (1 when there is none); None when no value is 0."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    if not (values == 0).any():
+        return None
+    positive = values[np.isfinite(values) & (values > 0)]
+    return float(positive.min()) / 10 if positive.size else 1.0
+
+
+def floored(values, floor: float | None):
+    """`values` with exact zeros moved to `floor` (unchanged when floor is None)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    return values if floor is None else np.where(values == 0, floor, values)
+
+
+def mark_floor(ax, floor: float | None) -> None:
+    """A dotted line at `floor`, labelled: the points on it are exactly 0."""
+    if floor is None:
+        return
+    from matplotlib.transforms import blended_transform_factory
+
+    ax.axhline(floor, color="#555555", lw=0.8, ls=":", zorder=1)
+    at = blended_transform_factory(ax.transAxes, ax.transData)
+    ax.text(0.01, floor, ZERO_LABEL, transform=at, ha="left", va="bottom", fontsize=7, color="#555555")

@@ -9,18 +9,25 @@ optimizers also at 0 have ratio 1 and any later one an infinite ratio (no multip
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from harness.report.figures.style import FigureKind, log_ticks, new_figure, optimizer_legend, styled
-from harness.report.view import TaskView
+from harness.report.figures.style import (
+    DISPLAY_WIDTH,
+    FigureKind,
+    log_ticks,
+    new_figure,
+    optimizer_legend,
+    styled,
+)
+from harness.report.view import TaskView, target_text
 
 PANELS = {
     "steps_to_target": "optimizer steps to reach the target (log scale)",
     "time_to_target_s": "seconds to reach the target (log scale)",
 }
 UNITS = {"time_to_target_s": "seconds", "steps_to_target": "steps"}
+MAX_POINTS = 1000  # runs per optimizer drawn as points; beyond, a box
 
 
 def ratios(times: pd.DataFrame, column: str = "time_to_target_s") -> pd.DataFrame:
@@ -48,17 +55,44 @@ def profile(ratio_table: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_time_to_target(view: TaskView) -> Figure:
-    """Two panels (steps, seconds): every run that reached the task's target (points) and each optimizer's time
-    under the report's rule (black bar); under each optimizer, how many runs reached it."""
+    """Two panels (steps, seconds): every run that reached the task's target (points; a box per optimizer when it
+    has more runs than points can show) and each optimizer's time under the report's rule (black bar); under each
+    optimizer, how many runs reached it."""
     order = list(view.present)
     with styled():
-        figure = new_figure(max(7.0, 1.6 * len(order) * 2 + 2), 5.0, 1, 2, bottom=1.25, left=0.9, wgap=0.9)
+        figure = new_figure(
+            min(DISPLAY_WIDTH, max(7.5, 1.6 * len(order) * 2 + 2)),
+            5.2,
+            1,
+            2,
+            top=1.0,
+            bottom=1.25,
+            left=0.9,
+            wgap=0.9,
+        )
         for ax, (column, label) in zip(figure.subplots(1, 2), PANELS.items()):
             _panel(ax, view, column, order)
             ax.set_ylabel(label)
-        figure.suptitle("Time to target: points are runs that reached it, bars each optimizer's time")
+        clock = batched_clock(view.runs)
+        if clock:
+            figure.axes[1].set_title(clock, fontsize=8)
+        figure.suptitle(
+            f"Time to {target_text(view.runs)}\n(points: runs that reached it; bars: each optimizer's time)"
+        )
         optimizer_legend(figure, view.present)
     return figure
+
+
+def batched_clock(runs: pd.DataFrame) -> str | None:
+    """What seconds mean when some runs trained in a batched group: the group's clock, K trials together."""
+    if "batch_trials" not in runs:
+        return None
+    k = runs["batch_trials"].dropna()
+    k = k[k > 1]
+    if k.empty:
+        return None
+    size = f"{int(k.min())}" if k.min() == k.max() else f"{int(k.min())}–{int(k.max())}"
+    return f"batched trials: their group's clock ({size} trials together)"
 
 
 def _panel(ax: Axes, view: TaskView, column: str, order: list[str]) -> None:
@@ -70,9 +104,10 @@ def _panel(ax: Axes, view: TaskView, column: str, order: list[str]) -> None:
         + (f"\n({at_zero[name]} at 0)" if at_zero.get(name, 0) else "")
         for name in order
     ]
-    reached = runs[
-        runs[column].notna() & (runs[column] > 0)
-    ]  # a log axis cannot show 0: counted in the label
+    # A log axis cannot show 0: those runs are counted in the label.
+    reached = runs[runs[column].notna() & (runs[column] > 0)]
+    ax.set_xticks(range(len(order)), labels)
+    ax.set_xlim(-0.5, len(order) - 0.5)
     if reached.empty:
         ax.text(
             0.5,
@@ -83,21 +118,10 @@ def _panel(ax: Axes, view: TaskView, column: str, order: list[str]) -> None:
             va="center",
             color="grey",
         )
-        ax.set_xticks(range(len(order)), labels)
         return
-    sns.stripplot(
-        data=reached,
-        x="optimizer",
-        y=column,
-        hue="optimizer",
-        order=order,
-        palette=view.present,
-        ax=ax,
-        legend=False,
-        alpha=0.6,
-        size=4,
-        jitter=0.2,
-    )
+    for position, name in enumerate(order):
+        values = reached.loc[reached["optimizer"] == name, column].to_numpy(dtype=float)
+        _runs(ax, position, values, view.present[name])
     times = view.targets.set_index("optimizer")[column]
     for position, name in enumerate(order):
         value = times.get(name, np.inf)
@@ -105,8 +129,31 @@ def _panel(ax: Axes, view: TaskView, column: str, order: list[str]) -> None:
             ax.hlines(value, position - 0.35, position + 0.35, color="black", lw=2.5, zorder=5)
     ax.set_yscale("log")
     log_ticks(ax)
-    ax.set_xticks(range(len(order)), labels)
     ax.set_xlabel("")
+
+
+def _runs(ax: Axes, position: int, values: np.ndarray, colour) -> None:
+    """One optimizer's runs: jittered points, or a box (quartiles, whiskers at 5% and 95%) when there are more
+    than MAX_POINTS (thousands of markers hide each other and only cost time)."""
+    if values.size == 0:
+        return
+    if values.size <= MAX_POINTS:
+        jitter = np.random.default_rng(position).uniform(
+            -0.2, 0.2, values.size
+        )  # the same picture every time
+        ax.scatter(position + jitter, values, s=16, color=colour, alpha=0.6, lw=0)
+        return
+    box = ax.boxplot(
+        values,
+        positions=[position],
+        widths=0.5,
+        whis=(5, 95),
+        showfliers=False,
+        patch_artist=True,
+        manage_ticks=False,
+    )
+    for patch in box["boxes"]:
+        patch.set(facecolor=colour, alpha=0.5)
 
 
 def draw_profiles(views: list[TaskView]) -> Figure:
@@ -134,9 +181,11 @@ def draw_profiles(views: list[TaskView]) -> Figure:
 TIME_TO_TARGET = FigureKind(
     "time_to_target",
     "Time to target",
-    "Steps and seconds until the task's target was first reached. Points: runs; black bar: the optimizer's time "
-    "({rule}). Runs that never reached it are counted below; runs whose initial model already met it (time 0) too. "
-    "Seconds of batched trials (tag harness.batch_trials = K > 1) are their group's clock: K trials together.",
+    "Steps and seconds until the task's target (named in the title, as the runs recorded it) was first reached. "
+    f"Points: runs (over {MAX_POINTS} runs of one optimizer: a box of their quartiles, whiskers at 5% and 95%); "
+    "black bar: the optimizer's time ({rule}). Runs that never reached it are counted below; runs whose initial "
+    "model already met it (time 0) too. Seconds of batched trials (tag harness.batch_trials = K > 1) are their "
+    "group's clock: the time all K trials of the group took together, not one trial's share.",
     draw_time_to_target,
 )
 PROFILES = FigureKind(
@@ -146,4 +195,7 @@ PROFILES = FigureKind(
     "optimizer's time on a task is {rule}. At τ = 1: how often it is the fastest. A time of 0 counts as reached.",
     draw_profiles,
     across_tasks=True,
+    shows=lambda views: (
+        len({name for view in views for name in view.present}) > 1
+    ),  # one optimizer: flat at 1
 )

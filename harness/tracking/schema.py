@@ -46,6 +46,8 @@ BATCH_TRIALS = "harness.batch_trials"  # K: how many trials trained together wit
 SOURCE_NAME, SOURCE_TYPE = "mlflow.source.name", "mlflow.source.type"
 SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
 USER = "mlflow.user"
+NOTE_CONTENT = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
+LOGGED_ARTIFACTS = "mlflow.loggedArtifacts"  # JSON list of {"path", "type": "table"}: what log_table logged
 # On the parent run.
 SWEEP_KEY = "harness.sweep_key"
 SWEEP_OVERRIDES = "harness.sweep_overrides"

@@ -6,6 +6,7 @@ On the quadratic f(x) = x0^2 + x1^2 from [3, 2], SGD at lr 0.1 gives x_t = 0.8^t
 """
 
 import itertools
+import json
 import os
 import shutil
 import sqlite3
@@ -511,14 +512,34 @@ def test_command_line_writes_the_report_and_attaches_it_to_the_sweep(store, tmp_
     uri = copy_store(store, tmp_path / "store")
     done = report_cli("--experiment", EXPERIMENT, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
     assert done.returncode == 0, done.stderr
-    sweep = load.load(uri, EXPERIMENT).sweep_run_id
+    data = load.load(uri, EXPERIMENT)
+    sweep, client = data.sweep_run_id, MlflowClient(tracking_uri=uri)
     html = Path(done.stdout.strip())
     assert html == (tmp_path / "reports" / EXPERIMENT / sweep / "report.html").resolve() and html.is_file()
-    logged = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(sweep, "report")}
-    assert {"report/report.html", "report/report.md", "report/summary.csv", "report/figures"} <= logged
-    figures = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(sweep, "report/figures")}
+    logged = {a.path for a in client.list_artifacts(sweep, "report")}
+    assert {"report/report.html", "report/report.md", "report/summary.csv", "report/ranking.json"} <= logged
+    figures = {a.path for a in client.list_artifacts(sweep, "report/figures")}
     assert "report/figures/convergence.png" in figures and len(figures) == 10
-    # The second report reads the histories from the Parquet cache.
+    # The MLflow UI answers by itself: the answer and the ranked table are the parent's description, and the
+    # table is a logged table (mlflow.load_table reads it back, the numbers the report's own).
+    tags = client.get_run(sweep).data.tags
+    answer = tables.answer(views_of(data)[0])
+    description = tags[schema.NOTE_CONTENT]
+    assert description.startswith(f"**{answer}**") and len(description) <= port.MAX_TAG_LENGTH
+    assert "| # | optimizer | best lr |" in description and "`report/report.html`" in description
+    assert json.loads(tags[schema.LOGGED_ARTIFACTS]) == [{"path": "report/ranking.json", "type": "table"}]
+    expected = tables.ranking_table(views_of(data))
+    file = json.loads(
+        Path(client.download_artifacts(sweep, "report/ranking.json", str(tmp_path / "t"))).read_text()
+    )
+    assert file["columns"] == list(expected.columns) and file["data"] == plain(expected)  # every digit kept
+    loaded = logged_table(uri, sweep, "report/ranking.json")  # pandas' JSON reader rounds the last digit
+    assert list(loaded.columns) == list(expected.columns) and len(loaded) == 2
+    assert plain(loaded) == [
+        [pytest.approx(v, rel=1e-14) if isinstance(v, float) else v for v in row] for row in plain(expected)
+    ]
+    html_before = html.read_bytes()
+    # Another time-to-target rule writes beside the default report, never over it, and keeps its description.
     again = report_cli(
         "--experiment",
         EXPERIMENT,
@@ -527,8 +548,49 @@ def test_command_line_writes_the_report_and_attaches_it_to_the_sweep(store, tmp_
         cwd=tmp_path,
         env={"MLFLOW_TRACKING_URI": uri},
     )
-    assert again.returncode == 0 and "histories from the cache" in again.stderr
-    assert "AlgoPerf&#x27;s rule: per seed (a study) the fastest configuration" in html.read_text()
+    assert again.returncode == 0, again.stderr
+    beside = Path(again.stdout.strip())
+    assert beside == (tmp_path / "reports" / EXPERIMENT / f"{sweep}-algoperf" / "report.html").resolve()
+    assert "AlgoPerf&#x27;s rule: per seed (a study) the fastest configuration" in beside.read_text()
+    assert html.read_bytes() == html_before and "AlgoPerf" not in html.read_text()
+    assert "report-algoperf/report.html" in {a.path for a in client.list_artifacts(sweep, "report-algoperf")}
+    downloaded = client.download_artifacts(sweep, "report/report.html", str(tmp_path / "dl"))
+    assert Path(downloaded).read_bytes() == html_before
+    tags = client.get_run(sweep).data.tags
+    assert tags[schema.NOTE_CONTENT] == description
+    assert json.loads(tags[schema.LOGGED_ARTIFACTS]) == [
+        {"path": "report/ranking.json", "type": "table"},
+        {"path": "report-algoperf/ranking.json", "type": "table"},
+    ]
+
+
+def views_of(data: load.SweepData, rule: str = "median-seeds") -> list[view.TaskView]:
+    return view.task_views(data, style.palette(data.runs["optimizer"]), rule)
+
+
+def plain(frame: pd.DataFrame) -> list[list]:
+    """The values as Python objects, None where missing (NaN, NA)."""
+    return frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+
+
+def logged_table(uri: str, run_id: str, path: str) -> pd.DataFrame:
+    """A table as MLflow's own reader loads it (mlflow.load_table, in a subprocess: it sets a tracking URI and an
+    active experiment, which are process-wide)."""
+    code = (
+        "import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); mlflow.set_experiment(sys.argv[2]); "
+        "import json; table = mlflow.load_table(sys.argv[3], run_ids=[sys.argv[4]]); "
+        "print(json.dumps(table.to_dict(orient='split', index=False)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, uri, EXPERIMENT, path, run_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    assert done.returncode == 0, done.stderr
+    table = json.loads(done.stdout.strip().splitlines()[-1])
+    return pd.DataFrame(table["data"], columns=table["columns"])
 
 
 def test_harness_report_is_an_installed_command_pointing_at_the_cli():

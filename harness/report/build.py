@@ -1,4 +1,4 @@
-"""Write a sweep's report into a folder: figures/ (PNG + SVG), summary.csv, report.md and report.html.
+"""Write a sweep's report into a folder: figures/ (PNG + SVG), summary.csv, ranking.json, report.md and report.html.
 
 The order is the data flow: the per-task views (view.py) are built once; tables read them; the figures are drawn
 from them in worker processes (each figure is independent, and drawing and saving is most of a report's time);
@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.report import figures, ranking, render, tables
+from harness.report import figures, note, ranking, render, tables
 from harness.report.figures import style
 from harness.report.load import SweepData
 from harness.report.view import TaskView, task_views
@@ -39,13 +39,15 @@ class Report:
     html: Path
     markdown: Path
     summary_csv: Path
+    ranking_json: Path  # the ranked tables as numbers, in mlflow.log_table's JSON
     figures: list[render.FigureFile]
     answers: list[str]  # one sentence per task
     banner: str | None  # set when the sweep is unfinished
+    content: render.Content  # what the report says (the parent run's description is made from it)
 
 
 def write_report(
-    data: SweepData, directory: Path, rule: str = "median-seeds", workers: int | None = None
+    data: SweepData, directory: Path, rule: str = ranking.DEFAULT_RULE, workers: int | None = None
 ) -> Report:
     """Build, draw, tabulate and write everything for `data` into `directory` (created if needed).
 
@@ -72,6 +74,8 @@ def write_report(
     ]
     summary = tables.summary(views)
     summary.to_csv(directory / "summary.csv", index=False)
+    ranking_json = directory / "ranking.json"
+    ranking_json.write_text(note.table_json(tables.ranking_table(views)), encoding="utf-8")
     content = render.Content(
         title=f"Optimizer comparison: {data.experiment}",
         banner=tables.unfinished_banner(data.grid),
@@ -79,13 +83,23 @@ def write_report(
         sections=sections,
         overall=[f for (kind, _, _), f in zip(jobs, drawn) if kind.across_tasks],
         summary=tables.display_summary(summary),
-        notes=[note.format(rule=ranking.TARGET_RULES[rule]) for note in NOTES],
+        notes=[text.format(rule=ranking.TARGET_RULES[rule]) for text in NOTES],
     )
     html_path, md_path = directory / "report.html", directory / "report.md"
     html_path.write_text(render.to_html(content, directory), encoding="utf-8")
     md_path.write_text(render.to_markdown(content, directory), encoding="utf-8")
     answers = [section.answer for section in sections]
-    return Report(directory, html_path, md_path, directory / "summary.csv", drawn, answers, content.banner)
+    return Report(
+        directory,
+        html_path,
+        md_path,
+        directory / "summary.csv",
+        ranking_json,
+        drawn,
+        answers,
+        content.banner,
+        content,
+    )
 
 
 def _section(view: TaskView, drawn: list[render.FigureFile]) -> render.Section:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, StoreError
 from harness.report.source import LATEST, ReportError
 from harness.tracking import sqlite_store, store
 
@@ -24,7 +24,7 @@ SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    from harness.report.ranking import TARGET_RULES
+    from harness.report.ranking import DEFAULT_RULE, TARGET_RULES
 
     parser = argparse.ArgumentParser(
         prog="harness-report", description="Compare the optimizers of a sweep: figures, tables, report.html."
@@ -43,8 +43,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--target-rule",
         choices=list(TARGET_RULES),
-        default="median-seeds",
-        help="how an optimizer's time to target is aggregated: "
+        default=DEFAULT_RULE,
+        help="how an optimizer's time to target is aggregated (a rule other than the default writes its report "
+        "beside the default's, in its own folder and artifact path): "
         + "; ".join(f"{name}: {text}" for name, text in TARGET_RULES.items()),
     )
     parser.add_argument("--workers", type=int, help="processes drawing figures (default: one per CPU)")
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace, uri: str) -> Path:
     matplotlib.use("Agg")  # a command line never needs a window: no GUI backend, works on servers and in CI
     started = time.perf_counter()
     data = load.load(uri, args.experiment, args.sweep)
-    out = writable(args.out or default_out(args.experiment, data.sweep_run_id))
+    out = writable(args.out or default_out(args.experiment, data.sweep_run_id, args.target_rule))
     data.cache_dir = out / "cache"
     _say(f"{len(data.runs)} runs of sweep {data.sweep_run_id} ({time.perf_counter() - started:.1f} s)")
     report = write_report(data, out, args.target_rule, args.workers)
@@ -89,9 +90,11 @@ def run(args: argparse.Namespace, uri: str) -> Path:
         _say(answer)
     if not args.no_log:
         try:
-            publish.attach(data.source, data.parent, report)
+            directory = publish.artifact_dir(args.target_rule)
+            publish.attach(data.source, data.parent, report, directory)
             _say(
-                f"attached to the sweep's run {data.sweep_run_id} as artifacts under {publish.ARTIFACT_DIR}/"
+                f"attached to the sweep's run {data.sweep_run_id} as artifacts under {directory}/, with the "
+                "answer as its description"
             )
         except _user_errors() as exc:
             # The report on disk is what the user asked for; the copy in MLflow is a convenience.
@@ -131,15 +134,26 @@ def writable(out: Path) -> Path:
     return out
 
 
-def default_out(experiment: str, run_id: str) -> Path:
-    """reports/<experiment>/<sweep run id>/ under the current directory (the name made safe for a path)."""
-    return Path(REPORTS_DIR) / re.sub(r"[^\w.-]+", "_", experiment) / run_id
+def default_out(experiment: str, run_id: str, rule: str | None = None) -> Path:
+    """reports/<experiment>/<sweep run id>/ under the current directory (the name made safe for a path); a report
+    with another time-to-target rule beside it, in <sweep run id>-<rule>/."""
+    from harness.report.ranking import DEFAULT_RULE
+
+    rule = rule or DEFAULT_RULE
+    folder = run_id if rule == DEFAULT_RULE else f"{run_id}-{rule}"
+    return Path(REPORTS_DIR) / re.sub(r"[^\w.-]+", "_", experiment) / folder
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """What a user's input or store can cause. MLflow's exception counts only if MLflow was imported: the report
     reads SQLite stores without it."""
-    errors: list[type[BaseException]] = [ReportError, ConfigError, OSError, *sqlite_store.DATABASE_ERRORS]
+    errors: list[type[BaseException]] = [
+        ReportError,
+        ConfigError,
+        StoreError,
+        OSError,
+        *sqlite_store.DATABASE_ERRORS,
+    ]
     mlflow_errors = sys.modules.get("mlflow.exceptions")
     if mlflow_errors is not None:
         errors.append(mlflow_errors.MlflowException)
@@ -147,7 +161,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(exc: BaseException, uri: str) -> str:
-    if isinstance(exc, (ReportError, ConfigError)):
+    if isinstance(exc, (ReportError, ConfigError, StoreError)):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")

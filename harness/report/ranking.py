@@ -23,6 +23,7 @@ LOST = (
 )  # runs without a result that says anything about the optimizer
 
 # How an optimizer's time to target is aggregated over its grid (the report names the rule it used).
+DEFAULT_RULE = "median-seeds"
 TARGET_RULES = {
     "median-seeds": "per configuration the median over seeds (a seed that never reached it counts as infinitely "
     "slow), then the optimizer's fastest configuration",

@@ -193,9 +193,9 @@ def _to_target(value: float, reached: int, runs: int, seconds: bool = False) -> 
     return number if reached == runs else f"{number} ({reached}/{runs} reached)"
 
 
-def _group(trials: float) -> str:
-    """A batched trial's clock is its group's: say of how many trials."""
-    return f" (group of {int(trials)})" if pd.notna(trials) and trials > 1 else ""
+def _group(trials: float, value: float) -> str:
+    """A batched trial's clock is its group's: say of how many trials, where there is a time."""
+    return f" (group of {int(trials)})" if np.isfinite(value) and pd.notna(trials) and trials > 1 else ""
 
 
 def _column(rows: pd.DataFrame, name: str) -> pd.Series:
@@ -219,7 +219,7 @@ def display_ranked(view: TaskView) -> pd.DataFrame:
                 _to_target(v, r, n) for v, r, n in zip(rows["steps_to_target"], rows["reached"], rows["runs"])
             ],
             "time to target (s)": [
-                _to_target(v, r, n, seconds=True) + _group(k)
+                _to_target(v, r, n, seconds=True) + _group(k, v)
                 for v, r, n, k in zip(
                     rows["time_to_target_s"], rows["reached"], rows["runs"], _column(rows, "batch_trials")
                 )
@@ -284,3 +284,35 @@ def display_summary(table: pd.DataFrame) -> pd.DataFrame:
             "failed": table["failed"].astype(str),
         }
     )
+
+
+RANKING_COLUMNS = {  # the ranked table as numbers (ranking.json, MLflow's table view): report column -> name
+    "task": "task",
+    "rank": "rank",
+    "optimizer": "optimizer",
+    "lr": "best_lr",
+    "batch_size": "batch_size",
+    "val_loss_mean": "final_val_loss_mean",
+    "val_loss_std": "final_val_loss_std",
+    "val_acc_mean": "final_val_accuracy_mean",
+    "seeds": "seeds",
+    "identical_seeds": "identical_seeds",
+    "steps_to_target": "steps_to_target",
+    "time_to_target_s": "time_to_target_s",
+    "batch_trials": "batch_trials",
+    "trials": "trials",
+    "completed": "completed",
+    "diverged": "diverged",
+    "failed": "failed",
+}
+
+
+def ranking_table(views: list[TaskView]) -> pd.DataFrame:
+    """Every task's ranked optimizers (their best configurations) as numbers, tasks in order: what the HTML's
+    ranked tables show. Never reached: an empty value (NaN), as in summary.csv."""
+    best = pd.concat([view.best for view in views], ignore_index=True)
+    for column in RANKING_COLUMNS:
+        if column not in best:
+            best[column] = np.nan
+    table = best[list(RANKING_COLUMNS)].rename(columns=RANKING_COLUMNS)
+    return table.replace([np.inf], np.nan).reset_index(drop=True)

@@ -7,8 +7,8 @@ As a module (tests/test_ui.py): `start_ui(store, port)` returns the running `mlf
 answers HTTP, `stop_ui(proc)` ends it, and `launch_browser(playwright)` starts Debian's Chromium.
 
 `serve` refuses in one line, before starting anything, a port another process listens on (else the health check
-would be answered by that process) and a SQLite store at another schema revision than the installed MLflow's
-(`mlflow ui` would migrate it without asking).
+would be answered by that process); `serve` and `screenshot` refuse a SQLite store that is missing or at another
+schema revision than the installed MLflow's (`mlflow ui` and MlflowClient would create or migrate it without asking).
 
 The browser is Debian's /usr/bin/chromium driven by Playwright (`bash scripts/setup_browser.sh .venv`
 installs both). Playwright's own browser download is never used: it cannot work on a closed network.
@@ -429,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    try:
+        check_store(args.store)  # MlflowClient and mlflow ui would migrate a store at another revision
+    except Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     screenshot(args.store, args.experiment, args.out, args.chart_out, args.port, args.metric)
     return 0
 

@@ -224,6 +224,14 @@ def test_quadratic_ranking_matches_the_closed_form(views):
     assert top["val_loss_mean"] == pytest.approx(13 * 0.64**STEPS, rel=1e-9)
     assert (top["trials"], top["diverged"], top["failed"]) == (6, 2, 0)
     assert tables.answer(task).startswith("On quadratic, sgd at lr 0.1 and batch size 1")
+    # The quadratic starts from a fixed point on full-batch data: the seed changes nothing, and the report says so.
+    assert f"{13 * 0.64**STEPS:.4g}, identical on all 2 seeds" in tables.answer(task)
+    assert tables.identical_seeds(task)[0].startswith(
+        "Every seed gave the identical final validation loss in all 5 configurations with several completed seeds"
+    )
+    assert tables.table_notes(task) == [
+        "Steps and time to target train/loss <= 0.0001: the first evaluation that met it."
+    ]
 
 
 def constructed_view(rows: list[tuple], rule: str = "median-seeds") -> view.TaskView:

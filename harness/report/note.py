@@ -29,11 +29,10 @@ def note(content: Content, report_path: str) -> str:
         f"Full report: artifacts `{report_path}/report.html` (figures, per batch size, how it was computed)."
     )
     head = [f"**{content.banner}**"] if content.banner else []
-    for columns in (None, MAIN_COLUMNS):
-        for rows in (None, 20, 10, 5, 3, 1, 0):
-            text = _compose(content, head, footer, columns, rows, report_path)
-            if len(text) <= MAX_NOTE:
-                return text
+    for columns, rows in [(None, None), *((MAIN_COLUMNS, rows) for rows in (None, 20, 10, 5, 3, 1, 0))]:
+        text = _compose(content, head, footer, columns, rows, report_path)
+        if len(text) <= MAX_NOTE:
+            return text
     return text[: MAX_NOTE - 1] + "…"
 
 

@@ -192,3 +192,21 @@ def test_progress_entries_are_redacted(tmp_path, capsys):
 def test_a_missing_state_file_is_one_line(tmp_path):
     with pytest.raises(StoreError, match="sweep state .* cannot be read"):
         sweep_state.load(tmp_path / "gone.json", "sqlite:////x.db")
+
+
+@pytest.mark.slow
+def test_no_file_the_batched_sweep_writes_holds_a_secret(tmp_path):
+    # Tracking off: the URI is only carried (by the overrides, into job dirs and the progress file), never used.
+    secret = "tracking.uri=http://alice:s3cr3t@127.0.0.1:1"
+    args = ["-m", "seed=0,1", *FAST, "tracking.enabled=false", secret, "hydra/launcher=batched"]
+    proc = run_cli(*args, "hydra.launcher.write_job_dirs=true", "hydra.sweep.dir=sw", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = [p for p in (tmp_path / "sw").rglob("*") if p.is_file()]
+    assert len([p for p in written if p.name.startswith("harness_")]) == 2
+    assert len([p for p in written if p.parent.name == ".hydra"]) == 6  # 2 jobs x config, hydra, overrides
+    # Hydra's own multirun.yaml (written by Hydra's basic sweeper) is not the harness's.
+    leaking = [
+        p.relative_to(tmp_path) for p in written if "s3cr3t" in p.read_text() and p.name != "multirun.yaml"
+    ]
+    assert leaking == [] and "s3cr3t" not in proc.stderr
+    assert "***@127.0.0.1" in (tmp_path / "sw" / "0" / ".hydra" / "overrides.yaml").read_text()

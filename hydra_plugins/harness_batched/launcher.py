@@ -118,9 +118,10 @@ class BatchedLauncher(Launcher):
         out = Path(
             str(self.config.hydra.sweep.dir), str(subdir), str(self.config.hydra.output_subdir or ".hydra")
         )
-        _save_config(cfg, "config.yaml", out)
-        _save_config(hydra_cfg, "hydra.yaml", out)
-        _save_config(OmegaConf.create(list(overrides)), "overrides.yaml", out)
+        # Redacted: a job's overrides and config may carry a tracking URI's credentials (tracking.uri=...).
+        _save_config(_redacted(cfg), "config.yaml", out)
+        _save_config(_redacted(hydra_cfg), "hydra.yaml", out)
+        _save_config(_redacted(OmegaConf.create(list(overrides))), "overrides.yaml", out)
 
     def _launch_basic(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -130,6 +131,13 @@ class BatchedLauncher(Launcher):
         basic = BasicLauncher()
         basic.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
         return basic.launch(job_overrides, initial_job_idx)
+
+
+def _redacted(cfg):
+    """A copy of `cfg` with the credentials of every URI in its strings replaced (interpolations left unresolved)."""
+    from harness.tracking.record import redact_config
+
+    return OmegaConf.create(redact_config(OmegaConf.to_container(cfg, resolve=False)))
 
 
 class _Hooks:

@@ -303,8 +303,12 @@ def create_sqlite(uri: str, db: Path) -> None:
             return
         building = sqlite_store.building_path(db)
         sqlite_store.remove_database(building)
-        _migrate(building, store.artifact_root(f"sqlite:///{db}"))
-        sqlite_store.install_new(building, db)
+        try:
+            _migrate(building, store.artifact_root(f"sqlite:///{db}"))
+            sqlite_store.install_new(building, db)
+        except Exception:
+            sqlite_store.remove_database(building)  # a failed build (a full disk, say) is not left behind
+            raise
 
 
 def _migrate(building: Path, artifact_root: str) -> None:

@@ -2,7 +2,8 @@
 
 Thin on purpose: compose config -> plain dataclasses -> run the job; bad values end with one line and exit 2.
 Plugins ($HARNESS_PLUGINS) are imported and the typed configs registered at import, before Hydra composes: in the
-launching process and in every worker process that unpickles `main`.
+launching process and in every worker process that unpickles `main`. A sweep's job reads its launch's state from the
+file Hydra names in its environment (`HARNESS_SWEEP_STATE`, see harness.sweep.state), never from a shared directory.
 """
 
 import os

@@ -5,7 +5,8 @@ What the basic launcher does per job and this one does not: compose the config f
 per distinct set of group choices, then the job's leaf overrides applied to a copy, see compose.py), create a job
 directory with three `.hydra/*.yaml` files and set up logging again (here only when
 `hydra.launcher.write_job_dirs=true`). What it does the same: Hydra's `on_job_start`/`on_job_end` callbacks around
-every job (the sweep callback's parent run, resume, progress line and summary work unchanged), and one `JobReturn`
+every job (the sweep callback's parent run, resume, progress line and summary work unchanged; the callback's state
+is handed over in this process, `SweepCallback.state`, not read from a file), and one `JobReturn`
 per job with the job's return value, so sweepers (basic, harness, optuna) read results as from any launcher.
 
 The jobs themselves run through harness.sweep.inprocess (grouping, batched engine, single-run fallback). A task

@@ -74,6 +74,39 @@ def test_every_step_and_evaluation_is_logged_exactly_once(store, tmp_path):
     assert walls == sorted(walls) and 0 < walls[0] and walls[-1] < r.data.metrics["time/total_s"]
 
 
+def test_an_evaluation_at_every_step_logs_every_point_exactly_once(store, tmp_path):
+    # Every chunk is one step and every step an evaluation point: 300 x 4 step points + 301 x 4 evaluation points,
+    # more than MAX_BUFFERED_POINTS, so the buffer is sent mid-run too.
+    assert 300 * 4 + 301 * 4 > MAX_BUFFERED_POINTS
+    run(tmp_path, "task=quadratic", "optimizer=sgd", "trainer.max_steps=300", "trainer.eval_every=1")
+    [r] = all_runs(store)
+    for key in [*STEP_KEYS, schema.TRAIN_SUBOPTIMALITY]:
+        assert [s for s, _ in history(store, r.info.run_id, key)] == list(range(300)), key
+    for key in EVAL_KEYS:
+        assert [s for s, _ in history(store, r.info.run_id, key)] == list(range(301)), key
+    # The function task's one sample is its epoch.
+    assert [v for _, v in history(store, r.info.run_id, schema.EPOCH)] == [float(k) for k in range(301)]
+
+
+@pytest.mark.parametrize("task,status", [("user_interrupted", "KILLED"), ("user_failing", "FAILED")])
+def test_a_run_stopped_mid_run_keeps_every_step_and_evaluation_it_measured(store, tmp_path, task, status):
+    # The task raises in the loss of step 4: steps 0-3 were measured, and the evaluations after 0, 2 and 4 updates.
+    with pytest.raises(KeyboardInterrupt if status == "KILLED" else RuntimeError):
+        run(
+            tmp_path,
+            "task.module=user_tasks",
+            f"task.name={task}",
+            "trainer.max_steps=10",
+            "trainer.eval_every=2",
+        )
+    [r] = all_runs(store)
+    assert r.info.status == status
+    for key in STEP_KEYS:
+        assert [s for s, _ in history(store, r.info.run_id, key)] == [0, 1, 2, 3], key
+    for key in EVAL_KEYS:
+        assert [s for s, _ in history(store, r.info.run_id, key)] == [0, 2, 4], key
+
+
 def test_time_to_target_is_recorded_when_reached_and_absent_otherwise(store, tmp_path):
     run(tmp_path, "task=quadratic", "optimizer.lr=0.1", "trainer.max_steps=60")
     run(tmp_path, "task=quadratic", "optimizer.lr=0.001", "trainer.max_steps=5")

@@ -1,18 +1,86 @@
 """What every figure shares: what a figure is (FigureKind), one colour per optimizer, axis labels with units, the
-seaborn style, saving."""
+seaborn style, saving.
+
+Seaborn's look comes as the rc params and palette seaborn gives (sns.axes_style("whitegrid"),
+sns.plotting_context("notebook", font_scale=0.85), sns.color_palette("colorblind")), written out here: importing
+seaborn imports scipy.stats, a large part of a report's start-up, for values that never change.
+tests/test_report_answer.py checks them against the installed seaborn.
+"""
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
 # Diverged and failed runs are drawn, never dropped: a red X (or grey x) in a strip at the top of the axis.
 DIVERGED_COLOR, FAILED_COLOR = "#d62728", "#7f7f7f"
 DPI = 120
+# sns.axes_style("whitegrid") | sns.plotting_context("notebook", font_scale=0.85), but image.cmap: seaborn's "rocket"
+# exists only once seaborn is imported (the heatmap names its own colour map).
+SEABORN_RC = {
+    "figure.facecolor": "white",
+    "axes.labelcolor": ".15",
+    "xtick.direction": "out",
+    "ytick.direction": "out",
+    "xtick.color": ".15",
+    "ytick.color": ".15",
+    "axes.axisbelow": True,
+    "grid.linestyle": "-",
+    "text.color": ".15",
+    "font.family": ["sans-serif"],
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans", "sans-serif"],
+    "lines.solid_capstyle": "round",
+    "patch.edgecolor": "w",
+    "patch.force_edgecolor": True,
+    "xtick.top": False,
+    "ytick.right": False,
+    "axes.grid": True,
+    "axes.facecolor": "white",
+    "axes.edgecolor": ".8",
+    "grid.color": ".8",
+    "axes.spines.left": True,
+    "axes.spines.bottom": True,
+    "axes.spines.right": True,
+    "axes.spines.top": True,
+    "xtick.bottom": False,
+    "ytick.left": False,
+    "axes.linewidth": 1.25,
+    "grid.linewidth": 1,
+    "lines.linewidth": 1.5,
+    "lines.markersize": 6,
+    "patch.linewidth": 1,
+    "xtick.major.width": 1.25,
+    "ytick.major.width": 1.25,
+    "xtick.minor.width": 1,
+    "ytick.minor.width": 1,
+    "xtick.major.size": 6,
+    "ytick.major.size": 6,
+    "xtick.minor.size": 4,
+    "ytick.minor.size": 4,
+    "font.size": 10.2,
+    "axes.labelsize": 10.2,
+    "axes.titlesize": 10.2,
+    "xtick.labelsize": 9.35,
+    "ytick.labelsize": 9.35,
+    "legend.fontsize": 9.35,
+    "legend.title_fontsize": 10.2,
+}
+COLORBLIND = [  # sns.color_palette("colorblind")
+    (0.00392156862745098, 0.45098039215686275, 0.6980392156862745),
+    (0.8705882352941177, 0.5607843137254902, 0.0196078431372549),
+    (0.00784313725490196, 0.6196078431372549, 0.45098039215686275),
+    (0.8352941176470589, 0.3686274509803922, 0.0),
+    (0.8, 0.47058823529411764, 0.7372549019607844),
+    (0.792156862745098, 0.5686274509803921, 0.3803921568627451),
+    (0.984313725490196, 0.6862745098039216, 0.8941176470588236),
+    (0.5803921568627451, 0.5803921568627451, 0.5803921568627451),
+    (0.9254901960784314, 0.8823529411764706, 0.2),
+    (0.33725490196078434, 0.7058823529411765, 0.9137254901960784),
+]
 # The HTML's content column is 1352 px wide (render.STYLE: max-width 1400px less its padding): a figure up to this
 # many inches wide at DPI is shown at its own size there, so its 7-point labels stay 11 px tall, not scaled down.
 DISPLAY_WIDTH = 11.25
@@ -48,15 +116,19 @@ def palette(optimizers: Iterable[str]) -> dict[str, tuple[float, float, float]]:
     """A fixed colour per optimizer, by sorted name: the same optimizer has the same colour in every figure."""
     names = sorted(set(optimizers))
     # colorblind without its vermillion and grey: those mean "diverged" and "failed" here.
-    distinct = [sns.color_palette("colorblind")[i] for i in (0, 2, 1, 4, 5, 6, 8, 9)]
-    colours = distinct if len(names) <= len(distinct) else sns.color_palette("husl", len(names))
+    distinct = [COLORBLIND[i] for i in (0, 2, 1, 4, 5, 6, 8, 9)]
+    if len(names) <= len(distinct):
+        return dict(zip(names, distinct))
+    import seaborn as sns  # only for more optimizers than distinct colours
+
+    colours = sns.color_palette("husl", len(names))
     return dict(zip(names, colours))
 
 
 @contextlib.contextmanager
 def styled() -> Iterator[None]:
     """Seaborn's look for the figures made inside, without changing matplotlib's global settings for the caller."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+    with matplotlib.rc_context(SEABORN_RC):
         yield
 
 

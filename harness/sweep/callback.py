@@ -76,6 +76,12 @@ class SweepCallback(Callback):
             shutdown.sweep_opened(self.state)
         return self.state
 
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        # Hydra's basic launcher and sweeper keep every job's JobReturn until the sweep ends, each with deep copies
+        # of the job's config and of the whole hydra config; nothing reads them after the job (sweepers read
+        # return_value), so a long sweep need not hold them all.
+        job_return.cfg = job_return.hydra_cfg = None
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         shutdown.sweep_closed()
         if self.state is not None:

@@ -1,5 +1,5 @@
 """A long sweep does not hold every job's configs: Hydra's basic launcher and sweeper keep each job's JobReturn
-until the sweep ends (measured: 148 KB per job of deep-copied configs, 6 KB without them)."""
+until the sweep ends, each with deep copies of the job's config and of the hydra config."""
 
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf

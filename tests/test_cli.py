@@ -163,6 +163,14 @@ def test_a_sqlite_uri_with_a_query_is_refused_in_one_line_and_creates_nothing(tm
         [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert line.startswith("error: MLFLOW_TRACKING_URI=") and "password=***" in line
         assert "hunter2" not in proc.stdout + proc.stderr
+    (tmp_path / "x.db").touch()  # the report, pointed at it, refuses the query before it opens the file
+    report = subprocess.run(
+        [sys.executable, "-m", "harness.report.cli", "--experiment", "quadratic", "--no-log"],
+        cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 1 and report.stderr.startswith("error: MLFLOW_TRACKING_URI='sqlite:///")
+    assert "hunter2" not in report.stdout + report.stderr
+    (tmp_path / "x.db").unlink()
     assert _database_files(tmp_path) == [] and list(tmp_path.rglob("*.lock")) == []
     written = [p for p in tmp_path.rglob("*") if p.is_file() and "hunter2" in p.read_text(errors="replace")]
     assert written == []

@@ -127,7 +127,8 @@ def _json(number: int, line: str) -> dict:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
         raise SpoolError(f"line {number}: not JSON ({exc.msg} at column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, arrays nested thousands deep
+    # an integer of thousands of digits (ValueError), arrays nested thousands deep (RecursionError)
+    except (ValueError, RecursionError) as exc:
         raise SpoolError(f"line {number}: not JSON this harness writes ({type(exc).__name__})") from None
     if not isinstance(value, dict):
         raise SpoolError(f"line {number}: not a JSON object")

@@ -335,6 +335,20 @@ def test_what_the_stores_hold_is_what_an_mlflow_user_expects(tmp_path, migrated)
         ).fetchone() == (5,)
 
 
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_experiments_open_in_the_uis_training_view_unless_the_user_chose_another(tmp_path, adapter, migrated):
+    s = new_store(tmp_path, adapter, migrated)
+    client = mlflow_client(s.uri)
+    made = s.ensure_experiment("made")
+    assert client.get_experiment(made).tags[schema.EXPERIMENT_KIND] == "custom_model_development"
+    theirs = client.create_experiment("theirs")
+    client.set_experiment_tag(theirs, schema.EXPERIMENT_KIND, "genai_development")
+    assert s.ensure_experiment("theirs") == theirs  # used again, its kind kept
+    assert s.ensure_experiment("made") == made
+    assert client.get_experiment(theirs).tags[schema.EXPERIMENT_KIND] == "genai_development"
+    assert client.get_experiment(made).tags == {schema.EXPERIMENT_KIND: "custom_model_development"}
+
+
 def test_a_store_is_written_by_sql_only_at_the_schema_it_was_written_for(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert isinstance(stores.open_store(uri), SqliteStore)  # a new store: MLflow migrates it, SQL writes it

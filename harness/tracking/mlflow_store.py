@@ -99,7 +99,7 @@ class MlflowStore(Store):
         with located(self.location):
             return sorted(e.name for e in self.client.search_experiments())
 
-    def ensure_experiment(self, name: str) -> str:
+    def _ensure_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         with located(self.location):
@@ -117,6 +117,13 @@ class MlflowStore(Store):
                 if experiment is None:
                     raise
                 return experiment.experiment_id
+
+    def _add_experiment_tags(self, experiment_id: str, tags: dict[str, str]) -> None:
+        with located(self.location):
+            present = self.client.get_experiment(experiment_id).tags
+            for key, value in tags.items():
+                if key not in present:
+                    self.client.set_experiment_tag(experiment_id, key, value)
 
     # runs
     def _create_runs(self, experiment_id: str, runs: Sequence[NewRun], start_time: int) -> list[RunInfo]:

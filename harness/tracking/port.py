@@ -167,7 +167,17 @@ class Store:
         raise NotImplementedError
 
     def ensure_experiment(self, name: str) -> str:
-        """The id of experiment `name`: created (artifacts beside a SQLite store) or restored when deleted."""
+        """The id of experiment `name`: created (artifacts beside a SQLite store) or restored when deleted, with
+        the harness's experiment tags where it has none of its own (a kind the user chose in the UI stays)."""
+        experiment_id = self._ensure_experiment(name)
+        self._add_experiment_tags(experiment_id, dict(schema.EXPERIMENT_TAGS))
+        return experiment_id
+
+    def _ensure_experiment(self, name: str) -> str:
+        raise NotImplementedError
+
+    def _add_experiment_tags(self, experiment_id: str, tags: dict[str, str]) -> None:
+        """Set the tags the experiment does not have yet; keep the values of those it has."""
         raise NotImplementedError
 
     # runs

@@ -22,6 +22,12 @@ RUNNING_OUTCOME = "running"  # not ended yet
 OUTCOMES = (COMPLETED, DIVERGED, FAILED_OUTCOME, KILLED_OUTCOME)
 DONE_OUTCOMES = (COMPLETED, DIVERGED)  # ran to their end: a resumed sweep skips them, a report compares them
 
+# --- Experiment tags ----------------------------------------------------------------------------------------------
+# MLflow's UI opens an experiment without `mlflow.experimentKind` in its GenAI view (traces, judges); this is the value
+# its "Model training" switch writes.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
+
 # --- Tags -------------------------------------------------------------------------------------------------------------
 PARENT_RUN_ID = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"

@@ -67,6 +67,7 @@ WRITTEN = {  # every table written, with exactly these columns
     },
     "inputs": {"input_uuid", "source_type", "source_id", "destination_type", "destination_id", "step"},
     "input_tags": {"input_uuid", "name", "value"},
+    "experiment_tags": {"key", "value", "experiment_id"},
 }  # fmt: skip
 READ = {  # the tables and columns read (a read-only store needs these, at any MLflow 3 revision)
     "experiments": {"experiment_id", "name", "lifecycle_stage"},
@@ -87,7 +88,7 @@ READ = {  # the tables and columns read (a read-only store needs these, at any M
     "metrics": {"key", "value", "step", "is_nan", "run_uuid"},
 }
 # The first tables MLflow's migrations create (an interrupted creation leaves some of them and nothing else).
-MLFLOW_TABLE_NAMES = {*WRITTEN, "alembic_version", "experiment_tags"}
+MLFLOW_TABLE_NAMES = {*WRITTEN, "alembic_version"}
 DATABASE_ERRORS = (
     sqlite3.Error,
 )  # what a damaged or unreachable SQLite file raises (one-line errors catch them)
@@ -464,7 +465,7 @@ class SqliteStore(Store):
         rows = self._query("SELECT name FROM experiments WHERE lifecycle_stage = 'active' ORDER BY name")
         return [row[0] for row in rows]
 
-    def ensure_experiment(self, name: str) -> str:
+    def _ensure_experiment(self, name: str) -> str:
         """As SqlAlchemyStore.create_experiment writes it (default workspace), or restore_experiment (the experiment
         and its runs active again)."""
         query = "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?"
@@ -492,6 +493,15 @@ class SqliteStore(Store):
                 pass  # created by another process meanwhile: use theirs
             found = self._query(query, [name])
         return str(found[0][0])
+
+    def _add_experiment_tags(self, experiment_id: str, tags: dict[str, str]) -> None:
+        """As SqlAlchemyStore.set_experiment_tag writes a tag (the experiment's update time unchanged), for the keys
+        the experiment does not have yet ((experiment_id, key) is the table's primary key)."""
+        rows = [(key, value, int(experiment_id)) for key, value in tags.items()]
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO experiment_tags (key, value, experiment_id) VALUES (?, ?, ?)", rows
+            )
 
     # runs
     def _create_runs(self, experiment_id: str, runs: Sequence[NewRun], start_time: int) -> list[RunInfo]:

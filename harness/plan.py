@@ -103,7 +103,7 @@ def make_plan(cfg: Config, ctx: JobContext) -> Plan:
 
 
 def run_name(cfg: Config, task_name: str, batch_size: int | str) -> str:
-    """tracking.run_name, else `<task> <optimizer> lr=... bs=<batch size> seed=...` (credentials redacted).
+    """tracking.run_name, else `<optimizer> lr=... bs=<batch size> seed=... (<task>)` (credentials redacted).
 
     `batch_size` is the one used; a refused config, which has no plan, names its run with the configured one.
     """

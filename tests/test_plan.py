@@ -37,7 +37,7 @@ def test_the_plan_carries_what_the_config_said_and_no_config():
     assert p.tracking == cfg.tracking and p.tracking.experiment == "planned"
     assert p.config == dataclasses.asdict(cfg)
     # The name uses the batch size resolved (100), as plan.run_name names it from a plan's numbers.
-    assert p.run_name == run_name(cfg, "linreg_1d", 100) == "linreg_1d adam lr=0.002 bs=100 seed=3"
+    assert p.run_name == run_name(cfg, "linreg_1d", 100) == "adam lr=0.002 bs=100 seed=3 (linreg_1d)"
     named = make_plan(
         dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, run_name="mine")), JobContext()
     )

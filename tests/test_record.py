@@ -56,9 +56,9 @@ def test_job_params_have_no_none_no_idle_scheduler_and_no_credentials():
 
 def test_run_names_say_the_task_and_the_batch_size_used_and_mark_divergence():
     name = record.job_run_name("quadratic", "sgd", 0.1, 1, 0)
-    assert name == "quadratic sgd lr=0.1 bs=1 seed=0"
+    assert name == "sgd lr=0.1 bs=1 seed=0 (quadratic)"  # what differs between a sweep's runs first
     tags = record.outcome_tags(schema.DIVERGED, "loss 1e9 at step 7", name)
-    assert tags[schema.RUN_NAME] == "[diverged] quadratic sgd lr=0.1 bs=1 seed=0"
+    assert tags[schema.RUN_NAME] == "[diverged] sgd lr=0.1 bs=1 seed=0 (quadratic)"
     assert tags[schema.DIVERGED_MARK] == "true" and tags[schema.STATUS] == "diverged"
     assert record.outcome_tags(schema.COMPLETED, None, name) == {schema.STATUS: "completed"}
 
@@ -136,7 +136,7 @@ def test_a_recorded_run_holds_no_credentials_role_tags_and_its_dataset(secret_st
     assert secrets_in_runs(secret_store) == []
     assert run.data.params[schema.TRACKING_URI_PARAM] == f"sqlite:///{tmp_path}/x://***@host/mlflow.db"
     assert run.data.tags[schema.ROLE] == schema.ROLE_JOB
-    assert run.info.run_name == "digits_mlp sgd lr=0.01 bs=32 seed=0"
+    assert run.info.run_name == "sgd lr=0.01 bs=32 seed=0 (digits_mlp)"
     assert "None" not in run.data.params.values() and not [
         p for p in run.data.params if p.startswith("scheduler.")
     ]
@@ -176,7 +176,7 @@ def test_a_single_run_prints_its_final_line_and_train_log_holds_it(store, tmp_pa
     assert f"val/accuracy {metrics['final/val_accuracy']:.4g}; run {run.info.run_id}" in message
     assert message.endswith(f"see it: mlflow ui --backend-store-uri {store}")
     assert (
-        run.info.run_name == "logreg_cancer sgd lr=0.01 bs=426 seed=0"
+        run.info.run_name == "sgd lr=0.01 bs=426 seed=0 (logreg_cancer)"
     )  # full batch: the 426 training samples
     [log] = tmp_path.glob("outputs/*/*/train.log")
     assert line in log.read_text().splitlines()
@@ -188,7 +188,7 @@ def test_a_diverged_run_is_findable_by_name_and_tag(store, tmp_path):
     client = mlflow_client(store)
     [run] = all_runs(store)
     assert (
-        run.info.status == "FINISHED" and run.info.run_name == "[diverged] quadratic sgd lr=1.5 bs=1 seed=0"
+        run.info.status == "FINISHED" and run.info.run_name == "[diverged] sgd lr=1.5 bs=1 seed=0 (quadratic)"
     )
     by_name = client.search_runs([run.info.experiment_id], "attributes.run_name LIKE '[diverged]%'")
     by_tag = client.search_runs([run.info.experiment_id], f"tags.`{schema.DIVERGED_MARK}` = 'true'")
@@ -234,7 +234,7 @@ def test_a_sweep_parent_has_a_short_name_its_grid_as_params_and_the_headline(sec
     assert parent.data.tags[schema.BEST_OPTIMIZER] == "sgd"
     assert parent.data.tags[schema.BEST_RUN_ID] in best and len(best) == 2
     names = sorted(c.info.run_name for c in children)
-    assert names == [f"quadratic {o} lr=0.1 bs=1 seed={s}" for o in ("adam", "sgd") for s in (0, 1)]
+    assert names == [f"{o} lr=0.1 bs=1 seed={s} (quadratic)" for o in ("adam", "sgd") for s in (0, 1)]
 
 
 def test_the_sweep_headline_is_the_parents_metrics_and_tags():

@@ -42,7 +42,7 @@ def test_params_tags_and_config_artifact(store, tmp_path):
     )
     assert t["harness.torch_version"] == torch.__version__ and t["harness.device"] == "cpu"
     assert len(t["harness.config_hash"]) == 16
-    assert r.info.run_name == "digits_mlp adam lr=0.003 bs=64 seed=7"
+    assert r.info.run_name == "adam lr=0.003 bs=64 seed=7 (digits_mlp)"
     experiment = mlflow_client(store).get_experiment(r.info.experiment_id)
     assert experiment.name == "digits_mlp"  # default experiment: the task name
     config_file = Path(r.info.artifact_uri.removeprefix("file://")) / "config.yaml"

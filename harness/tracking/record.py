@@ -63,9 +63,10 @@ def redact_config(config: Any) -> Any:
 
 
 def job_run_name(task: str, optimizer: str, lr: float, batch_size: int, seed: int) -> str:
-    """`digits_mlp adam lr=0.003 bs=64 seed=7`: the task, and the batch size the run actually used
-    (a function task has one sample: `data.batch_size=128` trains with bs=1)."""
-    return f"{task} {optimizer} lr={lr:.3g} bs={batch_size} seed={seed}"
+    """`adam lr=0.003 bs=64 seed=7 (digits_mlp)`: what differs between a sweep's runs comes first (MLflow's runs table
+    cuts names to about 20 characters), the task last; the batch size is the one the run actually used (a function
+    task has one sample: `data.batch_size=128` trains with bs=1)."""
+    return f"{optimizer} lr={lr:.3g} bs={batch_size} seed={seed} ({task})"
 
 
 def diverged_run_name(name: str) -> str:

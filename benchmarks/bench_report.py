@@ -1,13 +1,19 @@
-"""Benchmark the report at scale: a sweep of 1,000 child runs x 1,000 steps with the harness's per-step record.
+"""Benchmark the report at scale, in two cases: long runs (1,000 child runs x 1,000 steps with the harness's per-step
+record) and many runs (20,000 child runs x 10 steps, a quadratic sweep trained by the batched launcher).
 
-    MLFLOW_DISABLE_TELEMETRY=true .venv/bin/python benchmarks/bench_report.py [--dir DIR] [--rebuild] [--repeats N]
-        [--compare OTHER_CHECKOUT ...]
+    MLFLOW_DISABLE_TELEMETRY=true .venv/bin/python benchmarks/bench_report.py [--case steps|runs] [--dir DIR]
+        [--rebuild] [--repeats N] [--compare OTHER_CHECKOUT ...]
 
-Builds the store once under DIR (default: <tmp>/harness-bench-report) and reuses it afterwards. Then times whole
-`scripts/report.py --no-log` processes, imports included, as a user runs them: cold (no Parquet cache: reads the
-store) and cached (the second report on the same sweep), `--repeats` rounds, and prints the medians of wall and CPU
-time. With --compare, the other checkouts' reports run interleaved with this one's, on the same store.
-Targets on 2 cores: cold <= 10 s, cached <= 4 s.
+Builds the store once under DIR (default: <tmp>/harness-bench-report[-runs]) and reuses it afterwards. Then times
+whole `scripts/report.py --no-log` processes, imports included, as a user runs them: cold (no Parquet cache: reads
+the store) and cached (the second report on the same sweep), `--repeats` rounds, and prints the medians of wall and
+CPU time and the peak resident memory (of the report process and the workers it waited for). With --compare, the
+other checkouts' reports run interleaved with this one's, on the same store.
+Targets on 2 cores: long runs cold <= 10 s, cached <= 4 s; many runs cold <= 10 s and <= 1 GB.
+
+The many-runs store is what a user's sweep makes: `python -m harness.train -m hydra/launcher=batched task=quadratic
+optimizer=sgd,adam optimizer.lr=<RUNS_LRS log-spaced lrs> seed=0,1 trainer.max_steps=10`, in DIR; the largest lrs
+diverge.
 
 The store holds what the harness logs (the record contract of harness.tracking.schema), written through the
 harness's own tracking port (harness.tracking.port, the path a training run takes on SQLite):
@@ -46,33 +52,48 @@ SEEDS = range(5)
 TRAIN_SIZE = 8192  # samples in the synthetic training set: steps per epoch = ceil(TRAIN_SIZE / batch size)
 EVAL_EVERY = 50
 F_STAR = 0.04
+RUNS_LRS = np.logspace(-3, 0.5, 5000)  # the many-runs case: x 2 optimizers x 2 seeds = 20,000 runs
 
 
 def main() -> None:
     args = _parse()
-    db, done = args.dir / "mlflow.db", args.dir / "complete"
+    directory = args.dir or Path(tempfile.gettempdir()) / (
+        "harness-bench-report" + ("-runs" if args.case == "runs" else "")
+    )
+    db, done = directory / "mlflow.db", directory / "complete"
     uri = f"sqlite:///{db}"
-    size = f"{args.runs} runs x {args.steps} steps, record v2"
+    if args.case == "runs":
+        size = f"{2 * 2 * len(RUNS_LRS)} runs x 10 steps, batched quadratic sweep"
+    else:
+        size = f"{args.runs} runs x {args.steps} steps, record v2"
     stale = not done.is_file() or done.read_text().strip() != size  # interrupted, or built at another size
-    if (args.rebuild or stale) and args.dir.exists():
-        shutil.rmtree(args.dir)
+    if (args.rebuild or stale) and directory.exists():
+        shutil.rmtree(directory)
     if not done.is_file():
         started = time.perf_counter()
-        points = build_store(uri, args.dir, args.runs, args.steps)
+        if args.case == "runs":
+            points = build_many_runs(uri, directory)
+        else:
+            points = build_store(uri, directory, args.runs, args.steps)
         done.write_text(size + "\n")
         print(
             f"built the store: {size}, {points:,} metric points in {time.perf_counter() - started:.0f} s ({db})"
         )
     else:
         print(f"reusing the store at {db} (--rebuild to make it again)")
-    time_processes(uri, args.dir / "report", args.repeats, [ROOT, *args.compare])
+    time_processes(uri, directory / "report", args.repeats, [ROOT, *args.compare])
 
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "harness-bench-report")
-    parser.add_argument("--runs", type=int, default=1000, help="runs to create (the first N grid points)")
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per run")
+    parser.add_argument(
+        "--case", choices=["steps", "runs"], default="steps", help="long runs (default) or many runs"
+    )
+    parser.add_argument("--dir", type=Path, help="where the store is built (default: under the temp folder)")
+    parser.add_argument(
+        "--runs", type=int, default=1000, help="steps case: runs to create (the first N points)"
+    )
+    parser.add_argument("--steps", type=int, default=1000, help="steps case: optimizer steps per run")
     parser.add_argument("--rebuild", action="store_true", help="delete and rebuild the store")
     parser.add_argument("--repeats", type=int, default=3, help="cold/cached rounds to time (medians printed)")
     parser.add_argument(
@@ -87,39 +108,66 @@ def _parse() -> argparse.Namespace:
 
 def time_processes(uri: str, out_dir: Path, repeats: int, roots: list[Path]) -> None:
     """Whole `scripts/report.py` processes of each checkout in `roots`: cold (cache removed first) then cached,
-    `repeats` rounds, the checkouts interleaved within each round. Prints wall and CPU (user + sys) seconds."""
-    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    `repeats` rounds, the checkouts interleaved within each round. Prints wall and CPU (user + sys) seconds and
+    the peak resident memory."""
+    times: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for _ in range(repeats):
         for kind in ("cold", "cached"):
             for root in roots:
                 out = out_dir / root.name
                 if kind == "cold":
                     shutil.rmtree(out, ignore_errors=True)
-                wall, cpu, line = _time_report(root, uri, out)
-                times.setdefault((str(root), kind), []).append((wall, cpu))
-                print(f"{root} {kind}: wall {wall:.1f} s, cpu {cpu:.1f} s  ({line})")
+                wall, cpu, peak, line = _time_report(root, uri, out)
+                times.setdefault((str(root), kind), []).append((wall, cpu, peak))
+                print(f"{root} {kind}: wall {wall:.1f} s, cpu {cpu:.1f} s, peak {peak:.0f} MiB  ({line})")
     for (root, kind), values in times.items():
-        walls, cpus = [v[0] for v in values], [v[1] for v in values]
+        walls, cpus, peaks = ([v[i] for v in values] for i in range(3))
         print(
             f"{root} whole process, {kind}: median wall {statistics.median(walls):.1f} s "
-            f"(cpu {statistics.median(cpus):.1f} s) over {len(values)}"
+            f"(cpu {statistics.median(cpus):.1f} s, peak {max(peaks):.0f} MiB) over {len(values)}"
         )
 
 
-def _time_report(root: Path, uri: str, out: Path) -> tuple[float, float, str]:
-    """(wall s, CPU s of the process and its children, its first stderr line) of one report."""
+def _time_report(root: Path, uri: str, out: Path) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, peak resident MiB of the process and the children it waited for, its first stderr line)."""
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(root)}
     command = [sys.executable, str(root / "scripts" / "report.py"), "--experiment", EXPERIMENT]
     command += ["--tracking-uri", uri, "--out", str(out), "--no-log"]
-    before = os.times()
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    after = os.times()
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        _, status, usage = os.wait4(process.pid, 0)  # the rusage of this process (Popen.wait gives none)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        stderr.seek(0)
+        text = stderr.read()
+    if process.returncode != 0:
+        sys.exit(f"report failed:\n{text}")
+    peak = usage.ru_maxrss / 1024  # KiB on Linux
+    return wall, usage.ru_utime + usage.ru_stime, peak, text.strip().splitlines()[0]
+
+
+def build_many_runs(uri: str, directory: Path) -> int:
+    """The many-runs store, as a user's sweep makes it (the batched launcher); returns the metric points."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lrs = ",".join(f"{lr:.6g}" for lr in RUNS_LRS)
+    command = [sys.executable, "-m", "harness.train", "-m", "hydra/launcher=batched", "task=quadratic"]
+    command += ["optimizer=sgd,adam", f"optimizer.lr={lrs}", "seed=0,1", "trainer.max_steps=10"]
+    command += [f"tracking.experiment={EXPERIMENT}", "hydra.sweep.dir=multirun"]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(command, cwd=directory, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"report failed:\n{done.stderr}")
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    return wall, cpu, done.stderr.strip().splitlines()[0]
+        sys.exit(f"the sweep failed:\n{done.stderr[-3000:]}")
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(f"file:{directory / 'mlflow.db'}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
 
 
 # --- the synthetic store ----------------------------------------------------------------------------------------

@@ -285,3 +285,60 @@ def test_figures_without_information_are_left_out():
         )
     )
     assert target.PROFILES.shows([two]) and convergence.BY_BATCH.shows(two) and tuning.BUDGET.shows(two)
+
+
+def test_the_figures_look_is_seaborns():
+    import seaborn as sns
+
+    rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85)}
+    assert style.SEABORN_RC == {k: v for k, v in rc.items() if k != "image.cmap"}
+    assert style.COLORBLIND == [tuple(c) for c in sns.color_palette("colorblind")]
+    assert list(style.palette([f"o{i}" for i in range(9)]).values()) == list(sns.color_palette("husl", 9))
+
+
+# --- at scale ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_report_of_thousands_of_runs_stays_small(tmp_path):
+    """5,000 runs (2,500 lrs x sgd, adam; quadratic, 10 steps) trained by the batched launcher as a user types it,
+    then the report as a whole process: its peak memory, and figures that draw bins, not thousands of rows."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    lrs = ",".join(f"{lr:.6g}" for lr in np.logspace(-3, 0.5, 2500))
+    sweep = ["-m", "hydra/launcher=batched", "task=quadratic", "optimizer=sgd,adam", f"optimizer.lr={lrs}"]
+    sweep += ["trainer.max_steps=10", "tracking.experiment=many"]
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.train", *sweep], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The report as a whole process, with its peak resident memory (its own, and its figure workers').
+    code = (
+        "import resource, runpy, sys\n"
+        "sys.argv = [sys.argv[1], '--experiment', 'many', '--no-log']\n"
+        "code = 0\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
+        "print(f'peak {peak}', file=sys.stderr)\nsys.exit(code)\n"
+    )
+    report = subprocess.run(
+        [sys.executable, "-c", code, str(root / "scripts" / "report.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    peak_kib = int(report.stderr.strip().splitlines()[-1].removeprefix("peak "))
+    assert peak_kib < 1024 * 1024  # 1 GiB
+    folder = Path(report.stdout.strip()).parent
+    names = ("convergence", "sensitivity", "heatmap", "time_to_target", "tuning_budget")
+    assert {path.stem for path in (folder / "figures").glob("*.png")} == set(names)
+    assert (folder / "figures" / "sensitivity.svg").stat().st_size < 1_000_000  # a band, not 5,000 markers
+    assert "2500 runs of" not in report.stderr and "5000 runs of sweep" in report.stderr

@@ -1,12 +1,10 @@
 """Runs grouped into configurations (task, optimizer, lr, batch size; seeds pooled), which one is best, and each
 optimizer's time to target.
 
-The ranking rule, in order:
-1. configurations that never diverged come first (the lower the share of diverged seeds, the better): one that
-   diverges on some seeds is not a recommendation, however good its surviving seeds are. Failed runs (a crash,
-   a missing device) say nothing about the optimizer and count neither way;
-2. then the lowest mean final validation loss over seeds;
-3. ties by mean wall-clock time of a run.
+The ranking is harness.tracking.queries.rank_configurations, the one definition the sweep's headline uses too:
+configurations that never diverged first (the lower the share of diverged seeds, the better), then the lowest mean
+final validation loss over completed seeds, ties by mean wall-clock time; failed and killed runs count neither way.
+This module adds what the report shows beside it (spread, accuracy, budget score, times to target, counts).
 """
 
 import numpy as np

@@ -243,6 +243,13 @@ def expand_parent(page, parent_run_id: str, child_run_id: str, timeout_ms: float
     child.first.wait_for(timeout=timeout_ms)
 
 
+# MLflow 3.17's UI opens every experiment in its GenAI view (traces, judges) unless the URL asks for the training
+# view: its GenAI / "Model training" switch is kept per browser and defaults to GenAI, whatever the experiment's
+# `mlflow.experimentKind` tag says (the harness sets it all the same: UIs without the switch read it).
+TRAINING_WORKFLOW = "workflowType=machine_learning"
+TRAINING_VIEW = f"#/experiments?{TRAINING_WORKFLOW}"  # the experiments list, in the training view
+
+
 def open_runs(
     page,
     url: str,
@@ -253,7 +260,7 @@ def open_runs(
 ) -> None:
     """The experiment's runs page (table, or charts with the runs listed beside them), once the parent
     run's row has rendered."""
-    query = "?compareRunsMode=CHART" if chart_view else ""
+    query = f"?{TRAINING_WORKFLOW}" + ("&compareRunsMode=CHART" if chart_view else "")
     page.goto(f"{url}/#/experiments/{experiment_id}/runs{query}", timeout=timeout_ms)
     page.locator(f"a[href$='/runs/{parent_run_id}']").first.wait_for(timeout=timeout_ms)
 
@@ -274,7 +281,10 @@ def filter_charts(page, key: str, timeout_ms: float = 60_000):
 
 def open_metric_chart(page, url: str, experiment_id: str, run_id: str, key: str, timeout_ms: float = 60_000):
     """A run's page, "Model metrics" tab, filtered to the chart of `key`; return that chart card."""
-    page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics", timeout=timeout_ms)
+    page.goto(
+        f"{url}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics?{TRAINING_WORKFLOW}",
+        timeout=timeout_ms,
+    )
     return filter_charts(page, key, timeout_ms)
 
 
@@ -389,7 +399,10 @@ def screenshot(
 
 def serve(proc: subprocess.Popen) -> int:
     """Keep the started UI running until Ctrl-C or SIGTERM (0), or until it exits by itself (1: its log says why)."""
-    print(f"MLflow UI on {proc.url} (Ctrl-C stops it; its log: {proc.log})", flush=True)
+    print(
+        f"MLflow UI on {proc.url}/{TRAINING_VIEW} (Ctrl-C stops it; its log: {proc.log})",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` too stops the server it started
     try:
         code = proc.wait()

@@ -98,7 +98,11 @@ def served_sweep(browser_ready, tmp_path_factory):
         assert len(children) == 4
         assert parent.info.run_name.startswith("sweep ")
         yield SimpleNamespace(
-            url=server.url, experiment_id=exp.experiment_id, parent=parent, children=children
+            url=server.url,
+            experiment_id=exp.experiment_id,
+            experiment_tags=exp.tags,
+            parent=parent,
+            children=children,
         )
     finally:
         if train.poll() is None:
@@ -223,3 +227,32 @@ def test_child_run_shows_its_train_loss_chart(page, served_sweep, tmp_path):
         for line in lines:
             path = line.get_attribute("d")
             assert path.startswith("M") and path.count("L") >= 5, path[:200]
+
+
+def test_the_experiment_opens_in_the_training_view_with_names_that_tell_runs_apart(
+    page, served_sweep, tmp_path
+):
+    from playwright.sync_api import expect
+
+    ui_, parent, children = served_sweep, served_sweep.parent, served_sweep.children
+    assert ui_.experiment_tags["mlflow.experimentKind"] == "custom_model_development"
+    with shot_on_failure(page, tmp_path):
+        ui.open_runs(page, ui_.url, ui_.experiment_id, parent.info.run_id)
+        ui.dismiss_assistant(page)
+        # The training view's side bar (runs, models, the model registry), not the GenAI one (traces, judges).
+        expect(page.get_by_text("Model registry", exact=True).first).to_be_visible()
+        expect(page.get_by_text("Judges", exact=True)).to_have_count(0)
+        ui.expand_parent(page, parent.info.run_id, children[0].info.run_id)
+        shown = []
+        for child in children:
+            link = page.locator(f"a[href$='/runs/{child.info.run_id}']").first
+            expect(link).to_be_visible()
+            shown.append(link.inner_text())
+        # What differs between the runs (here optimizer and lr) leads each name, within the first 16 characters
+        # the table shows; the task comes last.
+        leads = {
+            f"{c.data.params['optimizer.name']} lr={float(c.data.params['optimizer.lr']):.3g}"
+            for c in children
+        }
+        assert {name.split(" bs=")[0] for name in shown} == leads and max(map(len, leads)) <= 16
+        assert all(name.endswith("(quadratic)") for name in shown)

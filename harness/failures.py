@@ -138,6 +138,20 @@ def describe(exc: BaseException) -> str | None:
     return None
 
 
+def left_running() -> str:
+    """What became of this process's run when the store refused to end it ("": none such): it stays RUNNING in the
+    store until the next job into it, once this process is gone, ends it KILLED (harness.tracking.owners)."""
+    from harness.tracking import owners
+
+    run = owners.latest()
+    if run is None or run.status is not None:
+        return ""
+    later = (
+        "the next run into this store ends it KILLED" if run.lock else "end it in MLflow (no lock was made)"
+    )
+    return f"run {run.run_id} could not be ended (the store took no more writes) and stays RUNNING: {later}"
+
+
 def stops_sweep(exc: BaseException) -> bool:
     """A failure of the store or the filesystem: the next job would meet it too, so the sweep stops here."""
     return describe(exc) is not None and exit_code(exc) == ENVIRONMENT_EXIT
@@ -166,8 +180,9 @@ def one_line(task: Callable[..., Any]) -> Callable[..., Any]:
             if message is None:
                 raise
             print_traceback(exc)
-            if not _said_by_entry:
-                print(f"error: {message}", file=sys.stderr, flush=True)
+            if not _said_by_entry:  # a worker process: its line, with what became of its run
+                left = left_running()
+                print(f"error: {message}{f'; {left}' if left else ''}", file=sys.stderr, flush=True)
             reported = Reported(exit_code(exc))
             reported.message = message
             raise reported from exc

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from harness import signals
 from harness.config import Config, TrackingConfig, config_hash, effective_lr
 from harness.context import JobContext
 from harness.devices import device_description
 from harness.plan import Plan, run_name
-from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, record, schema, store, stores
+from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, owners, record, schema, store, stores
 from harness.tracking.port import NewRun
 from harness.tracking.run_tracker import RunTracker
 from harness.trial import RunResult
@@ -114,6 +115,7 @@ def record_result(tracker: Tracker, result: RunResult, name: str) -> None:
     tracker.log_metrics(result.final_metrics(), step=result.steps)
     tracker.set_tags(record.outcome_tags(result.status, result.divergence, name))
     tracker.close(FINISHED)
+    owners.ended(tracker.run_id, FINISHED)
 
 
 def summary_line(result: RunResult, tracker: Tracker, ctx: JobContext) -> str:
@@ -140,16 +142,17 @@ def end_run(tracker: Tracker, status: str, message: str, details: str | None = N
     """End a run that did not finish: FAILED or KILLED, with the error as a tag (and the traceback as a file).
 
     Called while the failure that stopped the run propagates, which may be the store or the disk itself (full,
-    gone): the end depends on no write before it, and raises nothing of its own. What could not be written is said
-    in a warning; a run the store could not end is said to be left RUNNING.
+    gone): the end depends on no write before it, and raises nothing of its own. A run the store could not end stays
+    this process's (harness.tracking.owners): the failure's line says so, and once this process is gone the next job
+    into the store ends it KILLED.
     """
     _try(
         tracker, lambda: tracker.set_tags({schema.STATUS: status.lower(), schema.ERROR: message}), "its error"
     )
     if details:
         _try(tracker, lambda: tracker.log_text(details, schema.ERROR_ARTIFACT), "its traceback")
-    if not _try(tracker, lambda: tracker.close(status), f"its end ({status})"):
-        _say_if_running(tracker)
+    if _try(tracker, lambda: tracker.close(status), f"its end ({status})") or _ended_anyway(tracker):
+        owners.ended(tracker.run_id, status)
 
 
 def _try(tracker: Tracker, write, what: str) -> bool:
@@ -167,19 +170,14 @@ def _try(tracker: Tracker, write, what: str) -> bool:
     return True
 
 
-def _say_if_running(tracker: Tracker) -> None:
-    """After a failed end (its metrics may have failed while the end itself was written): is the run still open?"""
+def _ended_anyway(tracker: Tracker) -> bool:
+    """After a failed end: did the end land (the close may have failed on the metrics before it)?"""
     store_ = getattr(tracker, "store", None)
     try:
         found = store_.run(tracker.run_id) if store_ is not None and tracker.run_id else None
-    except Exception:  # noqa: BLE001 - the store cannot even be read: the failure line says why
-        return
-    if found is not None and found.info.status == schema.RUNNING:
-        log.warning(
-            "run %s is left RUNNING in %s: the store took no more writes",
-            tracker.run_id,
-            record.redact(store_.uri),
-        )
+    except Exception:  # noqa: BLE001 - the store cannot even be read: the run stays this process's, unended
+        return False
+    return found is not None and found.info.status != schema.RUNNING
 
 
 def run_tags(
@@ -203,12 +201,19 @@ def _start(run: NewRun, tracking: TrackingConfig, task_name: str, ctx: JobContex
     parent = ctx.parent
     uri = parent.uri if parent else store.resolve_uri(tracking.uri, ctx.project_dir)
     found = stores.open_store(uri)
+    for stale in owners.end_stale(found, ctx.project_dir):
+        log.warning("run %s was left RUNNING by a process that is gone: ended KILLED", stale)
     experiment_id = (
         parent.experiment_id if parent else found.ensure_experiment(tracking.experiment or task_name)
     )
     # A remote server may go away mid-run: what it cannot take is kept locally for `python -m harness.sync`.
     spool_dir = Path(ctx.project_dir) / store.DEFAULT_STORE_DIR / "unsent" if found.remote else None
-    return RunTracker.start(found, experiment_id, run, parent.run_id if parent else None, spool_dir)
+    with signals.held():  # an interrupt finds the run owned: harness.shutdown ends it
+        tracker = RunTracker.start(found, experiment_id, run, parent.run_id if parent else None, spool_dir)
+        owners.own(
+            found, tracker.run_id, ctx.project_dir
+        )  # until its end is written (or this process is gone)
+    return tracker
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness import failures
 from harness.sweep.state import SweepState
-from harness.tracking import schema
+from harness.tracking import owners, schema
 
 WORKER_GRACE_S = 20.0  # how long a signalled sweep waits for its workers to end their runs themselves
 
@@ -74,21 +74,33 @@ def end_sweep(status: str, reason: str) -> str | None:
 
 
 def interrupted(signame: str) -> str:
-    """The one line printed when a signal stopped the process, after ending what was left RUNNING."""
+    """The one line printed when a signal stopped the process, after ending what was left RUNNING: the sweep's
+    outcome, or what became of this process's run (harness.tracking.owners knows whether one was created and how it
+    ended)."""
     reason = f"interrupted ({signame})"
+    owners.end_unended(schema.KILLED, reason)  # a run the signal caught before its job could end it
     try:
         sweep = end_sweep(schema.KILLED, reason)
     except Exception as exc:  # noqa: BLE001 - the store may be what failed; the line below must still come out
         sweep = f"could not end the sweep's runs ({failures.describe(exc) or type(exc).__name__})"
-    if sweep is None:
-        return f"interrupted by {signame}: the run ended KILLED; run it again with: {command()}"
-    return f"interrupted by {signame}: {sweep}; resume it (done points are skipped) with: {command()}"
+    if sweep is not None:
+        return f"interrupted by {signame}: {sweep}; resume it (done points are skipped) with: {command()}"
+    run = owners.latest()
+    if run is None:
+        return f"interrupted by {signame}: no run was created, nothing was recorded; run it again with: {command()}"
+    if run.status is None:
+        return f"interrupted by {signame}: {failures.left_running()}; run it again with: {command()}"
+    if run.status == schema.FINISHED:
+        return f"interrupted by {signame} after run {run.run_id} had ended FINISHED: nothing was lost"
+    return f"interrupted by {signame}: the run ended {run.status}; run it again with: {command()}"
 
 
 def failed(message: str, environment: bool = True) -> str:
     """After a one-line failure: end the open sweep's runs FAILED if the store lets us. Returns what the failure's
-    line goes on to say: what became of the sweep and how to resume (`environment`: the store or the disk failed,
-    so the same command resumes once that is fixed; a refused config value says all there is to say itself)."""
+    line goes on to say: what became of the sweep or of a run the store refused to end, and how to resume
+    (`environment`: the store or the disk failed, so the same command resumes once that is fixed; a refused config
+    value says all there is to say itself)."""
+    owners.end_unended(schema.FAILED, message)  # once more: a store that refused the end may take it now
     try:
         line = end_sweep(schema.FAILED, message)
     except Exception as exc:  # noqa: BLE001 - the store may be what failed: say so, and how the next command ends them
@@ -99,4 +111,6 @@ def failed(message: str, environment: bool = True) -> str:
         )
     if line:
         return f"; {line}; run the same command again once the problem is fixed (done points are skipped): {command()}"
-    return f"; run it again once the problem is fixed: {command()}" if environment else ""
+    left = failures.left_running()
+    said = f"; {left}" if left else ""
+    return f"{said}; run it again once the problem is fixed: {command()}" if environment else said

@@ -6,6 +6,7 @@ Real processes, typed as users type them, against real SQLite stores; a real rea
 
 import errno
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -199,7 +200,7 @@ def test_a_full_disk_mid_run_ends_the_run_failed_and_says_how_to_run_it_again(tm
         line = one_line(proc)
         assert line.startswith("error: no space left on") and str(mount) in line
         assert line.endswith(
-            f"; run it again once the problem is fixed: python -m harness.train {' '.join(args)}"
+            f"; run it again once the problem is fixed: python -m harness.train {shlex.join(args)}"
         )
         # The run's end did not depend on the writes that failed (its last metrics, its traceback file).
         assert sorted(r.info.status for r in all_runs(uri)) == ["FAILED", "FINISHED"]
@@ -224,7 +225,7 @@ def test_a_sweep_whose_disk_fills_mid_way_leaves_no_run_running_and_resumes(tmp_
         [line] = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower() or "Traceback" in ln]
         assert line.startswith("error: no space left on")
         assert "run the same command again" in line  # the parent ended FAILED, or could not be ended
-        assert f": python -m harness.train {' '.join(args)}" in line
+        assert f": python -m harness.train {shlex.join(args)}" in line
         jobs = [r for r in all_runs(uri) if "mlflow.parentRunId" in r.data.tags]
         assert 0 < len(jobs) < 8 and all(r.info.status != "RUNNING" for r in jobs)
         (mount / "filler").unlink()
@@ -293,5 +294,5 @@ def test_the_slurm_launcher_without_slurm_is_one_line_and_ends_the_sweep(store, 
         "(hydra/launcher=local_cluster runs the same jobs here); "
         f"sweep parent run {parent.info.run_id} ended FAILED with 2 of 2 grid points done; run the same command "
         "again once the problem is fixed (done points are skipped): python -m harness.train "
-        + " ".join([*grid, "hydra/launcher=slurm"])
+        + shlex.join([*grid, "hydra/launcher=slurm"])
     )

@@ -1,6 +1,7 @@
 """SIGINT and SIGTERM leave no run RUNNING: real signals to real processes, waiting on the store, not on a clock."""
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import all_runs, history, running_runs, wait_for
+
+from harness.tracking import sqlite_store
 
 LONG = ["task=digits_mlp", "trainer.max_steps=1000000", "tracking.progress=false"]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -44,16 +47,52 @@ def test_a_signalled_run_ends_killed_with_its_metrics_and_one_line(store, tmp_pa
     proc = start(LONG, tmp_path)
     err = interrupt(proc, signum, store)
     assert proc.returncode == code
-    lines = [ln for ln in err.splitlines() if ln.strip() and "INFO mlflow" not in ln]
     name = signal.Signals(signum).name
-    assert lines == [
-        f"interrupted by {name}: the run ended KILLED; run it again with: python -m harness.train {' '.join(LONG)}"
+    assert said(err) == [
+        f"interrupted by {name}: the run ended KILLED; run it again with: python -m harness.train {shlex.join(LONG)}"
     ]
     [run] = all_runs(store)
     assert run.info.status == "KILLED" and run.data.tags["harness.status"] == "killed"
     assert run.data.tags["harness.error"] == f"interrupted (Interrupted: {name})"
     losses = history(store, run.info.run_id, "train/loss")
     assert len(losses) > 0 and [s for s, _ in losses] == list(range(len(losses)))  # buffered points flushed
+
+
+def said(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.strip() and "INFO mlflow" not in ln]
+
+
+@pytest.mark.slow
+def test_a_signal_while_the_first_store_is_made_says_no_run_was_created(store, tmp_path):
+    """SIGTERM while MLflow's migrations build a new store for a single run: the store is made whole (or not at all)
+    and the line says that nothing was recorded, not that a run ended."""
+    db = Path(store.removeprefix("sqlite:///"))
+    proc = start(LONG, tmp_path)
+    wait_for(lambda: sqlite_store.building_path(db).exists(), proc=proc, what="the store's build")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert said(err) == [
+        "interrupted by SIGTERM: no run was created, nothing was recorded; run it again with: python -m "
+        f"harness.train {shlex.join(LONG)}"
+    ]
+    assert not sqlite_store.building_path(db).exists() and all_runs(store) == []
+
+
+@pytest.mark.slow
+def test_a_signal_to_an_untracked_run_says_nothing_was_recorded(store, tmp_path):
+    args = [*LONG, "tracking.enabled=false"]
+    proc = start(args, tmp_path)
+    # Hydra writes the job's config once the harness handles signals (harness.entry.run) and the job is starting.
+    wait_for(lambda: list(tmp_path.glob("outputs/*/*/.hydra/config.yaml")), proc=proc, what="the job's start")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert said(err) == [
+        "interrupted by SIGTERM: no run was created, nothing was recorded; run it again with: python -m "
+        f"harness.train {shlex.join(args)}"
+    ]
+    assert not Path(store.removeprefix("sqlite:///")).parent.exists()  # no store was made
 
 
 @pytest.mark.slow

@@ -130,7 +130,9 @@ def processes(store: Path, eval_every: int, sparse: bool) -> dict:
     def process(argv: list[str], harness: bool):
         def run(epochs: int) -> None:
             extra = [f"trainer.epochs={epochs}"] if harness else [str(epochs)]  # the epochs come last
-            subprocess.run([*argv, *extra], cwd=store, env=env, check=True, capture_output=True)
+            done = subprocess.run([*argv, *extra], cwd=store, env=env, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"{' '.join([*argv, *extra])} failed ({done.returncode}):\n{done.stderr[-2000:]}")
 
         return run
 

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from harness.errors import ConfigError, StoreError
 from harness.report.source import LATEST, ReportError
 from harness.tracking import sqlite_store, store
+from harness.tracking.record import redact
 
 REPORTS_DIR = "reports"
 # Stores MLflow can open for reading (the file store is in maintenance mode in MLflow 3 and refuses to open).
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         html = run(args, check_uri(uri))
     except _user_errors() as exc:
-        if os.environ.get("HARNESS_DEBUG"):
+        if _debug():
             raise
         print(f"error: {_one_line(exc, uri)}", file=sys.stderr)
         return 1
@@ -161,12 +162,22 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(exc: BaseException, uri: str) -> str:
+    """The error's line, credentials redacted: MLflow's messages (and a URI the user typed) may quote them."""
+    return redact(_said(exc, uri))
+
+
+def _said(exc: BaseException, uri: str) -> str:
     if isinstance(exc, (ReportError, ConfigError, StoreError)):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
     text = getattr(exc, "message", None) or str(exc)
     return f"MLflow store {uri}: {text.strip().splitlines()[0] if text.strip() else type(exc).__name__}"
+
+
+def _debug() -> bool:
+    """HARNESS_DEBUG=1: the traceback instead of the line (HARNESS_DEBUG=0 or empty: the line)."""
+    return os.environ.get("HARNESS_DEBUG", "") not in ("", "0")
 
 
 def _say(message: str) -> None:

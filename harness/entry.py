@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness import failures, shutdown, signals
+from harness.redaction import redact
 
 
 def task(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -54,7 +55,7 @@ def _run(main: Callable[[], Any]) -> None:
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, signals.Interrupted) else signal.SIGINT
         failures.print_traceback(exc)
-        print(f"\n{shutdown.interrupted(signal.Signals(signum).name)}", file=sys.stderr, flush=True)
+        print(f"\n{redact(shutdown.interrupted(signal.Signals(signum).name))}", file=sys.stderr, flush=True)
         sys.exit(128 + signum)
     except failures.Reported as exc:  # said by the job's task function (its traceback too, in debug mode)
         _say(exc.message, exc.code)
@@ -65,7 +66,7 @@ def _run(main: Callable[[], Any]) -> None:
             # A bug: its traceback, after the open sweep's parent is ended (never left RUNNING).
             said = shutdown.failed(f"{type(exc).__name__}: {exc}", environment=False)
             if said:
-                print(said.removeprefix("; "), file=sys.stderr, flush=True)
+                print(redact(said.removeprefix("; ")), file=sys.stderr, flush=True)
             raise
         failures.print_traceback(exc)
         _say(message, failures.exit_code(exc))
@@ -74,9 +75,9 @@ def _run(main: Callable[[], Any]) -> None:
 
 def _say(message: str, code: object) -> None:
     """The failure's one line, once the open sweep's runs are ended: what failed, what became of the runs, and the
-    command that resumes."""
+    command that resumes; credentials redacted (an OS error's path, a message quoting a URI)."""
     said = shutdown.failed(message, environment=code == failures.ENVIRONMENT_EXIT)
-    print(f"error: {message}{said}", file=sys.stderr, flush=True)
+    print(redact(f"error: {message}{said}"), file=sys.stderr, flush=True)
 
 
 def exit_now(code: object = 0) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from harness.errors import ConfigError, Stopped, StoreError, location_of
+from harness.redaction import redact
 
 DEBUG_VARIABLES = ("HARNESS_DEBUG", "HYDRA_FULL_ERROR")
 CONFIG_EXIT = 2  # a refused config value (as before: argparse's convention for usage errors)
@@ -182,7 +183,7 @@ def one_line(task: Callable[..., Any]) -> Callable[..., Any]:
             print_traceback(exc)
             if not _said_by_entry:  # a worker process: its line, with what became of its run
                 left = left_running()
-                print(f"error: {message}{f'; {left}' if left else ''}", file=sys.stderr, flush=True)
+                print(redact(f"error: {message}{f'; {left}' if left else ''}"), file=sys.stderr, flush=True)
             reported = Reported(exit_code(exc))
             reported.message = message
             raise reported from exc

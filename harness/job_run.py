@@ -144,13 +144,15 @@ def end_run(tracker: Tracker, status: str, message: str, details: str | None = N
     Called while the failure that stopped the run propagates, which may be the store or the disk itself (full,
     gone): the end depends on no write before it, and raises nothing of its own. A run the store could not end stays
     this process's (harness.tracking.owners): the failure's line says so, and once this process is gone the next job
-    into the store ends it KILLED.
+    into the store ends it KILLED. The error and its traceback are redacted: a tracking server's error quotes the
+    request's URL, credentials included.
     """
-    _try(
-        tracker, lambda: tracker.set_tags({schema.STATUS: status.lower(), schema.ERROR: message}), "its error"
-    )
+    tags = {schema.STATUS: status.lower(), schema.ERROR: record.redact(message)}
+    _try(tracker, lambda: tracker.set_tags(tags), "its error")
     if details:
-        _try(tracker, lambda: tracker.log_text(details, schema.ERROR_ARTIFACT), "its traceback")
+        _try(
+            tracker, lambda: tracker.log_text(record.redact(details), schema.ERROR_ARTIFACT), "its traceback"
+        )
     if _try(tracker, lambda: tracker.close(status), f"its end ({status})") or _ended_anyway(tracker):
         owners.ended(tracker.run_id, status)
 

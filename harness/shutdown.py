@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from harness import failures
+from harness.redaction import redact
 from harness.sweep.state import SweepState
 from harness.tracking import owners, schema
 
@@ -31,9 +32,10 @@ def sweep_closed() -> None:
 
 
 def command() -> str:
-    """The command line as the user typed it (what resumes the sweep)."""
+    """The command line as the user typed it (what resumes the sweep), shell-quoted, its credentials redacted (the
+    user types them again: a printed line never holds a secret)."""
     program = "harness-train" if Path(sys.argv[0]).name == "harness-train" else "python -m harness.train"
-    return f"{program} {shlex.join(sys.argv[1:])}".strip()
+    return redact(f"{program} {shlex.join(sys.argv[1:])}".strip())
 
 
 def wait_for_workers(workers: int, timeout: float = WORKER_GRACE_S) -> None:
@@ -63,6 +65,7 @@ def end_sweep(status: str, reason: str) -> str | None:
     if state is None or state.parent is None:
         return None
     sweep_closed()
+    reason = redact(reason)  # a bug's message, as raised, goes on the parent's error tag
     from harness.sweep.parent import end_parent
     from harness.tracking import stores
 
@@ -100,7 +103,9 @@ def failed(message: str, environment: bool = True) -> str:
     line goes on to say: what became of the sweep or of a run the store refused to end, and how to resume
     (`environment`: the store or the disk failed, so the same command resumes once that is fixed; a refused config
     value says all there is to say itself)."""
-    owners.end_unended(schema.FAILED, message)  # once more: a store that refused the end may take it now
+    owners.end_unended(
+        schema.FAILED, redact(message)
+    )  # once more: a store that refused the end may take it now
     try:
         line = end_sweep(schema.FAILED, message)
     except Exception as exc:  # noqa: BLE001 - the store may be what failed: say so, and how the next command ends them

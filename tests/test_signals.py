@@ -81,7 +81,8 @@ def test_a_signal_while_the_first_store_is_made_says_no_run_was_created(store, t
 
 @pytest.mark.slow
 def test_a_signal_to_an_untracked_run_says_nothing_was_recorded(store, tmp_path):
-    args = [*LONG, "tracking.enabled=false"]
+    """...and the command it prints to run it again holds no credential the user typed."""
+    args = [*LONG, "tracking.enabled=false", "tracking.uri=http://alice:s3cret@127.0.0.1:9/"]
     proc = start(args, tmp_path)
     # Hydra writes the job's config once the harness handles signals (harness.entry.run) and the job is starting.
     wait_for(lambda: list(tmp_path.glob("outputs/*/*/.hydra/config.yaml")), proc=proc, what="the job's start")
@@ -90,7 +91,7 @@ def test_a_signal_to_an_untracked_run_says_nothing_was_recorded(store, tmp_path)
     assert proc.returncode == 143, err[-3000:]
     assert said(err) == [
         "interrupted by SIGTERM: no run was created, nothing was recorded; run it again with: python -m "
-        f"harness.train {shlex.join(args)}"
+        f"harness.train {shlex.join(args[:-1])} tracking.uri=http://***@127.0.0.1:9/"
     ]
     assert not Path(store.removeprefix("sqlite:///")).parent.exists()  # no store was made
 

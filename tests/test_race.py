@@ -1,0 +1,155 @@
+"""The racing sweeper (hydra/sweeper=race): the pure rounds on constructed tables, and one real race (slow)."""
+
+import math
+
+import pytest
+from scipy import stats as scipy_stats
+
+from harness.errors import ConfigError
+from harness.sweep.race import (
+    ELIMINATED,
+    FAILED_TEST,
+    SETTLED,
+    Candidate,
+    Race,
+    Settings,
+    compare,
+    paired_t,
+)
+
+SEEDS = [str(s) for s in range(8)]
+
+
+def _candidates(table: dict[tuple[str, str], list]) -> list[Candidate]:
+    return [Candidate((f"optimizer={o}", f"lr={lr}"), "quadratic", o) for o, lr in table]
+
+
+def _run(table: dict[tuple[str, str], list], settings: Settings | None = None) -> tuple[Race, list[list]]:
+    """Race the constructed table (optimizer, lr) -> score per seed; returns the race and each round's trials."""
+    race = Race(_candidates(table), SEEDS, settings or Settings())
+    by_key = dict(zip(race.candidates, table.values()))
+    rounds = []
+    while trials := race.next_trials():
+        rounds.append(trials)
+        race.record([(c, s, by_key[c][SEEDS.index(s)]) for c, s in trials])
+    return race, rounds
+
+
+def test_paired_t_is_scipys_one_sided_paired_t():
+    a = [1.0, 1.2, 0.9, 1.4]
+    b = [1.5, 1.4, 1.6, 1.45]
+    expected = scipy_stats.ttest_rel(b, a, alternative="greater").pvalue
+    test = paired_t([y - x for x, y in zip(a, b)])
+    assert test.seeds == 4
+    assert test.p_value == pytest.approx(expected, rel=1e-12)
+    assert paired_t([0.5, 0.5]).p_value == 0.0  # the same positive difference on every seed
+    assert paired_t([0.0, 0.0]).p_value == 1.0
+    assert math.isnan(paired_t([0.3]).p_value)  # one seed: no spread, no test
+
+
+def test_elimination_exactly_when_the_test_rejects():
+    # Differences from the leader on seeds 0, 1: (0.2, 0.21) -> t = 41 (p 0.0077 < 0.05, eliminated);
+    # (0.02, 0.2) -> t = 1.22 (p 0.22, kept).
+    table = {
+        ("sgd", "0.1"): [1.0, 1.1] + [1.0] * 6,
+        ("sgd", "1"): [1.2, 1.31] + [1.2] * 6,
+        ("sgd", "10"): [1.02, 1.3] + [1.0] * 6,
+    }
+    race = Race(_candidates(table), SEEDS, Settings())
+    by_key = dict(zip(race.candidates, table.values()))
+    trials = race.next_trials()
+    assert len(trials) == 6  # every configuration at the first 2 seeds
+    events = race.record([(c, s, by_key[c][SEEDS.index(s)]) for c, s in trials])
+    [event] = events
+    assert (event.event, event.candidate.key[1], event.against.key[1]) == (ELIMINATED, "lr=1", "lr=0.1")
+    expected = scipy_stats.ttest_rel([1.2, 1.31], [1.0, 1.1], alternative="greater").pvalue
+    assert event.test.p_value == pytest.approx(expected, rel=1e-12)
+    assert event.test.p_value < 0.05
+    kept = compare(race.scores[race.candidates[0]], race.scores[race.candidates[2]])
+    assert kept.p_value == pytest.approx(
+        scipy_stats.ttest_rel([1.02, 1.3], [1.0, 1.1], alternative="greater").pvalue
+    )
+    assert kept.p_value > 0.05
+    assert [c.key[1] for c, _ in race.next_trials()] == ["lr=0.1", "lr=10"]  # survivors get seed 2
+
+
+def test_stops_when_decided():
+    # adam's lr=1 beats everything by far on every seed: after round 1 each other configuration is eliminated and
+    # sgd is settled; decided at 2 seeds, 8 trials of the 32.
+    table = {
+        ("sgd", "0.1"): [2.0 + 0.01 * i for i in range(8)],
+        ("sgd", "1"): [3.0 + 0.02 * i for i in range(8)],
+        ("adam", "0.1"): [1.5 + 0.01 * (i % 3) for i in range(8)],
+        ("adam", "1"): [0.5 + 0.01 * (i % 2) for i in range(8)],
+    }
+    race, rounds = _run(table)
+    assert [len(r) for r in rounds] == [8]
+    assert race.trials_run() == 8
+    [choice] = race.choices()
+    assert choice.decided
+    assert (choice.winner.optimizer, choice.winner.key[1]) == ("adam", "lr=1")
+    assert choice.chosen["sgd"].key[1] == "lr=0.1"
+    assert choice.alive == {"sgd": 1, "adam": 1}
+    assert [e.event for e in race.events].count(SETTLED) == 1
+    assert choice.probability["sgd"] >= 0.95
+
+
+def test_uses_every_seed_when_undecided():
+    # Two optimizers that alternate on the seeds: never decided, every seed is spent on both.
+    table = {
+        ("sgd", "1"): [1.0 + (0.1 if i % 2 else -0.1) for i in range(8)],
+        ("adam", "1"): [1.0 + (-0.1 if i % 2 else 0.1) for i in range(8)],
+    }
+    race, rounds = _run(table)
+    assert [len(r) for r in rounds] == [4, 2, 2, 2, 2, 2, 2]
+    assert race.trials_run() == 16
+    [choice] = race.choices()
+    assert not choice.decided
+    assert "seeds ran out" in choice.sentence()
+
+
+def test_a_diverged_configuration_never_wins():
+    # lr=10 diverges (None) on seed 1 and scores lowest elsewhere: eliminated by failures in round 1.
+    table = {
+        ("sgd", "0.1"): [1.0, 1.1, 1.0, 1.1, 1.0, 1.1, 1.0, 1.1],
+        ("sgd", "10"): [0.1, None, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1],
+        ("adam", "1"): [2.0, float("nan"), 2.0, 2.0, 2.0, 2.0, 2.0, 2.0],
+    }
+    race, _ = _run(table)
+    [eliminated] = [e for e in race.events if e.event == ELIMINATED]
+    assert (eliminated.candidate.key[1], eliminated.test.test, eliminated.test.p_value) == (
+        "lr=10",
+        FAILED_TEST,
+        0.0,
+    )
+    [choice] = race.choices()
+    assert (choice.winner.optimizer, choice.winner.key[1]) == ("sgd", "lr=0.1")
+    assert choice.decided  # adam failed where sgd did not: settled by failures
+    assert race.scores[race.candidates[1]]["1"] == math.inf
+
+
+def test_one_optimizer_races_until_one_configuration_is_left():
+    table = {
+        ("sgd", "0.1"): [1.0, 1.3, 1.1, 1.2, 1.0, 1.1, 1.0, 1.1],
+        ("sgd", "1"): [1.1, 1.2, 1.3, 1.4, 1.2, 1.3, 1.2, 1.3],
+    }
+    race, rounds = _run(table)
+    [choice] = race.choices()
+    assert choice.decided and choice.alive == {"sgd": 1}
+    assert choice.winner.key[1] == "lr=0.1"
+    assert len(rounds) > 1  # not separable at 2 seeds (differences 0.1, -0.1)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("first_seeds", 1),
+        ("seeds_per_round", 0),
+        ("confidence", 1.0),
+        ("threshold", 0.2),
+        ("first_seeds", 2.5),
+    ],
+)
+def test_settings_refuse_out_of_range_values(key, value):
+    with pytest.raises(ConfigError, match=f"hydra.sweeper.{key}="):
+        Settings(**{key: value})

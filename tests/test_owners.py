@@ -89,7 +89,8 @@ def test_a_killed_owners_run_is_ended_killed_and_a_live_owners_is_left(found, tm
 
 def test_only_a_lock_of_this_kernel_proves_its_owner_gone(found, tmp_path):
     """A lock file written on another machine (or before a reboot) and a run without a lock file are left RUNNING;
-    a lock file whose run had ended is removed, the run as it was."""
+    a lock file whose run had ended is removed, the run as it was; one of a run this store does not hold (another
+    store's, beside it) is left."""
     experiment_id = found.ensure_experiment("owned")
     elsewhere, unlocked, ended = (
         found.create_runs(experiment_id, [NewRun(n, {}, {})])[0].run_id
@@ -100,13 +101,16 @@ def test_only_a_lock_of_this_kernel_proves_its_owner_gone(found, tmp_path):
     folder.mkdir(parents=True)
     (folder / f"{elsewhere}.{'0' * 32}.lock").write_text("pid 1 on another-host")
     (folder / f"{ended}.{owners.KERNEL}.lock").write_text("pid 1 on this host")
+    (folder / f"{'f' * 32}.{owners.KERNEL}.lock").write_text("pid 1 on this host")
     assert owners.end_stale(found, tmp_path) == []
     assert statuses(found, elsewhere, unlocked, ended) == [
         ("RUNNING", None),
         ("RUNNING", None),
         ("FINISHED", None),
     ]
-    assert sorted(p.name for p in folder.iterdir()) == [f"{elsewhere}.{'0' * 32}.lock"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{elsewhere}.{'0' * 32}.lock", f"{'f' * 32}.{owners.KERNEL}.lock"]
+    )
 
 
 def test_a_run_ended_by_its_owner_leaves_no_lock(found, tmp_path):
@@ -187,4 +191,4 @@ def test_a_run_whose_end_the_full_disk_refuses_is_ended_killed_by_the_next_run(t
         assert runs[run_id].data.tags[schema.ERROR] == (
             f"stale: the process that ran it (pid {proc.pid} on {os.uname().nodename}) is gone"
         )
-        assert list((mount / "locks" / "mlflow.db.runs").iterdir()) == []  # the stale run's lock went with it
+        assert list((mount / "locks" / "mlflow-runs").iterdir()) == []  # the stale run's lock went with it

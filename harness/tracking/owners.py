@@ -51,9 +51,9 @@ def run_locks(found: Store, project_dir: Path) -> Path:
     under the project's mlruns/, one folder per server (named by a digest of its redacted URI)."""
     db = store.sqlite_path(found.uri)
     if db is not None:
-        return db.parent / "locks" / f"{db.name}.runs"
+        return db.parent / "locks" / f"{db.stem}-runs"
     digest = hashlib.sha256(found.location.encode()).hexdigest()[:16]
-    return Path(project_dir) / store.DEFAULT_STORE_DIR / "locks" / f"server-{digest}.runs"
+    return Path(project_dir) / store.DEFAULT_STORE_DIR / "locks" / f"server-{digest}-runs"
 
 
 @dataclass
@@ -157,42 +157,58 @@ def end_stale(found: Store, project_dir: Path) -> list[str]:
         run_id, _, kernel = name.removesuffix(SUFFIX).partition(".")
         if kernel != KERNEL or run_id in _owned:
             continue
-        with _taken(folder / name) as holder:
-            if holder is not None and _end_if_running(found, run_id, holder):
+        with _taken(folder / name) as taken:
+            if taken.holder is None:
+                continue
+            ended_now = _end_if_running(found, run_id, taken.holder)
+            taken.remove = ended_now is not None
+            if ended_now:
                 stale.append(run_id)
     return stale
 
 
-def _end_if_running(found: Store, run_id: str, holder: str) -> bool:
+def _end_if_running(found: Store, run_id: str, holder: str) -> bool | None:
+    """True: ended KILLED; False: it had ended (its owner died before removing the lock file); None: not a run of
+    this store (another store's file of the same name beside it shares the folder), its lock file is left."""
     run = found.run(run_id)
-    if run is None or run.info.status != schema.RUNNING:
-        return False  # its owner ended it, then died before removing the lock file
+    if run is None:
+        return None
+    if run.info.status != schema.RUNNING:
+        return False
     reason = f"stale: the process that ran it ({holder}) is gone"
     found.end_run(run_id, schema.KILLED, {schema.STATUS: schema.KILLED_OUTCOME, schema.ERROR: reason})
     return True
 
 
+@dataclass
+class _Taken:
+    holder: str | None = None  # what the lock file says of its last holder; None: not taken (held, or gone)
+    remove: bool = True  # remove the file at the end of the block
+
+
 @contextlib.contextmanager
-def _taken(lock: Path) -> Iterator[str | None]:
-    """The lock, taken if nobody holds it: yields what its file says of its last holder (None: held, or gone); the
-    file is removed at the end of the block, while still held."""
+def _taken(lock: Path) -> Iterator[_Taken]:
+    """The lock, taken if nobody holds it; its file is removed at the end of the block (unless told otherwise),
+    while still held, and left as it is when the block raises."""
+    taken = _Taken()
     try:
         fd = os.open(lock, os.O_RDWR)
     except OSError:
-        yield None
+        yield taken
         return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino  # not removed by its owner meanwhile
         except OSError:  # held (BlockingIOError), or removed
-            yield None
-            return
+            same = False
         if not same:
-            yield None
+            yield taken
             return
-        yield os.pread(fd, 200, 0).decode(errors="replace").strip() or "a process"
-        with contextlib.suppress(OSError):
-            lock.unlink()
+        taken.holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "a process"
+        yield taken
+        if taken.remove:
+            with contextlib.suppress(OSError):
+                lock.unlink()
     finally:
         os.close(fd)

@@ -15,6 +15,7 @@ from harness.sweep.race import (
     Settings,
     compare,
     paired_t,
+    race_grid,
 )
 
 SEEDS = [str(s) for s in range(8)]
@@ -153,3 +154,24 @@ def test_one_optimizer_races_until_one_configuration_is_left():
 def test_settings_refuse_out_of_range_values(key, value):
     with pytest.raises(ConfigError, match=f"hydra.sweeper.{key}="):
         Settings(**{key: value})
+
+
+def test_the_grid_splits_into_configurations_and_seeds():
+    grid = [
+        ["task=linreg_10d", f"optimizer={o}", f"optimizer.lr_scale={lr}", f"seed={s}"]
+        for o in ("sgd", "adam")
+        for lr in ("0.1", "1")
+        for s in ("3", "1", "2")
+    ]
+    split = race_grid(grid, "seed", {"task": "quadratic", "optimizer": "sgd"})
+    assert split.seeds == ["3", "1", "2"]  # in the order typed
+    assert split.size == 12
+    assert [(c.task, c.optimizer, c.label) for c in split.candidates] == [
+        ("linreg_10d", "sgd", "optimizer=sgd optimizer.lr_scale=0.1"),
+        ("linreg_10d", "sgd", "optimizer=sgd optimizer.lr_scale=1"),
+        ("linreg_10d", "adam", "optimizer=adam optimizer.lr_scale=0.1"),
+        ("linreg_10d", "adam", "optimizer=adam optimizer.lr_scale=1"),
+    ]
+    assert split.jobs[(split.candidates[3], "2")] == grid[11]
+    with pytest.raises(ConfigError, match=r"seed='4' is not allowed: hydra/sweeper=race needs"):
+        race_grid([["optimizer=sgd", "seed=4"]], "seed", {})

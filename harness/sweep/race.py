@@ -30,6 +30,7 @@ appendix would state it:
 - The race ends when every task is decided or no candidate racing has a seed left.
 """
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -84,10 +85,11 @@ class Candidate:
     key: tuple[str, ...]  # its overrides without the seed, in grid order
     task: str
     optimizer: str
+    varied: tuple[str, ...] = ()  # those of its overrides that differ between candidates (its label)
 
     @property
     def label(self) -> str:
-        return " ".join(self.key)
+        return " ".join(self.varied or self.key)
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ class Choice:
         runner = max(others, key=lambda o: _or(self.probability[o], -1.0))
         p = self.probability[runner]
         verb = "beats" if self.decided else "leads (seeds ran out)"
-        return f"{head} {verb} {runner} with probability {p:.3g} ({self.seeds[w.optimizer]} seeds)"
+        return f"{head} {verb} {runner} with probability {_probability(p)} ({self.seeds[w.optimizer]} seeds)"
 
 
 class Race:
@@ -297,6 +299,82 @@ class Race:
         return sum(len(s) for s in self.scores.values())
 
 
+# --- the grid as a race sees it -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RaceGrid:
+    candidates: list[Candidate]  # in grid order
+    seeds: list[str]  # as typed, in the order typed
+    jobs: dict[
+        tuple[Candidate, str], list[str]
+    ]  # (candidate, seed) -> the job's overrides, as the grid has them
+    size: int  # grid points: candidates x seeds
+
+
+def race_grid(grid: Sequence[Sequence[str]], seed_key: str, defaults: dict[str, str]) -> RaceGrid:
+    """Split each grid point into its configuration and its seed.
+
+    Args:
+        grid: each job's overrides, as the basic sweeper expands them.
+        seed_key: the key whose values are the seeds (`seed`).
+        defaults: task and optimizer names for points that do not choose them.
+
+    Raises:
+        ConfigError: the grid does not sweep `seed_key` over at least 2 values.
+    """
+    candidates: dict[tuple[str, ...], Candidate] = {}
+    jobs: dict[tuple[Candidate, str], list[str]] = {}
+    seeds: dict[str, None] = {}
+    for overrides in grid:
+        seed, rest = _split(overrides, seed_key)
+        if seed is None:
+            break
+        key = tuple(rest)
+        if key not in candidates:
+            candidates[key] = Candidate(
+                key, _value(rest, "task", defaults), _value(rest, "optimizer", defaults)
+            )
+        seeds[seed] = None
+        jobs[(candidates[key], seed)] = list(overrides)
+    if len(seeds) < 2:
+        typed = ",".join(seeds) or "(not swept)"
+        raise ConfigError(
+            seed_key,
+            typed,
+            f"hydra/sweeper=race needs a sweep over at least 2 seeds, e.g. {seed_key}=range(0,8)",
+        )
+    labelled = _labelled(list(candidates.values()))
+    jobs = {(labelled[c.key], seed): overrides for (c, seed), overrides in jobs.items()}
+    return RaceGrid(list(labelled.values()), list(seeds), jobs, len(grid))
+
+
+def _labelled(candidates: list[Candidate]) -> dict[tuple[str, ...], Candidate]:
+    """The candidates with their varied overrides: what the grid fixes (task, budget, store) is no label."""
+    everywhere = set.intersection(*(set(c.key) for c in candidates))
+    return {
+        c.key: dataclasses.replace(c, varied=tuple(o for o in c.key if o not in everywhere))
+        for c in candidates
+    }
+
+
+def _split(overrides: Sequence[str], seed_key: str) -> tuple[str | None, list[str]]:
+    seed, rest = None, []
+    for line in overrides:
+        key, _, value = line.partition("=")
+        if key.lstrip("+~") == seed_key:
+            seed = value
+        else:
+            rest.append(line)
+    return seed, rest
+
+
+def _value(overrides: Sequence[str], group: str, defaults: dict[str, str]) -> str:
+    for line in overrides:
+        key, _, value = line.partition("=")
+        if key.lstrip("+") in (group, f"{group}.name"):
+            return value
+    return defaults.get(group, "")
+
+
 # --- the test -----------------------------------------------------------------------------------------------------
 
 
@@ -343,6 +421,10 @@ def _rank(scores: dict[str, float]) -> tuple[int, float]:
     return len(scores) - len(finite), (sum(finite) / len(finite) if finite else math.inf)
 
 
+def _probability(p: float) -> str:
+    return "> 0.9999" if p > 0.9999 else f"{p:.4g}"
+
+
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -356,4 +438,4 @@ def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-__all__ = ["Candidate", "Choice", "Event", "Race", "Settings", "compare", "paired_t"]
+__all__ = ["Candidate", "Choice", "Event", "Race", "RaceGrid", "Settings", "compare", "paired_t", "race_grid"]

@@ -1,7 +1,9 @@
 """The racing sweeper (hydra/sweeper=race): the pure rounds on constructed tables, and one real race (slow)."""
 
 import math
+from pathlib import Path
 
+import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
@@ -175,3 +177,83 @@ def test_the_grid_splits_into_configurations_and_seeds():
     assert split.jobs[(split.candidates[3], "2")] == grid[11]
     with pytest.raises(ConfigError, match=r"seed='4' is not allowed: hydra/sweeper=race needs"):
         race_grid([["optimizer=sgd", "seed=4"]], "seed", {})
+
+
+RACE = (
+    "-m",
+    "hydra/sweeper=race",
+    "hydra/launcher=batched",
+    "task=linreg_10d",
+    "optimizer=sgd,adam",
+    "optimizer.lr_scale=0.001,0.9,1",
+    "seed=range(0,6)",
+    "trainer.max_steps=50",
+)
+
+
+def _race_record(uri: str) -> tuple[object, list]:
+    """The sweep's parent run and its children, as MLflow's client reads them."""
+    from conftest import mlflow_client
+
+    client = mlflow_client(uri)
+    [experiment] = [e for e in client.search_experiments() if e.name == "linreg_10d"]
+    runs = client.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    return parent, [r for r in runs if r is not parent]
+
+
+@pytest.mark.slow
+def test_a_real_race_decides_in_round_one_and_resumes_with_the_stored_losses(tmp_path):
+    """linreg_10d, sgd vs adam at 3 lr scales, 6 seeds: lr_scale 0.001 and 0.9 lose to 1 by far on both seeds of
+    round 1, and adam's best loses to sgd's by far: 12 trials of 36, one round. Run again with a threshold no 6 seeds
+    reach, the same sweep resumes: round 1's 12 points come back from the store (the same 4 eliminations), and the two
+    leaders race on through seeds 2..5: 8 more trials, rounds 2-5."""
+    import json
+
+    from conftest import mlflow_client, run_cli
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    first = run_cli(*RACE, f"tracking.uri={uri}", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[race] 12 of 36 trials trained" in first.stderr
+    parent, children = _race_record(uri)
+    assert len(children) == 12
+    assert {c.data.tags["harness.race.round"] for c in children} == {"1"}
+    assert parent.data.tags["harness.race.rounds"] == "1"
+    assert parent.data.tags["harness.race.decision"].startswith(
+        "linreg_10d: sgd (optimizer=sgd optimizer.lr_scale=1) beats adam with probability"
+    )
+    client = mlflow_client(uri)
+    rounds = json.loads(Path(client.download_artifacts(parent.info.run_id, "race/rounds.json")).read_text())
+    assert [(r[0], r[2], r[3], r[4]) for r in rounds["data"]] == [
+        (1, "sgd", "optimizer=sgd optimizer.lr_scale=0.001", "eliminated"),
+        (1, "sgd", "optimizer=sgd optimizer.lr_scale=0.9", "eliminated"),
+        (1, "adam", "optimizer=adam optimizer.lr_scale=0.001", "eliminated"),
+        (1, "adam", "optimizer=adam optimizer.lr_scale=0.9", "eliminated"),
+        (1, "adam", "optimizer=adam optimizer.lr_scale=1", "settled"),
+    ]
+    assert all(r[9] < 0.05 for r in rounds["data"])  # p-values
+
+    second = run_cli(*RACE, f"tracking.uri={uri}", "hydra.sweeper.threshold=0.9999999", cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "12 grid points already done" in second.stderr
+    assert "[race] 20 of 36 trials trained" in second.stderr
+    parent_again, children = _race_record(uri)
+    assert parent_again.info.run_id == parent.info.run_id
+    by_round = sorted(c.data.tags["harness.race.round"] for c in children)
+    assert by_round == ["1"] * 12 + ["2", "2", "3", "3", "4", "4", "5", "5"]
+    assert parent_again.data.tags["harness.race.rounds"] == "5"
+    assert "leads (seeds ran out) adam" in parent_again.data.tags["harness.race.decision"]
+    later = {c.data.tags["harness.overrides"] for c in children if c.data.tags["harness.race.round"] != "1"}
+    assert all("optimizer.lr_scale=1 " in o for o in later)  # only the two leaders raced on
+    # In MLflow's log_table format, listed as tables (what MlflowClient.load_table finds the run by).
+    logged = json.loads(parent_again.data.tags["mlflow.loggedArtifacts"])
+    assert {e["path"] for e in logged if e["type"] == "table"} >= {"race/rounds.json", "race/alive.json"}
+    table = json.loads(Path(client.download_artifacts(parent.info.run_id, "race/alive.json")).read_text())
+    alive = pd.DataFrame(table["data"], columns=table["columns"])
+    assert alive[["round", "optimizer", "alive", "trials"]].values.tolist() == [
+        [1, "sgd", 1, 6],
+        [1, "adam", 1, 6],
+        *[[r, o, 1, 1] for r in range(2, 6) for o in ("sgd", "adam")],
+    ]

@@ -1,6 +1,7 @@
 """Real Hydra multiruns in a subprocess, typed the way users type them, against a real SQLite store."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ GRID = [
     "device=cpu,cuda:7",
     "trainer.max_steps=40",
     "tracking.experiment=grid",
+    "hydra.callbacks.sweep.progress_every_s=600",  # the first job's progress line only, however slow the machine
 ]
 
 
@@ -24,6 +26,60 @@ def parents_and_children(store):
     parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
+
+
+def sweep_output(proc, sweep_dir) -> list[str]:
+    """What the sweep printed: its lines on stderr, nothing on stdout (Hydra's console), the same lines in its log
+    file <sweep dir>/sweep.log (stamped there; in the order each process wrote them)."""
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    logged = [line.split("] - ", 1)[1] for line in (sweep_dir / "sweep.log").read_text().splitlines()]
+    assert sorted(logged) == sorted(lines)
+    return lines
+
+
+def the_sweep_dir(tmp_path):
+    [found] = tmp_path.glob("multirun/*/*/multirun.yaml")
+    return found.parent
+
+
+def check_grid_output(store, lines, parent_id, launcher: str) -> None:
+    """GRID's 8 jobs said in 6 lines and one line per failure (4)."""
+    assert len(lines) == 6 + 4, "\n".join(lines)
+    [start] = [ln for ln in lines if ln.startswith("[sweep] 8 jobs · ")]
+    assert start.startswith(f"[sweep] 8 jobs · {launcher} · experiment 'grid' in {store}"), start
+    assert len([ln for ln in lines if re.fullmatch(r"\[sweep\] [1-7]/8 jobs done · .*", ln)]) == 1
+    failures = [ln for ln in lines if ln.startswith("[sweep] failed: device='cuda:7' is not allowed: ")]
+    assert len(failures) == 4 and all(" · re-run it alone: python -m harness.train " in ln for ln in failures)
+    assert lines[-4].startswith("[sweep] finished: 8/8 jobs done · 4 failed, 1 diverged · ")
+    assert lines[-3] == (
+        f"[sweep] parent run {parent_id}: 8 grid points: 3 completed, 1 diverged, 4 failed · the same sweep command "
+        "runs the 4 without a result again (each failure above says how to re-run it alone) and skips the grid "
+        "points already done"
+    )
+    # SGD at lr 0.1 on x^2 (f shrinks 0.64x a step) beats Adam's better lr; one seed each, no spread to state.
+    assert lines[-2] == f"[sweep] {grid_answer(store)}"
+    # Not the project's store (make ui serves that one): the commands name it.
+    assert lines[-1].startswith(f"[sweep] see it: mlflow ui --backend-store-uri {store} · the report: ")
+    assert lines[-1].endswith("harness-report --experiment grid")
+
+
+def grid_answer(store) -> str:
+    """GRID's headline sentence, from its runs: SGD at lr 0.1, runner-up Adam at its better lr."""
+    _, children = parents_and_children(store)
+    done = {
+        (c.data.params["optimizer.name"], float(c.data.params["optimizer.lr"])): c.data.metrics[
+            "final/val_loss"
+        ]
+        for c in children
+        if c.data.tags["harness.status"] == "completed"
+    }
+    adam_lr = min((lr for name, lr in done if name == "adam"), key=lambda lr: done["adam", lr])
+    return (
+        f"On quadratic, sgd at lr 0.1 and batch size 1 reached the lowest final validation loss, "
+        f"{done['sgd', 0.1]:.4g} over 1 seed(s); runner-up adam (lr {adam_lr:.3g}, batch size 1): "
+        f"{done['adam', adam_lr]:.4g}."
+    )
 
 
 def check_grid_sweep(store, proc):
@@ -66,13 +122,26 @@ def check_grid_sweep(store, proc):
 def test_a_sweep_with_a_diverging_lr_and_a_missing_device_basic_launcher(store, tmp_path):
     proc = run_cli("-m", *GRID, cwd=tmp_path)
     check_grid_sweep(store, proc)
-    assert "[sweep] 8/8 jobs done" in proc.stderr
+    [parent], _ = parents_and_children(store)
+    lines = sweep_output(proc, the_sweep_dir(tmp_path))
+    assert [ln.split(" · ")[0] for ln in lines[:2]] == [
+        "[sweep] 8 jobs",
+        "[sweep] 1/8 jobs done",
+    ]  # in job order
+    check_grid_output(store, lines, parent.info.run_id, "basic launcher")
+    assert lines[0].endswith(f" · parent run {parent.info.run_id}")
+    # Each job's own lines (its summary, why it was refused) are in its log file, not on the terminal.
+    job_log = (the_sweep_dir(tmp_path) / "1" / "train.log").read_text()
+    assert "job refused: device='cuda:7' is not allowed" in job_log
 
 
 def test_the_same_sweep_with_the_joblib_launcher(store, tmp_path):
     # Fast on purpose: it is also the test that the command's exit (harness.entry.exit_now) stops loky's threads.
     proc = run_cli("-m", *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", cwd=tmp_path)
     check_grid_sweep(store, proc)
+    [parent], _ = parents_and_children(store)
+    lines = sweep_output(proc, the_sweep_dir(tmp_path))
+    check_grid_output(store, lines, parent.info.run_id, "joblib launcher (n_jobs=2)")
 
 
 def test_running_the_sweep_again_skips_what_is_done_and_reruns_failures(store, tmp_path):

@@ -10,15 +10,24 @@ this launch's own state (harness.sweep.state): a file named by a fresh launch id
 Hydra hands to every job it composes (an override appended to the sweep's `hydra.overrides.hydra`), so two
 launches sharing a sweep directory never mix their jobs; an in-process launcher reads `SweepCallback.state`.
 
-Its one parameter, `rerun`, is the launcher's business, not a job's, so it is not in the job config:
-`hydra.callbacks.sweep.rerun=all` starts a fresh parent run with every job; the default `failed` resumes.
+What a sweep prints (harness.sweep.output: on stderr and in <sweep dir>/sweep.log): one line when it starts (grid
+size, launcher, store, parent run; a batched launcher says it with its groups, `announce`), a throttled progress line
+and one line per failure (harness.sweep.progress), and the summary at its end with the sweep's answer and where to
+look at it.
+
+Its parameters are the launcher's business, not a job's, so they are not in the job config:
+`hydra.callbacks.sweep.rerun=all` starts a fresh parent run with every job (the default `failed` resumes);
+`job_lines=true` keeps each job's own lines and the launchers' per-job launch lines on the terminal;
+`progress_every_s` is how often at most the progress line is printed.
 """
 
 import contextlib
-import logging
 import os
+import shlex
+import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,51 +36,83 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from harness import failures, shutdown
 from harness.errors import ConfigError, StoreError
-from harness.sweep import grid, progress
+from harness.sweep import grid, output, progress
 from harness.sweep.state import Launch, SweepState
 from harness.tracking import record, schema
 
 RERUN = ("failed", "all")
-log = logging.getLogger(__name__)
 
 
 class SweepCallback(Callback):
-    def __init__(self, rerun: str = "failed") -> None:
+    def __init__(
+        self, rerun: str = "failed", job_lines: bool = False, progress_every_s: float = 30.0
+    ) -> None:
         self.rerun = rerun
+        self.job_lines = job_lines
+        self.progress_every_s = progress_every_s
         self.state: SweepState | None = None
         self.launch: Launch | None = None
         self.late: DictConfig | None = (
             None  # the config of a sweep whose parent run the launcher opens (open_late)
         )
+        self.continued = False  # the parent run is a former launch's, resumed
+        self.opening: _Opening | None = None  # what the start line says, until it is said
+        self.experiment: str | None = None  # the sweep's experiment (None: not tracked)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with _one_line_errors():
-            if self.rerun not in RERUN:
-                raise ConfigError("hydra.callbacks.sweep.rerun", self.rerun, "'failed' or 'all'")
+        with _one_line_errors(self):
+            self._check_options()
             launcher = _check_launcher(config)
             _refuse_an_empty_grid(config)
             _claim(config)  # before anything is decided or trained: one launch of a sweep at a time
             self.launch = _new_launch(config)
+            if not self.job_lines:
+                output.quiet_launchers()
+            self.opening = _Opening.of(config)
+            self.experiment = grid.experiment_name(config) if config.tracking.enabled else None
             if getattr(launcher, "opens_sweep_late", False) and _starts_afresh(config, self.rerun == "all"):
                 # Nothing to resume: the launcher starts training first and opens the parent run meanwhile (the
                 # MLflow import and store set-up take seconds on one core while the other would wait).
                 self.late = config
-                self.state = start_sweep(config, self.launch, open_parent=False)
+                self.state = start_sweep(config, self.launch, open_parent=False, **self._options())
                 return
-            self.state = start_sweep(config, self.launch, rerun_all=self.rerun == "all")
+            self.state, self.continued = _start(config, self.launch, self.rerun == "all", self._options())
         shutdown.sweep_opened(self.state)  # harness.shutdown ends the parent KILLED on SIGINT/SIGTERM
+        if not getattr(launcher, "announces_sweep", False):
+            self.announce()
+
+    def _check_options(self) -> None:
+        if self.rerun not in RERUN:
+            raise ConfigError("hydra.callbacks.sweep.rerun", self.rerun, "'failed' or 'all'")
+        if not isinstance(self.job_lines, bool):
+            raise ConfigError("hydra.callbacks.sweep.job_lines", self.job_lines, "true or false")
+        every = self.progress_every_s
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+            raise ConfigError("hydra.callbacks.sweep.progress_every_s", every, "a number of seconds >= 0")
+
+    def _options(self) -> dict[str, Any]:
+        return {"job_lines": self.job_lines, "progress_every_s": float(self.progress_every_s)}
+
+    def announce(self, details: str = "") -> None:
+        """The sweep's start line, once: grid size, launcher (with `details`: a batched launcher's groups), store,
+        parent run. Said here unless the launcher has `announces_sweep` (it then calls this when it knows more)."""
+        if self.opening is None or self.state is None:
+            return
+        opening, self.opening = self.opening, None
+        line = opening.line(self.state, self.continued, details)
+        output.logger(__name__, progress.sweep_dir(self.state)).info(line)
 
     def open_late(self) -> SweepState | None:
         """The parent run of a sweep on_multirun_start left to the launcher (no-op otherwise): the same run, the same
         one-line errors and exit codes, called before any job's run is created."""
         if self.late is not None:
             config, self.late = self.late, None
-            with _one_line_errors():
-                self.state = _with_parent(config, self.state, rerun_all=self.rerun == "all")
+            with _one_line_errors(self):
+                self.state, self.continued = _with_parent(config, self.state, rerun_all=self.rerun == "all")
                 _save(self.state, self.launch)
                 if self.state.completed:  # a launch before this one's lock completed points of this grid
-                    log.warning(
-                        "%d grid points were completed by another launch meanwhile", len(self.state.completed)
+                    output.logger(__name__, progress.sweep_dir(self.state)).warning(
+                        f"[sweep] {len(self.state.completed)} grid points were completed by another launch meanwhile"
                     )
             shutdown.sweep_opened(self.state)
         return self.state
@@ -85,25 +126,33 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         shutdown.sweep_closed()
         if self.state is not None:
-            # The re-run commands repeat each job's overrides: a tracking URI's credentials are redacted.
-            print(record.redact(end_sweep(self.state)), file=sys.stderr, flush=True)
+            self.announce()  # a launcher that announces had no job to run: said now
+            say = output.logger(__name__, progress.sweep_dir(self.state))
+            for line in end_sweep(self.state, self.experiment, Path.cwd()):
+                say.info(line)  # redacted by the handlers: the re-run commands repeat each job's overrides
             self.state = None
 
 
 @contextlib.contextmanager
-def _one_line_errors():
-    """A sweep that cannot set up its runs ends here in one line: exit 2 for a config error, else 1."""
+def _one_line_errors(callback: SweepCallback):
+    """A sweep that cannot set up its runs ends here in one line: exit 2 for a config error, else 1. The line goes to
+    the sweep's log file too once its directory exists."""
     try:
         yield
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say_error(callback, f"error: {exc}")
         raise SystemExit(2) from exc
     except Exception as exc:  # noqa: BLE001 - Hydra would only warn; a sweep without its parent run must not start
         said = failures.describe(exc)
         if said is None:
             said = f"could not set up the sweep's MLflow runs: {type(exc).__name__}: {exc}"
-        print(f"error: {record.redact(said)}", file=sys.stderr)
+        _say_error(callback, f"error: {record.redact(said)}")
         raise SystemExit(failures.exit_code(exc)) from exc
+
+
+def _say_error(callback: SweepCallback, line: str) -> None:
+    sweep_dir = callback.launch.state_file.parent if callback.launch is not None else None
+    output.logger(__name__, sweep_dir).error(line)
 
 
 def _check_launcher(config: DictConfig) -> type | None:
@@ -153,18 +202,36 @@ def _starts_afresh(config: DictConfig, rerun_all: bool) -> bool:
 
 
 def start_sweep(
-    config: DictConfig, launch: Launch, rerun_all: bool = False, open_parent: bool = True
+    config: DictConfig,
+    launch: Launch,
+    rerun_all: bool = False,
+    open_parent: bool = True,
+    job_lines: bool = False,
+    progress_every_s: float = 30.0,
 ) -> SweepState:
     """Create (or continue) the sweep's parent run and leave what every job needs in this launch's files (without
     the parent when `open_parent` is False: the launcher calls SweepCallback.open_late)."""
+    return _start(
+        config, launch, rerun_all, {"job_lines": job_lines, "progress_every_s": progress_every_s}, open_parent
+    )[0]
+
+
+def _start(
+    config: DictConfig, launch: Launch, rerun_all: bool, options: dict[str, Any], open_parent: bool = True
+) -> tuple[SweepState, bool]:
+    """start_sweep, and whether the parent run continues a former launch's."""
     _write(launch.progress_file, "")
     state = SweepState(
-        total_jobs=grid.grid_size(config), started_at=time.time(), progress_file=str(launch.progress_file)
+        total_jobs=grid.grid_size(config),
+        started_at=time.time(),
+        progress_file=str(launch.progress_file),
+        **options,
     )
+    continued = False
     if open_parent:
-        state = _with_parent(config, state, rerun_all)
+        state, continued = _with_parent(config, state, rerun_all)
     _save(state, launch)
-    return state
+    return state, continued
 
 
 def _refuse_an_empty_grid(config: DictConfig) -> None:
@@ -241,35 +308,128 @@ def _unwritable(sweep_dir: Path, exc: OSError) -> StoreError:
     )
 
 
-def _with_parent(config: DictConfig, state: SweepState, rerun_all: bool) -> SweepState:
+def _with_parent(config: DictConfig, state: SweepState, rerun_all: bool) -> tuple[SweepState, bool]:
     if not config.tracking.enabled:
-        return state
+        return state, False
     from harness.sweep import parent
 
     return parent.open_parent(config, state, rerun_all)
 
 
-def end_sweep(state: SweepState) -> str:
-    """End the parent run and describe the outcome, with the command to re-run each failure."""
-    entries = progress.read(state.progress_file)
-    lines = [progress.progress_line(state, entries).replace("[sweep]", "[sweep] finished:")]
-    if state.parent is not None:
-        from harness.sweep import parent
+@dataclass(frozen=True)
+class _Opening:
+    """What the start line says besides the parent run: how many jobs, which launcher, which store."""
 
-        try:
-            lines.append(parent.close_parent(state.parent))
-        except Exception as exc:  # noqa: BLE001 - the tracking server may be gone; the summary still matters
-            lines.append(
-                f"[sweep] could not end the parent run {state.parent.run_id} ({type(exc).__name__}); run the same "
-                "sweep command again once the tracking server is back: it completes the grid"
+    jobs: str
+    launcher: str
+    where: str
+
+    @classmethod
+    def of(cls, config: DictConfig) -> "_Opening":
+        total = grid.grid_size(config)
+        jobs = f"{total} jobs" if total is not None else "jobs as the sweeper chooses them"
+        node = config.hydra.launcher
+        name = str(node.get("_target_", "")).rsplit(".", 1)[-1].removesuffix("Launcher")
+        launcher = f"{name.lower() or 'its'} launcher"
+        if node.get("n_jobs") is not None:
+            launcher += f" (n_jobs={node.n_jobs})"
+        if not config.tracking.enabled:
+            return cls(jobs, launcher, "not tracked (tracking.enabled=false)")
+        from harness.tracking import store
+
+        uri = store.resolve_uri(config.tracking.uri, Path.cwd())
+        return cls(jobs, launcher, f"experiment {grid.experiment_name(config)!r} in {record.redact(uri)}")
+
+    def line(self, state: SweepState, continued: bool, details: str = "") -> str:
+        """`[sweep] 8 jobs · basic launcher · experiment 'quadratic' in sqlite:///... · parent run 9b52...`"""
+        parts = [f"[sweep] {self.jobs}", self.launcher + (f": {details}" if details else ""), self.where]
+        if state.parent is not None and continued:
+            parts.append(
+                f"continuing parent run {state.parent.run_id}: {len(state.completed)} grid points already done"
             )
-    failed = [e for e in entries if e["status"] == schema.FAILED_OUTCOME]
-    for entry in failed:
-        overrides = " ".join(o for o in entry["overrides"] if not o.startswith("hydra"))
-        lines.append(f"  failed: {entry['error']}\n    re-run it alone: python -m harness.train {overrides}")
-    if failed:
-        lines.append("  or run the same sweep command again: it skips the grid points already done")
-    return "\n".join(lines)
+        elif state.parent is not None:
+            parts.append(f"parent run {state.parent.run_id}")
+        return " · ".join(parts)
+
+
+def end_sweep(state: SweepState, experiment: str | None = None, launch_dir: Path | None = None) -> list[str]:
+    """End the parent run; the summary's lines: this launch's jobs, the grid's counts (and how to re-run its
+    failures), the answer of each task, where to look at it."""
+    lines = [
+        progress.progress_line(state, progress.read(state.progress_file)).replace(
+            "[sweep]", "[sweep] finished:"
+        )
+    ]
+    if state.parent is None:
+        return lines
+    from harness.sweep import parent
+
+    try:
+        said = parent.close_parent(state.parent)
+    except Exception as exc:  # noqa: BLE001 - the tracking server may be gone; the summary still matters
+        return [
+            *lines,
+            f"[sweep] could not end the parent run {state.parent.run_id} ({type(exc).__name__}); run the same sweep "
+            "command again once the tracking server is back: it completes the grid",
+        ]
+    lines.append(_counts_line(state.parent.run_id, said.headline.counts))
+    lines += [f"[sweep] {sentence}" for sentence in said.sentences]
+    if experiment is not None:
+        lines.append(see_it(state.parent, experiment, launch_dir or Path.cwd()))
+    return lines
+
+
+def _counts_line(run_id: str, counts: dict[str, int]) -> str:
+    summary = ", ".join(f"{counts[o]} {o}" for o in schema.OUTCOMES if counts[o])
+    line = f"[sweep] parent run {run_id}: {counts['total']} grid points: {summary or 'none'}"
+    lost = counts[schema.FAILED_OUTCOME] + counts[schema.KILLED_OUTCOME]
+    if lost:
+        line += (
+            f" · the same sweep command runs the {lost} without a result again (each failure above says how to "
+            "re-run it alone) and skips the grid points already done"
+        )
+    return line
+
+
+def see_it(parent, experiment: str, launch_dir: Path) -> str:
+    """Where to look at the sweep, in commands that exist where the user is: `make ui` only for the project's store
+    with a Makefile that has a `ui` target in the launch directory."""
+    from harness.tracking import store
+
+    uri = parent.uri
+    if uri.startswith(("http://", "https://")):
+        ui = f"{uri.rstrip('/')}/#/experiments/{parent.experiment_id}/runs/{parent.run_id}"
+    elif uri == store.default_uri(launch_dir) and _has_ui_target(launch_dir / "Makefile"):
+        ui = "make ui"
+    else:
+        ui = f"mlflow ui --backend-store-uri {uri}"
+    report = _report_command(launch_dir)
+    if report is None:
+        return record.redact(f"[sweep] see it: {ui}")
+    report += f" --experiment {shlex.quote(experiment)}"
+    if uri != store.resolve_uri(None, launch_dir):  # the report would look elsewhere by default
+        report += f" --tracking-uri {shlex.quote(uri)}"
+    return record.redact(f"[sweep] see it: {ui} · the report: {report}")
+
+
+def _has_ui_target(makefile: Path) -> bool:
+    try:
+        return any(line.startswith("ui:") for line in makefile.read_text().splitlines())
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _report_command(launch_dir: Path) -> str | None:
+    """`harness-report` where it is on PATH, else the one installed beside this Python (a virtualenv not activated),
+    else the repository's script in the launch directory, else None."""
+    if shutil.which("harness-report"):
+        return "harness-report"
+    beside = Path(sys.executable).parent / "harness-report"
+    if beside.exists():
+        return shlex.quote(str(beside))
+    if (launch_dir / "scripts" / "report.py").exists():
+        return "python scripts/report.py"
+    return None
 
 
 __all__ = ["SweepCallback"]

@@ -64,6 +64,9 @@ class Hooks(Protocol):
         """The sweep's parent run, when the callback left opening it to the launcher: called before any job's run is
         created (idempotent); `state` holds it afterwards."""
 
+    def announce(self, details: str) -> None:
+        """The sweep's start line, with how its jobs will train (`details`); once, before any job trains."""
+
     def on_job_start(self, job: InProcessJob) -> None: ...
 
     def on_job_end(self, job: InProcessJob, value: object) -> None: ...
@@ -85,7 +88,7 @@ def is_harness_task(task_function) -> bool:
 def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions | None = None) -> list[object]:
     """Run every job; returns, in job order, what the task function would have returned (or the exception)."""
     options = options or BatchOptions()
-    values = _skip_done(jobs, hooks)
+    values, skipped = _skip_done(jobs, hooks)
     jobs_to_run = [job for job in jobs if job.index not in values]
     if options.batch:
         singles, groups = pieces.partition(jobs_to_run, lambda job: context(job, hooks))
@@ -94,6 +97,8 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions |
     target = pieces.worker_target(groups, options)
     cut = pieces.cut(groups, options, target) if groups else []
     workers = min(target, len(cut))
+    hooks.announce(_plan_text(options, groups, cut, singles, workers))
+    progress.report_many(hooks.state, skipped)  # after the start line, which says how many
     if workers > 1:
         values.update(_train_in_workers(cut, singles, hooks, workers))
     else:
@@ -108,8 +113,24 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions |
     return [values[j.index] for j in jobs]
 
 
-def _skip_done(jobs: Sequence[InProcessJob], hooks: Hooks) -> dict[int, object]:
-    """The grid points already done (resume), skipped as run_in_sweep skips them, in one progress write."""
+def _plan_text(options: BatchOptions, groups: list, cut: list, singles: list, workers: int) -> str:
+    """How the jobs will train, for the sweep's start line: `8 groups in 12 pieces on 2 worker processes, 3 alone`."""
+    if not groups and not singles:
+        return "nothing left to run"
+    parts = []
+    if groups:
+        where = f"on {workers} worker processes" if workers > 1 else "in this process"
+        parts.append(f"{len(groups)} batched groups in {len(cut)} pieces {where}")
+    if singles:
+        parts.append(
+            f"{len(singles)} jobs alone" + ("" if options.batch else " (hydra.launcher.batch=false)")
+        )
+    return ", ".join(parts)
+
+
+def _skip_done(jobs: Sequence[InProcessJob], hooks: Hooks) -> tuple[dict[int, object], list[tuple]]:
+    """The grid points already done (resume), skipped as run_in_sweep skips them: their values, and their progress
+    entries (written in one go)."""
     completed = hooks.state.completed if hooks.state is not None else {}
     hashes = {job.index: config_hash(job.config) for job in jobs} if completed else {}
     done = [job for job in jobs if hashes.get(job.index) in completed]
@@ -118,8 +139,7 @@ def _skip_done(jobs: Sequence[InProcessJob], hooks: Hooks) -> dict[int, object]:
         hooks.on_job_start(job)
         values[job.index] = objective(completed[hashes[job.index]])
         hooks.on_job_end(job, values[job.index])
-    progress.report_many(hooks.state, [(progress.SKIPPED, list(job.overrides), "") for job in done])
-    return values
+    return values, [(progress.SKIPPED, list(job.overrides), "") for job in done]
 
 
 def context(job: InProcessJob, hooks: Hooks) -> JobContext:
@@ -177,7 +197,6 @@ def _train_in_workers(cut: list[pieces.Piece], singles: list[tuple], hooks: Hook
     running: dict[int, GroupRun] = {}
     remaining = set(range(len(cut)))
     singles = list(singles)
-    log.info(f"Training {len(cut)} batched groups in {n} worker processes")
     specs = [list(p.specs) for p in cut]
     with workers.Pool(specs, n, cut[0].plans[0].threads, order=range(len(cut))) as pool:
         try:

@@ -1,4 +1,5 @@
-"""The sweep's parent run: created (or continued, to resume) before any job, ended with the outcome counts.
+"""The sweep's parent run: created (or continued, to resume) before any job, ended with the outcome counts and the
+sweep's answer (harness.sweep.answer: the headline numbers, by the report's definition, and the description).
 
 Every operation goes through the tracking port (harness.tracking.port), so the same code serves a SQLite file (SQL,
 no MLflow import: a batched sweep's launcher never pays for it) and a server. A parent run has one way to end,
@@ -6,23 +7,23 @@ no MLflow import: a batched sweep's launcher never pays for it) and a server. A 
 all call it.
 """
 
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from harness.context import ParentRun
 from harness.job_run import git_commit, user
-from harness.sweep import grid
+from harness.sweep import answer, grid, output, progress
 from harness.sweep.state import SweepState
 from harness.tracking import locks, port, queries, record, schema, store, stores
-from harness.tracking.port import Columns, NewRun, RunUpdate, Store, StoredRun
+from harness.tracking.port import Columns, NewRun, RunUpdate, Store
 
 
-def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepState:
+def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> tuple[SweepState, bool]:
     """Continue the latest parent run of the same sweep (unless `rerun_all`), or create one; returns the state
-    with the parent and, when continuing, the grid points already done."""
+    with the parent and, when continuing, the grid points already done, and whether it continues one."""
     uri = store.resolve_uri(config.tracking.uri, Path.cwd())
     found_store = stores.open_store(uri)
     experiment = grid.experiment_name(config)
@@ -34,16 +35,12 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> SweepS
     completed: dict[str, float | None] = {}
     if found is not None:
         run_id = found.info.run_id
-        completed = _resume(found_store, experiment_id, run_id, experiment)
+        completed = _resume(found_store, experiment_id, run_id, experiment, progress.sweep_dir(base))
     else:
         [info] = found_store.create_runs(experiment_id, [_parent_record(config, key, base.total_jobs)])
         run_id = info.run_id
-        print(
-            f"[sweep] parent run {run_id} in experiment {experiment!r} ({record.redact(uri)})",
-            file=sys.stderr,
-        )
     parent = ParentRun(uri=uri, experiment_id=experiment_id, run_id=run_id)
-    return SweepState(base.total_jobs, base.started_at, base.progress_file, parent, completed)
+    return dataclasses.replace(base, parent=parent, completed=completed), found is not None
 
 
 _STALE_TAGS = {
@@ -52,27 +49,24 @@ _STALE_TAGS = {
 }
 
 
-def _resume(found_store: Store, experiment_id: str, run_id: str, experiment: str) -> dict[str, float | None]:
+def _resume(
+    found_store: Store, experiment_id: str, run_id: str, experiment: str, sweep_dir: Path | None = None
+) -> dict[str, float | None]:
     """Children still RUNNING when a sweep resumes were left by a killed sweep (this process holds the sweep's
-    lock): they end KILLED; the parent runs again."""
+    lock): they end KILLED, said in a line; the parent runs again. Returns the grid points already done (config hash
+    -> final val loss)."""
     runs = found_store.children(experiment_id, run_id)
     stale = [r.info.run_id for r in runs if r.info.status == schema.RUNNING]
     now = port.now_ms()
     kills = [RunUpdate(r, tags=_STALE_TAGS, status=schema.KILLED, end_time=now) for r in stale]
     found_store.write([*kills, RunUpdate(run_id, status=schema.RUNNING)])
-    return _completed(runs, run_id, experiment, len(stale))
-
-
-def _completed(runs: list, run_id: str, experiment: str, stale: int) -> dict[str, float | None]:
-    """The grid points already done (config hash -> final val loss) of a continued parent run; says so in a line."""
+    if stale:
+        output.logger(__name__, sweep_dir).warning(
+            f"[sweep] {len(stale)} run(s) in experiment {experiment!r} left RUNNING by a launch of this sweep that "
+            "was killed: marked KILLED"
+        )
     outcomes = [queries.child_outcome(r) for r in queries.latest_per_grid_point(runs).values()]
-    completed = {o.config_hash: o.final_val_loss for o in outcomes if o.outcome in schema.DONE_OUTCOMES}
-    print(
-        f"[sweep] continuing parent run {run_id} in experiment {experiment!r}: "
-        f"{len(completed)} grid points already done, {stale} stale run(s) marked KILLED",
-        file=sys.stderr,
-    )
-    return completed
+    return {o.config_hash: o.final_val_loss for o in outcomes if o.outcome in schema.DONE_OUTCOMES}
 
 
 def _parent_record(config: DictConfig, key: str, total: int | None) -> NewRun:
@@ -104,8 +98,18 @@ def end_parent(
     extra_tags: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """End the parent run: children still RUNNING end KILLED (with `reason`), the outcome counts of the latest run
-    per grid point and the sweep's headline go on the parent, which ends with `status`. The one way a parent ends.
-    Returns the counts."""
+    per grid point and the sweep's answer (headline numbers and tags, the description) go on the parent, which ends
+    with `status`. The one way a parent ends. Returns the counts."""
+    return _end(found_store, parent, status, reason, extra_tags).headline.counts
+
+
+def _end(
+    found_store: Store,
+    parent: ParentRun,
+    status: str,
+    reason: str | None,
+    extra_tags: dict[str, str] | None,
+) -> answer.Answer:
     children = found_store.children(parent.experiment_id, parent.run_id)
     running = [r.info.run_id for r in children if r.info.status == schema.RUNNING]
     if running:
@@ -116,9 +120,12 @@ def end_parent(
         now = port.now_ms()
         found_store.write([RunUpdate(r, tags=left, status=schema.KILLED, end_time=now) for r in running])
         children = found_store.children(parent.experiment_id, parent.run_id)
-    counts, headline = _outcome(queries.latest_per_grid_point(children))
-    metrics, tags = record.headline_record(headline)
+    latest = list(queries.latest_per_grid_point(children).values())
+    counts = schema.count_outcomes(queries.child_outcome(r).outcome for r in latest)
+    said = answer.answer(latest, counts, status)
+    metrics, tags = record.headline_record(said.headline)
     tags = {**{schema.job_count_tag(k): str(counts[k]) for k in (*schema.OUTCOMES, "total")}, **tags}
+    tags[schema.NOTE_CONTENT] = said.note
     tags |= extra_tags or {}
     if reason:
         tags[schema.ERROR] = reason
@@ -130,31 +137,9 @@ def end_parent(
         # A full disk refuses the headline's rows whole; the bare end is a few pages and may still fit. Either way
         # the same sweep command resumes this parent and writes its headline at its own end.
         found_store.write([RunUpdate(parent.run_id, status=status, end_time=now)])
-    return counts
+    return said
 
 
-def _outcome(latest: dict[str, StoredRun]) -> tuple[dict[str, int], record.SweepHeadline]:
-    """The outcome counts of the latest run per grid point, and the headline they make."""
-    outcomes = [queries.child_outcome(r) for r in latest.values()]
-    counts = schema.count_outcomes(o.outcome for o in outcomes)
-    return counts, _headline(counts, outcomes, latest)
-
-
-def _headline(
-    counts: dict[str, int], outcomes: list[schema.ChildOutcome], runs: dict[str, StoredRun]
-) -> record.SweepHeadline:
-    best = record.best_of((o.run_id, o.final_val_loss) for o in outcomes if o.outcome == schema.COMPLETED)
-    by_id = {r.info.run_id: r for r in runs.values()}
-    return record.SweepHeadline(
-        counts=counts,
-        best_val_loss=best[1] if best else None,
-        best_optimizer=by_id[best[0]].data.tags.get(schema.OPTIMIZER) if best else None,
-        best_run_id=best[0] if best else None,
-    )
-
-
-def close_parent(parent: ParentRun) -> str:
-    """End the parent run after the sweep; one line with the counts."""
-    counts = end_parent(stores.open_store(parent.uri), parent)
-    summary = ", ".join(f"{counts[o]} {o}" for o in schema.OUTCOMES if counts[o])
-    return f"[sweep] parent run {parent.run_id}: {counts['total']} grid points: {summary or 'none'}"
+def close_parent(parent: ParentRun) -> answer.Answer:
+    """End the parent run after the sweep; returns what it recorded (the counts and the answer)."""
+    return _end(stores.open_store(parent.uri), parent, schema.FINISHED, None, None)

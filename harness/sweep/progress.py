@@ -1,13 +1,19 @@
-"""Sweep-level progress shared by all workers: each job appends one JSON line to its launch's progress file.
+"""Sweep-level progress shared by all workers: each job appends one JSON line to its launch's progress file, and the
+sweep's lines that jobs cause: one per failure, and the progress line.
+
+The progress line is throttled across every process of the sweep: the first job run prints one (the first ETA),
+then at most one per `SweepState.progress_every_s` (hydra.callbacks.sweep.progress_every_s), never for the last job
+(the summary follows); a marker file beside the progress file holds when the last one was printed.
 
 Entries are redacted (a job's overrides may carry `tracking.uri=...` with credentials): no secret reaches the file.
 """
 
 import json
-import sys
+import os
 import time
 from pathlib import Path
 
+from harness.sweep import output
 from harness.sweep.state import SweepState
 from harness.tracking import record, schema
 
@@ -28,25 +34,62 @@ def read(progress_file: str) -> list[dict]:
 
 
 def report(state: SweepState, status: str, overrides: list[str], error: str = "") -> None:
-    """Record one finished job (an outcome, or SKIPPED) and print the sweep's progress line."""
-    entry = _entry(status, overrides, error)
-    with open(state.progress_file, "a") as f:  # O_APPEND: one short write per job, safe across processes
-        f.write(entry + "\n")
-    print(progress_line(state, read(state.progress_file)), file=sys.stderr, flush=True)
+    """Record one finished job (an outcome, or SKIPPED); say its failure, and the progress when it is due."""
+    report_many(state, [(status, overrides, error)])
 
 
 def report_many(state: SweepState, jobs: list[tuple[str, list[str], str]]) -> None:
-    """Record several finished jobs ((status, overrides, error) each) in one write; print one progress line.
-
-    For launchers that finish many jobs at once (a batched group, the done points of a resumed sweep): per job,
-    `report` reads the whole file back, which for thousands of jobs costs more than the jobs.
+    """Record several finished jobs ((status, overrides, error) each) in one write; say each failure, and the
+    progress once when it is due (launchers that finish many jobs at once: a batched group, a resume's done points).
     """
     if not jobs:
         return
     lines = "".join(_entry(s, o, e) + "\n" for s, o, e in jobs)
-    with open(state.progress_file, "a") as f:
+    with open(state.progress_file, "a") as f:  # O_APPEND: one short write, safe across processes
         f.write(lines)
-    print(progress_line(state, read(state.progress_file)), file=sys.stderr, flush=True)
+    say = output.logger(__name__, sweep_dir(state))
+    for status, overrides, error in jobs:
+        if status == schema.FAILED_OUTCOME:
+            say.error(failure_line(overrides, error))
+    ran = any(
+        status != SKIPPED for status, _, _ in jobs
+    )  # a resume's skipped points: the start line said them
+    if ran and _due(state):
+        entries = read(state.progress_file)
+        if state.total_jobs is None or len(entries) < state.total_jobs:
+            say.info(progress_line(state, entries))
+
+
+def sweep_dir(state: SweepState) -> Path:
+    """Hydra's sweep directory, where the launch's files are."""
+    return Path(state.progress_file).parent
+
+
+def failure_line(overrides: list[str], error: str) -> str:
+    """`[sweep] failed: <error> · re-run it alone: python -m harness.train <its overrides>`, on one line."""
+    typed = " ".join(o for o in overrides if not o.startswith("hydra"))
+    said = " ".join(str(error).split())
+    return record.redact(f"[sweep] failed: {said} · re-run it alone: python -m harness.train {typed}")
+
+
+def _due(state: SweepState) -> bool:
+    """True for the sweep's first finished job, then once `progress_every_s` has passed since the last line (in
+    whichever process printed it)."""
+    marker = Path(state.progress_file).with_suffix(".shown")
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        pass
+    except OSError:
+        return False  # an unwritable sweep directory: no throttle to keep, no progress line
+    try:
+        if time.time() - marker.stat().st_mtime < state.progress_every_s:
+            return False
+        os.utime(marker)
+    except OSError:
+        return False
+    return True
 
 
 def _entry(status: str, overrides: list[str], error: str) -> str:

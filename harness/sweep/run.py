@@ -1,5 +1,7 @@
 """A job inside a sweep: skip it if its grid point is done, and never let its failure stop the sweep.
 
+What the job logs stays off the terminal (harness.sweep.output.quiet_console; in its Hydra job log file still) unless
+`hydra.callbacks.sweep.job_lines=true`: the sweep says each failure in one line of its own (harness.sweep.progress).
 Callable without Hydra (an in-process launcher): `run_in_sweep(cfg, JobContext(...), state)`.
 """
 
@@ -14,7 +16,7 @@ from harness.errors import ConfigError
 from harness.job import run_job
 from harness.job_run import record_refused_job
 from harness.plan import Plan
-from harness.sweep import progress
+from harness.sweep import output, progress
 from harness.sweep.state import SweepState
 from harness.tracking import schema
 
@@ -37,7 +39,8 @@ def run_in_sweep(
         if key in state.completed:
             progress.report(state, progress.SKIPPED, overrides)
             return objective(state.completed[key])
-    value, status, error = _run(cfg, ctx, plan)
+    with output.quiet_console(state is not None and not state.job_lines):
+        value, status, error = _run(cfg, ctx, plan)
     if state is not None:
         progress.report(state, status, overrides, error)
     return objective(value)

@@ -32,6 +32,9 @@ class SweepState:
     progress_file: str  # one JSON line per finished job, appended by every worker
     parent: ParentRun | None = None  # None: tracking disabled
     completed: dict[str, float | None] = field(default_factory=dict)  # config hash -> final val loss (resume)
+    # hydra.callbacks.sweep.*: each job's own lines on the terminal too; at most one progress line this often
+    job_lines: bool = False
+    progress_every_s: float = 30.0
 
     def save(self, path: Path) -> None:
         """Write the state to `path` whole (a job never reads half a file), the tracking URI redacted."""

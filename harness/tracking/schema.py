@@ -62,7 +62,7 @@ LAUNCHER = "harness.launcher"
 STOPPED = "harness.stopped"  # why a search stopped before its end (the HPO failure budget)
 JOB_COUNT_PREFIX = "harness.jobs."  # harness.jobs.<outcome> and harness.jobs.total
 BEST_OPTIMIZER = "harness.best_optimizer"  # the sweep's headline (record.headline_record)
-BEST_RUN_ID = "harness.best_run_id"  # the child with the lowest final val loss
+BEST_RUN_ID = "harness.best_run_id"  # the child with the lowest final val loss (best/single_run_val_loss)
 
 
 def job_count_tag(outcome: str) -> str:
@@ -102,12 +102,19 @@ FINAL_TRAIN_LOSS = "final/train_loss"
 FINAL_VAL_PREFIX = "final/val_"
 FINAL_VAL_LOSS = "final/val_loss"
 FINAL_VAL_ACCURACY = "final/val_accuracy"
-BEST_VAL_LOSS = "best/val_loss"
+BEST_VAL_LOSS = "best/val_loss"  # a run's lowest val/loss; a parent's: the score of the sweep's best configuration
+BEST_SINGLE_RUN_VAL_LOSS = "best/single_run_val_loss"  # on a parent: the lowest final val loss of any one run
 STEPS = "steps"
 TOTAL_S = "time/total_s"
 JOB_COUNT_METRIC_PREFIX = "jobs/"  # on the parent: jobs/<outcome>, jobs/total (the counts, as metrics too)
 TIME_TO_TARGET_S = "time_to_target_s"  # absent when the target was never reached
 STEPS_TO_TARGET = "steps_to_target"
+
+
+def best_val_loss_of(task: str) -> str:
+    """A parent's best/val_loss for one task of a sweep that spans several (their losses are not comparable)."""
+    return f"{BEST_VAL_LOSS}/{task}"
+
 
 # --- Artifacts --------------------------------------------------------------------------------------------------------
 CONFIG_ARTIFACT = "config.yaml"

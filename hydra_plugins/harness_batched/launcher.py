@@ -24,7 +24,6 @@ from hydra.core.utils import (
     _save_config,
     configure_log,
     env_override,
-    filter_overrides,
     setup_globals,
 )
 from hydra.plugins.launcher import Launcher
@@ -40,6 +39,8 @@ class BatchedLauncher(Launcher):
     # The sweep callback may leave the parent run to this launcher (a fresh sweep: nothing to resume): the first
     # pieces then start training before it is opened (harness.sweep.callback.SweepCallback.open_late).
     opens_sweep_late = True
+    # The sweep's start line waits for the launcher, which says how the jobs train (groups, pieces, workers).
+    announces_sweep = True
 
     def __init__(
         self,
@@ -76,18 +77,25 @@ class BatchedLauncher(Launcher):
         from harness.sweep import inprocess
 
         if not inprocess.is_harness_task(self.task_function):
-            _sweep_callback(self.hydra_context).open_late()
+            sweep = _sweep_callback(self.hydra_context)
+            sweep.open_late()
+            sweep.announce("each job as the basic launcher runs it (not the harness's task)")
             return self._launch_basic(job_overrides, initial_job_idx)
+        from harness.sweep import output
+
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs in this process (hydra/launcher=batched)")
         started = time.perf_counter()
         jobs = [self._prepare(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
         log.debug(f"Derived {len(jobs)} job configs in {time.perf_counter() - started:.2f} s")
         hooks = _Hooks(self.hydra_context, self.task_function, self._group_config, self.config)
+        # The sweep says each failure and its progress; what the jobs log (no job log files here) stays off the
+        # terminal unless hydra.callbacks.sweep.job_lines=true.
+        quiet = hooks.state is not None and not hooks.state.job_lines
         with env_override(OmegaConf.to_container(self.config.hydra.job.env_set, resolve=True)):
-            returns = inprocess.run_jobs(jobs, hooks, self.options)
+            with output.quiet_console(quiet):
+                returns = inprocess.run_jobs(jobs, hooks, self.options)
         return [hooks.job_return(job, value) for job, value in zip(jobs, returns)]
 
     def _prepare(self, overrides: Sequence[str], index: int):
@@ -162,10 +170,13 @@ class _Hooks:
         if self.sweep.late is not None:
             self.state = self.sweep.open_late()
 
+    def announce(self, details: str) -> None:
+        self.sweep.announce(details)
+
     def on_job_start(self, job) -> None:
         # Hydra passes the job's full config; callbacks here get the composition of the job's group choices
-        # (composing each job's hydra node is the cost this launcher removes). Ours reads nothing from it.
-        log.info(f"\t#{job.index} : {' '.join(filter_overrides(job.overrides))}")
+        # (composing each job's hydra node is the cost this launcher removes). Ours reads nothing from it. No launch
+        # line per job: the sweep's start line says how they train.
         self.callbacks.on_job_start(
             config=self.group_config(job.structural), task_function=self.task_function
         )
@@ -192,6 +203,9 @@ class _NoLateSweep:
 
     def open_late(self) -> None:
         return None
+
+    def announce(self, details: str = "") -> None:
+        pass
 
 
 def _sweep_callback(hydra_context: HydraContext):

@@ -69,7 +69,10 @@ class RaceBasicSweeper(HarnessBasicSweeper):
 
     def _grid(self, arguments: list[str]) -> list[list[str]]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides(self._parse_config() + list(arguments))
+        params = [
+            f"{k}={v}" for k, v in self.params.items()
+        ]  # as the basic sweeper: its params, then the command line
+        overrides = parser.parse_overrides(params + list(arguments))
         [grid] = self.split_arguments(overrides, max_batch_size=None)
         return grid
 

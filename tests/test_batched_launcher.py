@@ -6,12 +6,20 @@ final values, config.yaml), resume and isolate failures the same way, and tag ea
 
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import all_runs, history, mlflow_client, run_cli
-from test_sweeps import GRID, check_grid_sweep, parents_and_children
+from test_sweeps import (
+    GRID,
+    check_grid_output,
+    check_grid_sweep,
+    parents_and_children,
+    sweep_output,
+    the_sweep_dir,
+)
 
 from harness.tracking import schema
 
@@ -111,10 +119,22 @@ def test_a_batched_sweep_records_what_the_basic_launcher_records(store, tmp_path
 
 def test_a_mixed_grid_runs_lbfgs_alone_and_tags_every_run_with_its_engine(store, tmp_path):
     args = ["task=quadratic", "optimizer=lbfgs,adam", "seed=0,1,2", "trainer.max_steps=8", BATCHED]
-    proc = run_cli("-m", *args, cwd=tmp_path)
+    proc = run_cli("-m", *args, "hydra.callbacks.sweep.progress_every_s=600", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, children = parents_and_children(store)
+    [parent], children = parents_and_children(store)
     assert len(children) == 6
+    # Six lines for six jobs: no launch line per job, no job's own line.
+    lines = sweep_output(proc, the_sweep_dir(tmp_path))
+    assert len(lines) == 6, proc.stderr
+    assert lines[0] == (
+        "[sweep] 6 jobs · batched launcher: 1 batched groups in 1 pieces in this process, 3 jobs alone · "
+        f"experiment 'quadratic' in {store}"
+    )
+    assert re.fullmatch(r"\[sweep\] [1-5]/6 jobs done · 0:\d\d elapsed · ~\d+:\d\d left", lines[1]), lines[1]
+    assert lines[2].startswith("[sweep] finished: 6/6 jobs done · 0:")
+    assert lines[3] == f"[sweep] parent run {parent.info.run_id}: 6 grid points: 6 completed"
+    assert lines[4].startswith("[sweep] On quadratic, ") and " identical on all 3 seeds" in lines[4]
+    assert lines[5].startswith(f"[sweep] see it: mlflow ui --backend-store-uri {store} · the report: ")
     engines = {
         (c.data.params["optimizer.name"], c.data.tags[schema.ENGINE], c.data.tags[schema.BATCH_TRIALS])
         for c in children
@@ -124,12 +144,13 @@ def test_a_mixed_grid_runs_lbfgs_alone_and_tags_every_run_with_its_engine(store,
     assert all(c.data.tags[schema.STATUS] == schema.COMPLETED for c in children)
 
 
-def test_rmsprop_and_adagrad_jobs_train_batched(store, tmp_path):
-    """Each optimizer's 4 jobs (2 lrs x 2 seeds) form one group of K = 4; none runs alone."""
-    args = ["task=quadratic", "optimizer=rmsprop,adagrad", "optimizer.lr_scale=0.3,1", "seed=0,1"]
+def test_rmsprop_and_adagrad_jobs_train_batched_and_the_parent_states_the_reports_answer(store, tmp_path):
+    """Each optimizer's 4 jobs (2 lrs x 2 seeds) form one group of K = 4; none runs alone. The parent's headline
+    metric is the report's headline number, and its description the report's answer and ranked rows."""
+    args = ["task=linreg_1d", "optimizer=rmsprop,adagrad", "optimizer.lr_scale=0.3,1", "seed=0,1"]
     proc = run_cli("-m", *args, "trainer.max_steps=6", BATCHED, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, children = parents_and_children(store)
+    [parent], children = parents_and_children(store)
     engines = sorted(
         (c.data.params["optimizer.name"], c.data.tags[schema.ENGINE], c.data.tags[schema.BATCH_TRIALS])
         for c in children
@@ -139,13 +160,61 @@ def test_rmsprop_and_adagrad_jobs_train_batched(store, tmp_path):
         == [("adagrad", schema.ENGINE_BATCHED, "4")] * 4 + [("rmsprop", schema.ENGINE_BATCHED, "4")] * 4
     )
     assert all(c.data.tags[schema.STATUS] == schema.COMPLETED for c in children)
+    check_the_parents_answer(store, parent, children, "linreg_1d")
+
+
+def check_the_parents_answer(store, parent, children, task: str) -> None:
+    from harness.report import load, tables, view
+    from harness.report.figures import style
+
+    data = load.load(store, task)
+    [seen] = view.task_views(data, style.palette(data.runs["optimizer"]), "median-seeds")
+    top = seen.best.iloc[0]
+    metrics, tags = parent.data.metrics, parent.data.tags
+    assert (
+        metrics[schema.BEST_VAL_LOSS] == top["val_loss_mean"]
+    )  # one number, one meaning: exactly the report's
+    # ... which is the mean over the two seeds of the best configuration, not its best seed
+    losses = {}
+    for c in children:
+        key = (c.data.params["optimizer.name"], float(c.data.params[schema.RESOLVED_LR]))
+        losses.setdefault(key, []).append(c.data.metrics[schema.FINAL_VAL_LOSS])
+    means = {key: math.fsum(v) / len(v) for key, v in losses.items()}
+    best = min(means, key=means.get)
+    assert (best, metrics[schema.BEST_VAL_LOSS]) == ((top["optimizer"], top["lr"]), means[best])
+    single = min(c.data.metrics[schema.FINAL_VAL_LOSS] for c in children)
+    assert metrics[schema.BEST_SINGLE_RUN_VAL_LOSS] == single < metrics[schema.BEST_VAL_LOSS]
+    assert tags[schema.BEST_OPTIMIZER] == top["optimizer"]
+    # The description: the report's own answer sentence, then a row per optimizer as the report's table has it.
+    note = tags[schema.NOTE_CONTENT]
+    assert note.startswith(f"**{tables.answer(seen)}**\n\n| # | optimizer | best lr | batch size |")
+    shown = tables.display_ranked(seen)
+    for row in shown[
+        [
+            "#",
+            "optimizer",
+            "best lr",
+            "batch size",
+            "final val loss (mean ± std)",
+            "seeds",
+            "trials",
+            "diverged",
+        ]
+    ].itertuples(index=False):
+        assert "| " + " | ".join(row) + " |" in note.splitlines()
+    assert (
+        len(note.splitlines()) == 2 + 2 + len(shown) + 2
+    )  # answer, blank, header, rule, rows, blank, footer
 
 
 @pytest.mark.slow
 def test_a_failing_and_a_diverging_job_do_not_stop_the_others(store, tmp_path):
-    proc = run_cli("-m", *GRID, BATCHED, cwd=tmp_path)
+    proc = run_cli("-m", *GRID, BATCHED, "hydra.launcher.workers=2", cwd=tmp_path)
     check_grid_sweep(store, proc)
-    assert "[sweep] 8/8 jobs done" in proc.stderr
+    [parent], _ = parents_and_children(store)
+    lines = sweep_output(proc, the_sweep_dir(tmp_path))
+    launcher = "batched launcher: 2 batched groups in 2 pieces on 2 worker processes, 4 jobs alone"
+    check_grid_output(store, lines, parent.info.run_id, launcher)
 
 
 @pytest.mark.slow
@@ -211,12 +280,12 @@ def test_groups_train_side_by_side_in_worker_processes_exactly_as_here(store, tm
         "-m", *QUADRATIC, "tracking.experiment=here", BATCHED, "hydra.launcher.workers=1", cwd=tmp_path
     )
     assert here.returncode == 0, here.stderr[-3000:]
-    assert "worker processes" not in here.stdout  # Hydra's log lines go to stdout
+    assert "2 batched groups in 2 pieces in this process · " in here.stderr.splitlines()[0]
     apart = run_cli(
         "-m", *QUADRATIC, "tracking.experiment=apart", BATCHED, "hydra.launcher.workers=2", cwd=tmp_path
     )
     assert apart.returncode == 0, apart.stderr[-3000:]
-    assert "Training 2 batched groups in 2 worker processes" in apart.stdout
+    assert "2 batched groups in 2 pieces on 2 worker processes · " in apart.stderr.splitlines()[0]
     one, two = children_of(store, "here"), children_of(store, "apart")
     assert len(one) == len(two) == 8 and one.keys() == two.keys()
     for point, run in one.items():

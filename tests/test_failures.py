@@ -208,7 +208,9 @@ def test_a_full_disk_mid_run_ends_the_run_failed_and_says_how_to_run_it_again(tm
 
 @pytest.mark.slow
 def test_a_sweep_whose_disk_fills_mid_way_leaves_no_run_running_and_resumes(tmp_path):
-    with tmpfs(tmp_path / "full", "6M") as mount:
+    # Room for the whole grid once the filler is gone: 8 jobs' points, and the write-ahead log, which SQLite lets
+    # grow to 1000 pages (4 MB) before it folds it into the database (6 MB held one job and a half).
+    with tmpfs(tmp_path / "full", "16M") as mount:
         uri = f"sqlite:///{mount / 'mlflow.db'}"
         assert run_cli(*FAST, f"tracking.uri={uri}", cwd=tmp_path).returncode == 0
         fill(mount, leave_kib=700)  # a job or two of the eight fit

@@ -74,8 +74,8 @@ _latest: Owned | None = None  # the latest run this process created (what an int
 def own(found: Store, run_id: str, project_dir: Path) -> None:
     """Hold the lock of the run just created, for as long as it is this process's (until `ended`).
 
-    A lock that cannot be made (a read-only folder) leaves the run unowned: it runs and ends as before, and is
-    never ended by another command.
+    A lock that cannot be made (a read-only folder, no boot id) leaves the run without one: it runs and ends as
+    before, but no other command can ever prove it stale.
     """
     global _latest
     owned = Owned(run_id, found)
@@ -85,6 +85,7 @@ def own(found: Store, run_id: str, project_dir: Path) -> None:
     folder = run_locks(found, project_dir)
     lock = folder / f"{run_id}.{KERNEL}{SUFFIX}"
     building = folder / f".{run_id}.{os.getpid()}.tmp"
+    fd = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(building, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -93,11 +94,12 @@ def own(found: Store, run_id: str, project_dir: Path) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             building.unlink()
+        if fd is not None:
+            os.close(fd)
         return
     owned.lock, owned.fd = lock, fd
-    with contextlib.suppress(
-        OSError
-    ):  # who holds it, for the stale run's error tag; a full disk may refuse it
+    # Who holds it, for the stale run's error tag (a full disk may refuse these bytes: the name is what counts).
+    with contextlib.suppress(OSError):
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
 
 

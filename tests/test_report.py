@@ -230,7 +230,8 @@ def test_quadratic_ranking_matches_the_closed_form(views):
         "Every seed gave the identical final validation loss in all 5 configurations with several completed seeds"
     )
     assert tables.table_notes(task) == [
-        "Steps and time to target train/loss <= 0.0001: the first evaluation that met it."
+        tables.score_note(task),
+        "Steps and time to target train/loss <= 0.0001: the first evaluation that met it.",
     ]
 
 

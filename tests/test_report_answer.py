@@ -173,12 +173,14 @@ def test_the_target_and_the_clock_of_batched_trials_are_stated():
     )
     toy = view_of(runs)
     assert tables.display_ranked(toy).loc[0, "time to target (s)"] == "0.25 (group of 8)"
-    first, clock = tables.table_notes(toy)
+    score, first, clock = tables.table_notes(toy)
+    assert score == tables.score_note(toy) and score.startswith("Score: the mean over seeds")
     assert first.startswith("Steps and time to target val/accuracy >= 0.95") and "group's clock" in clock
     assert target.batched_clock(toy.runs) == "batched trials: their group's clock (8 trials together)"
     alone = view_of(runs.assign(batch_trials=1, target=pd.NA))
     assert tables.table_notes(alone) == [
-        "Steps and time to the task's target (not recorded by these runs): the first evaluation that met it."
+        tables.score_note(alone),
+        "Steps and time to the task's target (not recorded by these runs): the first evaluation that met it.",
     ]
     assert tables.display_ranked(alone).loc[0, "time to target (s)"] == "0.25"
 

@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.report import figures, note, ranking, render, tables
+from harness.report import figures, note, ranking, render, stats, tables
 from harness.report.figures import style
 from harness.report.load import SweepData
 from harness.report.view import TaskView, task_views
@@ -47,7 +47,11 @@ class Report:
 
 
 def write_report(
-    data: SweepData, directory: Path, rule: str = ranking.DEFAULT_RULE, workers: int | None = None
+    data: SweepData,
+    directory: Path,
+    rule: str = ranking.DEFAULT_RULE,
+    workers: int | None = None,
+    method: stats.Method = stats.DEFAULT_METHOD,
 ) -> Report:
     """Build, draw, tabulate and write everything for `data` into `directory` (created if needed).
 
@@ -56,10 +60,11 @@ def write_report(
         directory: the report folder.
         rule: how an optimizer's time to target is aggregated (ranking.TARGET_RULES).
         workers: processes drawing figures (default: one per CPU, at most one per figure; 1 draws in this process).
+        method: how the intervals are computed (stats.Method: the aggregate over seeds, replicates, confidence).
     """
     directory.mkdir(parents=True, exist_ok=True)
     colours = style.palette(data.runs["optimizer"].dropna())
-    views = task_views(data, colours, rule)
+    views = task_views(data, colours, rule, method)
     multi = len(views) > 1
     jobs = [
         (kind, view, f"_{_slug(view.task)}" if multi else "")
@@ -83,12 +88,12 @@ def write_report(
         sections=sections,
         overall=[f for (kind, _, _), f in zip(jobs, drawn) if kind.across_tasks],
         summary=tables.display_summary(summary),
-        notes=[text.format(rule=ranking.TARGET_RULES[rule]) for text in NOTES],
+        notes=[text.format(rule=ranking.TARGET_RULES[rule]) for text in NOTES] + [stats.how_computed(method)],
     )
     html_path, md_path = directory / "report.html", directory / "report.md"
     html_path.write_text(render.to_html(content, directory), encoding="utf-8")
     md_path.write_text(render.to_markdown(content, directory), encoding="utf-8")
-    answers = [section.answer for section in sections]
+    answers = [" ".join(filter(None, [s.answer, s.confidence and f"{s.confidence}."])) for s in sections]
     return Report(
         directory,
         html_path,
@@ -111,6 +116,7 @@ def _section(view: TaskView, drawn: list[render.FigureFile]) -> render.Section:
         tables.display_ranked(view),
         drawn,
         tables.table_notes(view),
+        tables.confidence(view),
     )
 
 

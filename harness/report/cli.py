@@ -1,5 +1,5 @@
 """The report's command line: `harness-report --experiment NAME [--sweep ID|latest] [--tracking-uri URI]
-[--out DIR] [--no-log] [--target-rule median-seeds|algoperf]` (also `python scripts/report.py ...`).
+[--out DIR] [--no-log] [--target-rule median-seeds|algoperf] [--aggregate mean|iqm]` (also `python scripts/report.py ...`).
 
 Prints the path of report.html on stdout (so that `open "$(harness-report ...)"` works) and what it did on stderr.
 Every problem a user can cause (unknown experiment, a store that is missing, empty or corrupt, a bad URI, an --out
@@ -26,6 +26,7 @@ SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     from harness.report.ranking import DEFAULT_RULE, TARGET_RULES
+    from harness.report.stats import AGGREGATES
 
     parser = argparse.ArgumentParser(
         prog="harness-report", description="Compare the optimizers of a sweep: figures, tables, report.html."
@@ -48,6 +49,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="how an optimizer's time to target is aggregated (a rule other than the default writes its report "
         "beside the default's, in its own folder and artifact path): "
         + "; ".join(f"{name}: {text}" for name, text in TARGET_RULES.items()),
+    )
+    parser.add_argument(
+        "--aggregate",
+        choices=list(AGGREGATES),
+        default="mean",
+        help="a configuration's score over its seeds, for the scores' intervals, the headline's probability and the "
+        "tuning-budget curve: mean (default) or iqm, the interquartile mean (25 %% cut from each end; rliable)",
     )
     parser.add_argument("--workers", type=int, help="processes drawing figures (default: one per CPU)")
     return parser.parse_args(argv)
@@ -75,23 +83,26 @@ def run(args: argparse.Namespace, uri: str) -> Path:
     """Find, load, write and (unless --no-log) publish the report; returns the path of report.html."""
     import matplotlib
 
-    from harness.report import load, publish
+    from harness.report import load, publish, stats
     from harness.report.build import write_report
 
     matplotlib.use("Agg")  # a command line never needs a window: no GUI backend, works on servers and in CI
     started = time.perf_counter()
     data = load.load(uri, args.experiment, args.sweep)
-    out = writable(args.out or default_out(args.experiment, data.sweep_run_id, args.target_rule))
+    out = writable(
+        args.out or default_out(args.experiment, data.sweep_run_id, args.target_rule, args.aggregate)
+    )
     data.cache_dir = out / "cache"
     _say(f"{len(data.runs)} runs of sweep {data.sweep_run_id} ({time.perf_counter() - started:.1f} s)")
-    report = write_report(data, out, args.target_rule, args.workers)
+    method = stats.Method(aggregate=args.aggregate)
+    report = write_report(data, out, args.target_rule, args.workers, method)
     if report.banner:
         _say(report.banner)
     for answer in report.answers:
         _say(answer)
     if not args.no_log:
         try:
-            directory = publish.artifact_dir(args.target_rule)
+            directory = publish.artifact_dir(args.target_rule, args.aggregate)
             publish.attach(data.source, data.parent, report, directory)
             _say(
                 f"attached to the sweep's run {data.sweep_run_id} as artifacts under {directory}/, with the "
@@ -135,13 +146,14 @@ def writable(out: Path) -> Path:
     return out
 
 
-def default_out(experiment: str, run_id: str, rule: str | None = None) -> Path:
+def default_out(experiment: str, run_id: str, rule: str | None = None, aggregate: str = "mean") -> Path:
     """reports/<experiment>/<sweep run id>/ under the current directory (the name made safe for a path); a report
-    with another time-to-target rule beside it, in <sweep run id>-<rule>/."""
+    with another time-to-target rule or aggregate beside it, in <sweep run id>-<rule>/, <sweep run id>-iqm/ or
+    <sweep run id>-<rule>-iqm/."""
+    from harness.report.publish import variant
     from harness.report.ranking import DEFAULT_RULE
 
-    rule = rule or DEFAULT_RULE
-    folder = run_id if rule == DEFAULT_RULE else f"{run_id}-{rule}"
+    folder = "-".join([run_id, *variant(rule or DEFAULT_RULE, aggregate)])
     return Path(REPORTS_DIR) / re.sub(r"[^\w.-]+", "_", experiment) / folder
 
 

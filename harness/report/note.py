@@ -14,7 +14,16 @@ from harness.tracking.port import MAX_TAG_LENGTH
 
 MAX_NOTE = MAX_TAG_LENGTH
 TABLE_TYPE = "table"  # the type mlflow.log_table records in mlflow.loggedArtifacts
-MAIN_COLUMNS = ["#", "optimizer", "best lr", "batch size", "final val loss (mean ± std)", "seeds", "diverged"]
+MAIN_COLUMNS = [
+    "#",
+    "optimizer",
+    "best lr",
+    "batch size",
+    "final val loss (mean ± std)",
+    "score (95 % CI)",
+    "seeds",
+    "diverged",
+]
 
 
 def note(content: Content, report_path: str) -> str:
@@ -40,6 +49,8 @@ def _compose(content: Content, head, footer, columns, rows, report_path) -> str:
     parts = list(head)
     for section in content.sections:
         parts.append(f"**{section.answer}**")
+        if section.confidence:
+            parts.append(f"{section.confidence}.")
         table = (
             section.ranked if columns is None else section.ranked[[c for c in columns if c in section.ranked]]
         )

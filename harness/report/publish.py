@@ -16,10 +16,16 @@ from harness.tracking.port import Store
 ARTIFACT_DIR = "report"
 
 
-def artifact_dir(rule: str) -> str:
-    """Where a report made with time-to-target `rule` goes among the parent's artifacts: report/ for the default,
-    report-<rule>/ beside it for another, so that neither replaces the other."""
-    return ARTIFACT_DIR if rule == DEFAULT_RULE else f"{ARTIFACT_DIR}-{rule}"
+def artifact_dir(rule: str, aggregate: str = "mean") -> str:
+    """Where a report made with time-to-target `rule` and score `aggregate` goes among the parent's artifacts:
+    report/ for the defaults, report-<rule>/, report-iqm/ or report-<rule>-iqm/ beside it otherwise, so that none
+    replaces another."""
+    return "-".join([ARTIFACT_DIR, *variant(rule, aggregate)])
+
+
+def variant(rule: str, aggregate: str) -> list[str]:
+    """The choices of a report other than the defaults, for the names of its folders."""
+    return [value for value, default in ((rule, DEFAULT_RULE), (aggregate, "mean")) if value != default]
 
 
 def attach(source: Store, parent, report, directory: str = ARTIFACT_DIR) -> None:

@@ -4,7 +4,9 @@ optimizer's time to target.
 The ranking is harness.tracking.queries.rank_configurations, the one definition the sweep's headline uses too:
 configurations that never diverged first (the lower the share of diverged seeds, the better), then the lowest mean
 final validation loss over completed seeds, ties by mean wall-clock time; failed and killed runs count neither way.
-This module adds what the report shows beside it (spread, accuracy, budget score, times to target, counts).
+This module adds what the report shows beside it (spread, accuracy, budget score, times to target, counts), and the
+performance profile of those times (Dolan & Moré, 2002: `ratios`, `profile`; figures.target draws it, stats
+resamples it).
 """
 
 import numpy as np
@@ -163,3 +165,27 @@ def target_times(runs: pd.DataFrame, configs: pd.DataFrame, rule: str = "median-
     trials = runs.assign(**{column: runs[column].fillna(np.inf) for column in TARGET_COLUMNS})
     fastest = trials.groupby(["task", "optimizer", "seed"], observed=True)[TARGET_COLUMNS].min()
     return fastest.groupby(["task", "optimizer"], observed=True).median().reset_index()
+
+
+def ratios(times: pd.DataFrame, column: str = "time_to_target_s") -> pd.DataFrame:
+    """task, optimizer, time, ratio to the task's fastest optimizer (inf: never, or later than a fastest time 0)."""
+    table = times[["task", "optimizer", column]].rename(columns={column: "time"})
+    best = table.groupby("task", observed=True)["time"].transform("min").to_numpy()
+    time = table["time"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(time == best, 1.0, time / best)  # 0/0: the fastest itself, at 0
+    ratio = np.where(np.isfinite(time) & np.isfinite(ratio), ratio, np.inf)
+    return table.assign(ratio=ratio)
+
+
+def profile(ratio_table: pd.DataFrame) -> pd.DataFrame:
+    """optimizer, tau, rho: a step function (draw with steps-post) from tau = 1 past the largest finite ratio."""
+    finite = ratio_table.loc[np.isfinite(ratio_table["ratio"]), "ratio"]
+    top = max(2.0, float(finite.max()) * 1.5) if len(finite) else 2.0
+    taus = np.unique(np.concatenate([[1.0, top], finite.to_numpy()]))
+    tasks = ratio_table["task"].nunique()
+    parts = []
+    for optimizer, group in ratio_table.groupby("optimizer", observed=True, sort=True):
+        rho = (group["ratio"].to_numpy()[None, :] <= taus[:, None]).sum(axis=1) / tasks
+        parts.append(pd.DataFrame({"optimizer": optimizer, "tau": taus, "rho": rho}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["optimizer", "tau", "rho"])

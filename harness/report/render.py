@@ -30,6 +30,7 @@ class Section:
     ranked: pd.DataFrame  # strings, tables.display_ranked
     figures: list[FigureFile]
     table_notes: list[str] = field(default_factory=list)  # what the table's columns mean (the target, clocks)
+    confidence: str | None = None  # how sure the winner is (stats.headline); None with one optimizer
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom:
 .facts { color: #555; margin: 0.1em 0; }
 .banner { font-size: 1.1em; background: #fff4e0; border-left: 5px solid #d08000; padding: 0.6em 1em; }
 .answer { font-size: 1.15em; background: #eef6ee; border-left: 5px solid #2a8a2a; padding: 0.6em 1em; }
+.confidence { font-size: 0.9em; color: #2a4a2a; }
 .fair { color: #2a6a2a; } .unfair, .warning { color: #a03000; font-weight: bold; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
@@ -92,7 +94,9 @@ def _html_answer(section: Section) -> str:
     return "\n".join(
         [
             f"<h2>{_e(section.task)}</h2>",
-            f'<p class="answer">{_e(section.answer)}</p>',
+            f'<p class="answer">{_e(section.answer)}'
+            + (f'<br><span class="confidence">{_e(section.confidence)}</span>' if section.confidence else "")
+            + "</p>",
             _html_table(section.ranked, "ranked"),
             *(f'<p class="note">{_e(note)}</p>' for note in section.table_notes),
             f'<p class="{fair}">{_e(section.fairness)}</p>',
@@ -126,7 +130,9 @@ def to_markdown(content: Content, directory: Path) -> str:
         lines += [f"> **{content.banner}**", ""]
     lines += [*(f"- {fact}" for fact in content.facts), ""]
     for section in content.sections:
-        lines += [f"## {section.task}", "", f"**{section.answer}**", "", markdown_table(section.ranked), ""]
+        lines += [f"## {section.task}", "", f"**{section.answer}**", ""]
+        lines += [f"{section.confidence}.", ""] if section.confidence else []
+        lines += [markdown_table(section.ranked), ""]
         lines += [*(f"*{note}*\n" for note in section.table_notes)]
         lines += [section.fairness, "", *(f"**Warning:** {warning}\n" for warning in section.warnings)]
     for section in content.sections:

@@ -22,7 +22,10 @@ The method, as an appendix would state it:
   resampled aggregates. The interval thus contains the tuning noise: with few seeds, a configuration that was
   lucky on its seeds is often not the one chosen in a replicate, and the interval widens accordingly. The share of
   replicates that chose the reported configuration is given as `chosen_share`. The choice inside a replicate is
-  the lowest aggregate: with divergence scored as above, a configuration that diverges on some seeds pays for it in
+  the lowest aggregate. With many configurations and few seeds the interval can lie below the point estimate: a
+  replicate's minimum over configurations is taken over aggregates of resampled seeds, noisier than the data's, so
+  the choice's optimism (the winner's curse) is larger in the bootstrap; such an interval says that the tuned score
+  is optimistic, and more seeds per configuration are what narrows it. With divergence scored as above, a configuration that diverges on some seeds pays for it in
   its aggregate. The ranking table instead puts configurations that never diverged first; the two agree unless a
   configuration diverging on some seeds has a lower mean than every configuration that never diverged.
 - **Probability of improvement** of the winner (the lowest score) over another optimizer, at their chosen
@@ -44,13 +47,17 @@ The method, as an appendix would state it:
   report computes them (ranking.target_times, figures.target.ratios); each replicate resamples seeds within each
   task's configurations (stratified for the median-seeds rule; seeds jointly for AlgoPerf's rule, whose studies
   are the seeds), recomputes every optimizer's time and the ratios, and rho at each tau.
-- **Tuning-budget curves**: the expected best of k configurations drawn from the grid (figures.tuning.expected_best,
-  exact), recomputed on each replicate's aggregates.
+- **Tuning-budget curves**: the expected best of k configurations drawn from the grid (`expected_best`, exact:
+  the sorted scores times `best_of_k_weights`), recomputed on each replicate's aggregates, at the same <= MAX_K
+  values of k as the report draws (`draws`). The weights depend on N and k only, so they are built once per
+  optimizer and each chunk of replicates is one sort and one matrix product.
 
 Randomness comes from one numpy Generator per task, seeded by `Method.seed` and the task's name (a report is
 reproducible, and adding a task does not change another's intervals). Replicates are drawn as index arrays in
-chunks, so a task's cost is a few array passes over replicates x seeds x configurations; only the tuning curve
-calls expected_best once per replicate and optimizer.
+chunks, so a task's cost is a few array passes over replicates x seeds x configurations; the tuning curve
+is one sort and one matrix product per optimizer.
+
+This module imports no figure and no view (the views compute their intervals with it, and the figures draw them).
 """
 
 import math
@@ -59,14 +66,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import gammaln
 
 from harness.report import ranking
-from harness.report.figures.target import profile, ratios
-from harness.report.figures.tuning import expected_best
+from harness.report.ranking import profile, ratios
 from harness.tracking import schema
 
 AGGREGATES = ("mean", "iqm")
 RULES = tuple(ranking.TARGET_RULES)
+MAX_K = 300  # values of k on a tuning-budget curve: about the pixels of the figure's panel
 CHUNK = (
     1 << 22
 )  # values resampled at once (an int32 index and float64 values: 48 MiB); replicates go in chunks
@@ -85,6 +93,7 @@ COMPARISON_COLUMNS = [
     "margin_hi",
     "decided",
     "more_seeds",
+    "identical",
     "confidence",
 ]
 
@@ -111,6 +120,9 @@ class Method:
         """The interval's ends as quantiles of the replicates: (0.025, 0.975) at 95 %."""
         tail = (1 - self.confidence) / 2
         return tail, 1 - tail
+
+
+DEFAULT_METHOD = Method()
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,8 @@ def analyse(runs: pd.DataFrame, method: Method = Method(), config: list[str] = r
         (of that configuration), configurations (tried), score, score_lo, score_hi, chosen_share, aggregate.
         comparisons: per task the winner against each other optimizer in rank order: paired, seeds, probability
         (with its interval), margin (the other's score minus the winner's, with its interval), decided,
-        more_seeds (NaN when decided or unknown, inf when the margin is 0) and confidence.
+        more_seeds (NaN when decided or unknown, inf when the margin is 0), identical (each of the two chosen
+        configurations gave one value on all its seeds, at least two: a deterministic task) and confidence.
     """
     parts = [
         _analyse_task(task, layout, method)
@@ -191,7 +204,7 @@ def _analyse_task(task: str, layout: _Layout, method: Method) -> tuple[pd.DataFr
     comparisons = [_compare(layout, method, rng, order[0], other, chosen) for other in order[1:]]
     return scores, pd.DataFrame(
         [{"task": task, **row} for row in comparisons], columns=COMPARISON_COLUMNS
-    ).astype({"paired": bool, "decided": bool, "seeds": "int64"})
+    ).astype({"paired": bool, "decided": bool, "identical": bool, "seeds": "int64"})
 
 
 def _score_table(layout, method, point, chosen, replicates) -> pd.DataFrame:
@@ -243,8 +256,15 @@ def _compare(layout: _Layout, method: Method, rng, better: int, other: int, chos
         "margin_hi": m_hi,
         "decided": bool(n >= 2 and m_lo > 0),
         "more_seeds": np.nan if more is None else float(more),
+        "identical": _constant(layout.by_seed[:, a]) and _constant(layout.by_seed[:, b]),
         "confidence": method.confidence,
     }
+
+
+def _constant(values: np.ndarray) -> bool:
+    """Two or more values, all equal (NaN: absent): the seeds changed nothing at this configuration."""
+    present = values[~np.isnan(values)]
+    return bool(present.size >= 2 and (present == present[0]).all())
 
 
 def _pair_statistics(x: np.ndarray, sub: _Layout, method: Method, paired: bool) -> np.ndarray:
@@ -299,10 +319,53 @@ def seeds_needed(margin: float, lo: float, seeds: int) -> int | float | None:
 # --- tuning-budget curves and performance profiles --------------------------------------------------------------
 
 
+def expected_best(scores: np.ndarray, ks: np.ndarray | None = None) -> np.ndarray:
+    """E[min of k draws without replacement] (lower is better), for k in `ks` (default: every k = 1..N).
+
+    Drawing k of the N configurations without replacement, the best of them is the i-th best overall (scores sorted
+    ascending, s_1 <= ... <= s_N) exactly when it is drawn and all the others come from the N - i worse ones:
+    P(best = s_i) = C(N - i, k - 1) / C(N, k). So E[best of k] = sum_i s_i C(N - i, k - 1) / C(N, k): exact, no
+    sampling. Ties do not change the expectation.
+
+    Args:
+        scores: the N configurations' scores (finite).
+        ks: the numbers of draws to evaluate, each in 1..N.
+
+    Returns:
+        One expectation per k (element j is for ks[j]).
+    """
+    s = np.sort(np.asarray(scores, dtype=float))
+    ks = np.arange(1, s.size + 1) if ks is None else np.asarray(ks, dtype=int)
+    return s @ best_of_k_weights(s.size, ks)
+
+
+def best_of_k_weights(n: int, ks: np.ndarray) -> np.ndarray:
+    """(n, len(ks)): P(the best of k draws from n is the i-th best), i = 1..n down the rows; scores sorted ascending
+    times these weights are the expected bests (`expected_best`)."""
+    i = np.arange(1, n + 1)[:, None]  # rank of a score
+    k = np.asarray(ks, dtype=int)[None, :]  # draws
+    with np.errstate(invalid="ignore"):
+        # log C(N-i, k-1) - log C(N, k), in logs: C(1000, 500) already overflows a float.
+        log_p = _log_comb(n - i, k - 1) - _log_comb(n, k)
+    return np.where(n - i >= k - 1, np.exp(log_p), 0.0)
+
+
+def draws(n: int) -> np.ndarray:
+    """The k at which a curve over 1..n is evaluated: all of them up to MAX_K, else MAX_K log-spaced ones (the x
+    axis is logarithmic then), 1 and n included. The cost is N x len(ks), not N^2, on a grid of thousands."""
+    if n <= MAX_K:
+        return np.arange(1, n + 1)
+    return np.unique(np.round(np.geomspace(1, n, MAX_K)).astype(int))
+
+
+def _log_comb(n, k):
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+
+
 def tuning_intervals(
     runs: pd.DataFrame, method: Method = Method(), config: list[str] = ranking.CONFIG
 ) -> pd.DataFrame:
-    """Per task and optimizer: k (configurations tried, 1..N), the expected best aggregate score of k
+    """Per task and optimizer: k (configurations tried, at `draws(N)`), the expected best aggregate score of k
     configurations drawn at random from the grid, and its bootstrap interval.
 
     Returns:
@@ -316,11 +379,15 @@ def tuning_intervals(
             [_aggregate(x, method.aggregate) for x in _stratified(layout, rng, method.replicates)]
         )
         for name, part in zip(layout.optimizers, layout.slices):
-            curves = np.stack([expected_best(row) for row in replicates[:, part]])
+            ks = draws(part.stop - part.start)
+            weights = best_of_k_weights(part.stop - part.start, ks)
+            curves = np.sort(replicates[:, part], axis=1) @ weights
             lo, hi = np.quantile(curves, method.quantiles, axis=0)
-            frame = {"task": task, "optimizer": name, "k": np.arange(1, part.stop - part.start + 1)}
+            best = np.sort(point[part]) @ weights
             parts.append(
-                pd.DataFrame({**frame, "expected_best": expected_best(point[part]), "lo": lo, "hi": hi})
+                pd.DataFrame(
+                    {"task": task, "optimizer": name, "k": ks, "expected_best": best, "lo": lo, "hi": hi}
+                )
             )
     columns = ["task", "optimizer", "k", "expected_best", "lo", "hi"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
@@ -424,13 +491,17 @@ def headline(comparisons: pd.DataFrame, task: str, metric: str = "final validati
     """One sentence on how sure the winner of `task` is against the runner-up; None with fewer than 2 optimizers.
 
     "adam beats rmsprop with probability 0.93 (paired over 8 seeds; 95 % CI of rmsprop's minus adam's final
-    validation loss: 0.0041 to 0.031)", or that it is not decided and about how many more seeds would decide it.
+    validation loss: 0.0041 to 0.031)", or that it is not decided and about how many more seeds would decide it;
+    when both chosen configurations gave one value on every seed (a deterministic task), the difference itself
+    and that the seeds change nothing.
     """
     rows = comparisons[comparisons["task"] == task]
     if rows.empty:
         return None
     row = rows.iloc[0]
     better, other = row["better"], row["other"]
+    if row.get("identical", False):
+        return _deterministic(row, metric)
     pairing = (
         f"paired over {row['seeds']} seeds"
         if row["paired"]
@@ -450,6 +521,18 @@ def headline(comparisons: pd.DataFrame, task: str, metric: str = "final validati
     return start + f": about {row['more_seeds']:.0f} more seeds per configuration would be needed"
 
 
+def _deterministic(row: pd.Series, metric: str) -> str:
+    """The headline when the seeds changed nothing: no spread, so a probability or an interval would say nothing."""
+    seeds = f"all {row['seeds']} seeds" if row["paired"] else f"all its seeds (at least {row['seeds']})"
+    same = f"each of the two configurations gave the identical {metric} on {seeds}: the seeds change nothing here"
+    if row["margin"] == 0:
+        return f"{row['better']} and {row['other']} tie on every seed: {same}, so more seeds cannot separate them"
+    return (
+        f"{row['better']} beats {row['other']} by {row['margin']:.3g} on every seed: {same}, so no interval or "
+        "probability is needed"
+    )
+
+
 def how_computed(method: Method) -> str:
     """The paragraph for the report's "How this was computed"."""
     aggregate = "mean" if method.aggregate == "mean" else "interquartile mean (25 % cut from each end)"
@@ -464,7 +547,11 @@ def how_computed(method: Method) -> str:
         "otherwise over all pairs of runs, ties counting half). A comparison is decided when the interval of "
         "the difference of scores excludes 0; otherwise the seeds needed assume the interval shrinks as "
         "1/sqrt(seeds) with the difference unchanged. Performance profiles and tuning-budget curves carry "
-        "intervals from the same bootstrap."
+        "intervals from the same bootstrap (the curves at the same values of k as drawn). The bootstrap's best "
+        "configuration is the lowest score; the ranked table's order instead puts configurations that never "
+        "diverged first, so the two can differ where a configuration that diverged on some seeds still has the "
+        "lowest score, where two configurations tie, or with the interquartile mean; the table then names the "
+        "configuration its score is for."
     )
 
 

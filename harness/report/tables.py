@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.report import ranking
+from harness.report import ranking, stats
 from harness.report.load import Grid
 from harness.report.view import TaskView, target_text
 from harness.tracking import schema
 
 TOTALS = ["trials", "completed", "diverged", "failed"]
+SCORE_COLUMN = "score (95 % CI)"
 
 
 def unfinished_banner(grid: Grid) -> str | None:
@@ -156,7 +157,10 @@ def identical_seeds(view: TaskView) -> list[str]:
 
 def table_notes(view: TaskView) -> list[str]:
     """What the ranked table's target columns mean: the target itself, and the clock of batched trials."""
-    notes = [f"Steps and time to {target_text(view.runs)}: the first evaluation that met it."]
+    notes = [
+        score_note(view),
+        f"Steps and time to {target_text(view.runs)}: the first evaluation that met it.",
+    ]
     trials = view.best["batch_trials"].dropna() if "batch_trials" in view.best else pd.Series(dtype=float)
     if (trials > 1).any():
         notes.append(
@@ -214,6 +218,7 @@ def display_ranked(view: TaskView) -> pd.DataFrame:
             "final val loss (mean ± std)": [
                 mean_std(m, s) for m, s in zip(rows["val_loss_mean"], rows["val_loss_std"])
             ],
+            SCORE_COLUMN: score_cells(view),
             "final val accuracy": [percent(m, s) for m, s in zip(rows["val_acc_mean"], rows["val_acc_std"])],
             "steps to target": [
                 _to_target(v, r, n) for v, r, n in zip(rows["steps_to_target"], rows["reached"], rows["runs"])
@@ -232,6 +237,48 @@ def display_ranked(view: TaskView) -> pd.DataFrame:
     if rows["val_acc_mean"].isna().all():
         table = table.drop(columns=["final val accuracy"])
     return table.reset_index(drop=True)
+
+
+def tuned_scores(view: TaskView) -> pd.DataFrame:
+    """stats.analyse's scores of the task, one row per optimizer of the ranked table (`view.best`), in its order."""
+    scores = view.analysis.scores.set_index("optimizer")
+    return scores.reindex(view.best["optimizer"].to_numpy())
+
+
+def score_cells(view: TaskView) -> list[str]:
+    """Each ranked optimizer's tuned score and its bootstrap interval, "0.123 [0.119, 0.128]"; the configuration it
+    is for when the bootstrap's choice (the lowest score) is not the ranked table's; "—" without a score."""
+    cells = []
+    for (_, row), (_, tuned) in zip(view.best.iterrows(), tuned_scores(view).iterrows()):
+        if pd.isna(tuned["score"]):
+            cells.append("—")
+            continue
+        text = f"{tuned['score']:.4g} [{tuned['score_lo']:.4g}, {tuned['score_hi']:.4g}]"
+        if not _same_config(row, tuned):
+            text += f" at lr {tuned['lr']:.3g}, batch size {batch_text(tuned)}"
+        cells.append(text)
+    return cells
+
+
+def _same_config(row: pd.Series, tuned: pd.Series) -> bool:
+    return all(
+        (pd.isna(row[key]) and pd.isna(tuned[key])) or row[key] == tuned[key] for key in ("lr", "batch_size")
+    )
+
+
+def confidence(view: TaskView) -> str | None:
+    """stats.headline for the task: how sure its winner is against the runner-up (None: one optimizer)."""
+    return stats.headline(view.analysis.comparisons, view.task)
+
+
+def score_note(view: TaskView) -> str:
+    """What the score column is."""
+    over = "interquartile mean" if view.method.aggregate == "iqm" else "mean"
+    return (
+        f"Score: the {over} over seeds of the final validation loss at the optimizer's best configuration "
+        f"(diverged seeds as the untrained model), with its {100 * view.method.confidence:.0f} % bootstrap "
+        "interval over seeds, the choice of configuration redone in every replicate (tuning noise included)."
+    )
 
 
 def summary(views: list[TaskView]) -> pd.DataFrame:
@@ -304,15 +351,29 @@ RANKING_COLUMNS = {  # the ranked table as numbers (ranking.json, MLflow's table
     "completed": "completed",
     "diverged": "diverged",
     "failed": "failed",
+    "score": "score",  # stats.analyse: the tuned score, its interval, and the configuration it is for
+    "score_lo": "score_lo",
+    "score_hi": "score_hi",
+    "score_lr": "score_lr",
+    "score_batch_size": "score_batch_size",
+    "aggregate": "aggregate",
 }
 
 
 def ranking_table(views: list[TaskView]) -> pd.DataFrame:
     """Every task's ranked optimizers (their best configurations) as numbers, tasks in order: what the HTML's
     ranked tables show. Never reached: an empty value (NaN), as in summary.csv."""
-    best = pd.concat([view.best for view in views], ignore_index=True)
+    best = pd.concat([_with_tuned(view) for view in views], ignore_index=True)
     for column in RANKING_COLUMNS:
         if column not in best:
             best[column] = np.nan
     table = best[list(RANKING_COLUMNS)].rename(columns=RANKING_COLUMNS)
     return table.replace([np.inf], np.nan).reset_index(drop=True)
+
+
+def _with_tuned(view: TaskView) -> pd.DataFrame:
+    tuned = tuned_scores(view).reset_index(drop=True)
+    extra = tuned[["score", "score_lo", "score_hi", "lr", "batch_size", "aggregate"]].rename(
+        columns={"lr": "score_lr", "batch_size": "score_batch_size"}
+    )
+    return pd.concat([view.best.reset_index(drop=True), extra], axis=1)

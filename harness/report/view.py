@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.report import curves, ranking
+from harness.report import curves, ranking, stats
 from harness.report.load import SweepData
 from harness.tracking import schema
 
@@ -29,6 +29,17 @@ class TaskView:
     curves: pd.DataFrame  # pooled: CURVE_COLUMNS; batch_size NaN on the best-configuration curves
     targets: pd.DataFrame  # ranking.target_times under the report's rule
     colours: dict  # optimizer -> colour, the same in every figure of the report
+    rule: str = ranking.DEFAULT_RULE  # how `targets` aggregates times (ranking.TARGET_RULES)
+    method: stats.Method = stats.DEFAULT_METHOD  # how the intervals below are computed
+    analysis: stats.Analysis | None = None  # stats.analyse of `runs` (computed when not given)
+    tuning: pd.DataFrame | None = None  # stats.tuning_intervals of `runs` (computed when not given)
+
+    def __post_init__(self):
+        # Computed here, once per view, before the figures are drawn in worker processes that read them.
+        if self.analysis is None:
+            object.__setattr__(self, "analysis", stats.analyse(self.runs, self.method))
+        if self.tuning is None:
+            object.__setattr__(self, "tuning", stats.tuning_intervals(self.runs, self.method))
 
     @property
     def present(self) -> dict:
@@ -37,8 +48,11 @@ class TaskView:
         return {name: colour for name, colour in self.colours.items() if name in names}
 
 
-def task_views(data: SweepData, colours: dict, rule: str) -> list[TaskView]:
-    """One view per task, tasks in name order; the curves' histories are read once, for all of them."""
+def task_views(
+    data: SweepData, colours: dict, rule: str, method: stats.Method = stats.DEFAULT_METHOD
+) -> list[TaskView]:
+    """One view per task, tasks in name order; the curves' histories are read once, for all of them; each view's
+    intervals are computed with `method`."""
     ended = data.runs[data.runs["outcome"] != schema.RUNNING_OUTCOME]
     parts = []
     for task, runs in ended.groupby("task", sort=True):
@@ -58,6 +72,8 @@ def task_views(data: SweepData, colours: dict, rule: str) -> list[TaskView]:
             curves=_pooled(histories, runs, best, per_batch),
             targets=ranking.target_times(runs, configs, rule),
             colours=colours,
+            rule=rule,
+            method=method,
         )
         for task, runs, configs, best, per_batch in parts
     ]

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from harness.report import stats
 from harness.report.figures.style import (
     DISPLAY_WIDTH,
     FigureKind,
@@ -20,6 +21,7 @@ from harness.report.figures.style import (
     optimizer_legend,
     styled,
 )
+from harness.report.ranking import profile, ratios  # noqa: F401 (the profile's home; the figure draws it)
 from harness.report.view import TaskView, target_text
 
 PANELS = {
@@ -28,30 +30,6 @@ PANELS = {
 }
 UNITS = {"time_to_target_s": "seconds", "steps_to_target": "steps"}
 MAX_POINTS = 1000  # runs per optimizer drawn as points; beyond, a box
-
-
-def ratios(times: pd.DataFrame, column: str = "time_to_target_s") -> pd.DataFrame:
-    """task, optimizer, time, ratio to the task's fastest optimizer (inf: never, or later than a fastest time 0)."""
-    table = times[["task", "optimizer", column]].rename(columns={column: "time"})
-    best = table.groupby("task", observed=True)["time"].transform("min").to_numpy()
-    time = table["time"].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(time == best, 1.0, time / best)  # 0/0: the fastest itself, at 0
-    ratio = np.where(np.isfinite(time) & np.isfinite(ratio), ratio, np.inf)
-    return table.assign(ratio=ratio)
-
-
-def profile(ratio_table: pd.DataFrame) -> pd.DataFrame:
-    """optimizer, tau, rho: a step function (draw with steps-post) from tau = 1 past the largest finite ratio."""
-    finite = ratio_table.loc[np.isfinite(ratio_table["ratio"]), "ratio"]
-    top = max(2.0, float(finite.max()) * 1.5) if len(finite) else 2.0
-    taus = np.unique(np.concatenate([[1.0, top], finite.to_numpy()]))
-    tasks = ratio_table["task"].nunique()
-    parts = []
-    for optimizer, group in ratio_table.groupby("optimizer", observed=True, sort=True):
-        rho = (group["ratio"].to_numpy()[None, :] <= taus[:, None]).sum(axis=1) / tasks
-        parts.append(pd.DataFrame({"optimizer": optimizer, "tau": taus, "rho": rho}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["optimizer", "tau", "rho"])
 
 
 def draw_time_to_target(view: TaskView) -> Figure:
@@ -157,14 +135,21 @@ def _runs(ax: Axes, position: int, values: np.ndarray, colour) -> None:
 
 
 def draw_profiles(views: list[TaskView]) -> Figure:
-    """Performance profiles over the tasks, in seconds and in steps."""
-    times = pd.concat([view.targets for view in views], ignore_index=True)
-    present = {name: views[0].colours[name] for name in sorted(times["optimizer"].unique())}
+    """Performance profiles over the tasks, in seconds and in steps, each curve in its bootstrap band
+    (stats.profile_intervals: seeds resampled within each task)."""
+    runs = pd.concat([view.runs for view in views], ignore_index=True)
+    first = views[0]
+    present = {name: first.colours[name] for name in sorted(runs["optimizer"].dropna().unique())}
     with styled():
         figure = new_figure(11.0, 4.6, 1, 2, wgap=0.3)
         for ax, column in zip(figure.subplots(1, 2, sharey=True), UNITS):
-            for name, curve in profile(ratios(times, column)).groupby("optimizer", observed=True):
-                ax.step(curve["tau"], curve["rho"], where="post", color=present[name], lw=2)
+            curves = stats.profile_intervals(runs, column, first.rule, first.method)
+            for name, curve in curves.groupby("optimizer", observed=True):
+                colour = present[name]
+                ax.fill_between(
+                    curve["tau"], curve["lo"], curve["hi"], step="post", color=colour, alpha=0.18, lw=0
+                )
+                ax.step(curve["tau"], curve["rho"], where="post", color=colour, lw=2)
             ax.set_xscale("log")
             log_ticks(ax, "x")
             ax.set_ylim(-0.02, 1.05)
@@ -173,7 +158,10 @@ def draw_profiles(views: list[TaskView]) -> Figure:
             )
             ax.set_title(f"in {UNITS[column]}")
         figure.axes[0].set_ylabel(f"share of the {len(views)} tasks solved within τ")
-        figure.suptitle("Performance profiles (higher and further left is better)")
+        figure.suptitle(
+            "Performance profiles (higher and further left is better; bands: "
+            f"{100 * first.method.confidence:.0f} % bootstrap intervals over seeds)"
+        )
         optimizer_legend(figure, present)
     return figure
 
@@ -192,7 +180,8 @@ PROFILES = FigureKind(
     "performance_profile",
     "Performance profiles",
     "Share of tasks on which each optimizer reaches the target within τ × the fastest optimizer's time; an "
-    "optimizer's time on a task is {rule}. At τ = 1: how often it is the fastest. A time of 0 counts as reached.",
+    "optimizer's time on a task is {rule}. At τ = 1: how often it is the fastest. A time of 0 counts as reached. "
+    "Bands: 95 % intervals of a bootstrap that resamples each task's seeds and recomputes every time and ratio.",
     draw_profiles,
     across_tasks=True,
     shows=lambda views: (

@@ -218,8 +218,8 @@ def _cells(values: list[str]) -> str:
 def _unfinished(status: str, counts: Mapping[str, int]) -> str:
     have = counts[schema.COMPLETED] + counts[schema.DIVERGED]
     return (
-        f"Unfinished sweep (parent run {status.lower()}): {have} of {counts['total']} grid points run have a result. "
-        "Run the same sweep command again to complete it."
+        f"Unfinished sweep (parent run {status.lower()}): {have} grid points have a result so far; run the same "
+        "sweep command again to complete it."
     )
 
 

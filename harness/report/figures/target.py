@@ -146,9 +146,12 @@ def draw_profiles(views: list[TaskView]) -> Figure:
             curves = stats.profile_intervals(runs, column, first.rule, first.method)
             for name, curve in curves.groupby("optimizer", observed=True):
                 colour = present[name]
+                # Bands of several optimizers overlap: a light fill, and each band's edges in its own colour.
                 ax.fill_between(
-                    curve["tau"], curve["lo"], curve["hi"], step="post", color=colour, alpha=0.18, lw=0
+                    curve["tau"], curve["lo"], curve["hi"], step="post", color=colour, alpha=0.1, lw=0
                 )
+                for edge in ("lo", "hi"):
+                    ax.step(curve["tau"], curve[edge], where="post", color=colour, lw=0.8, ls="--", alpha=0.8)
                 ax.step(curve["tau"], curve["rho"], where="post", color=colour, lw=2)
             ax.set_xscale("log")
             log_ticks(ax, "x")

@@ -54,8 +54,10 @@ def draw_budget(view: TaskView) -> Figure:
             ax.xaxis.get_major_locator().set_params(integer=True)
         figure.suptitle(
             "Tuning budget: expected best result after k random trials\n"
-            f"(diverged trials count as the untrained model; bands: {100 * view.method.confidence:.0f} % bootstrap "
-            "intervals over seeds)"
+            "(diverged trials count as the untrained model)"
+        )
+        ax.set_title(
+            f"bands: {100 * view.method.confidence:.0f} % bootstrap intervals over seeds", fontsize=8
         )
         optimizer_legend(figure, present)
     return figure

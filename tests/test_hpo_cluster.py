@@ -12,8 +12,8 @@ from conftest import CONF_DIR, ROOT, all_runs, history, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from submitit.core.utils import FailedJobError
 
+from harness.errors import Stopped
 from harness.sweep.hpo import failure_budget
 from harness.sweep.run import objective
 
@@ -58,6 +58,7 @@ def sweep_dir(cwd: Path) -> Path:
 
 
 # --- SLURM: what would be submitted, rendered by submitit itself; sbatch is a stub that keeps the script ------------
+# (tests/test_slurm.py submits to a real cluster)
 
 
 def compose_launcher(*overrides: str):
@@ -68,8 +69,13 @@ def compose_launcher(*overrides: str):
     return launcher
 
 
-@pytest.mark.parametrize("partition", [None, "a100"])
-def test_the_slurm_launcher_asks_for_one_gpu_per_job_in_a_capped_array(tmp_path, monkeypatch, partition):
+@pytest.mark.parametrize(
+    ("partition", "gpu_overrides", "gpus"),
+    [(None, [], "0"), ("a100", ["hydra.launcher.gpus_per_node=1"], "1")],
+)
+def test_the_slurm_launcher_asks_for_cpu_jobs_or_a_gpu_each_in_a_capped_array(
+    tmp_path, monkeypatch, partition, gpu_overrides, gpus
+):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     stubs = {"sbatch": f'cp "$1" {tmp_path}/submitted.sh\necho refused >&2\nexit 1', "srun": "exit 1"}
@@ -81,19 +87,22 @@ def test_the_slurm_launcher_asks_for_one_gpu_per_job_in_a_capped_array(tmp_path,
         monkeypatch.delenv("SLURM_PARTITION", raising=False)
     else:
         monkeypatch.setenv("SLURM_PARTITION", partition)
-    launcher = compose_launcher("hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    launcher = compose_launcher(
+        "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 'sweep'}", *gpu_overrides
+    )
     jobs = [[f"optimizer.lr={lr}"] for lr in (0.01, 0.1, 1.0)]
-    # The stub keeps the script, then refuses the array.
-    with pytest.raises(FailedJobError, match="refused"):
+    # The stub keeps the script, then refuses the array: one line (harness.errors.Stopped: exit 1, no traceback).
+    with pytest.raises(Stopped, match="^sbatch refused the sweep's jobs: refused$"):
         launcher.launch(jobs, initial_job_idx=0)
     flags = {
         line.split()[1].lstrip("-").split("=")[0]: line.split("=", 1)[1]
         for line in (tmp_path / "submitted.sh").read_text().splitlines()
         if line.startswith("#SBATCH --") and "=" in line
     }
-    assert flags["partition"] == (partition or "gpu")
-    assert flags["gpus-per-node"] == "1" and flags["ntasks-per-node"] == "1" and flags["nodes"] == "1"
-    assert flags["cpus-per-task"] == "4" and flags["mem"] == "16GB" and flags["time"] == "60"
+    assert flags.get("partition") == partition  # none: the cluster's default partition
+    assert flags["gpus-per-node"] == gpus
+    assert flags["ntasks-per-node"] == "1" and flags["nodes"] == "1"
+    assert flags["cpus-per-task"] == "1" and flags["mem"] == "4GB" and flags["time"] == "60"
     assert flags["array"] == "0-2%3"  # 3 jobs, at most min(3, array_parallelism=8) at once
 
 

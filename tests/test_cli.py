@@ -114,6 +114,10 @@ def test_help_lists_every_registered_option_and_no_schema_names(tmp_path):
     builtin = sorted(name for name, cls in TASKS.items() if cls.__module__.startswith("harness."))
     assert groups["task"].split(", ") == builtin
     assert "base_" not in proc.stdout
+    # The harness's own help around Hydra's lists: what the program does, how it is typed, where to read more.
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("harness-train: train a model with an optimizer") and "powered by Hydra" not in proc.stdout
+    assert "harness-train -m task=linreg_10d" in proc.stdout and "python -m harness.optim" in proc.stdout
 
 
 def test_a_plugin_that_does_not_import_is_refused_in_one_line(store, tmp_path):

@@ -41,6 +41,7 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bench_single_run.py
+	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_dataloader.py
 	$(BIN)/python benchmarks/bench_sweep.py overhead
 	$(BIN)/python benchmarks/bench_sweep.py launchers

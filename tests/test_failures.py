@@ -277,24 +277,24 @@ def test_dataloader_workers_inside_joblib_workers(store, tmp_path):
     assert all(r.data.metrics["steps"] == 20 for r in jobs)
 
 
-@pytest.mark.skipif(
-    shutil.which("srun") is not None, reason="this machine has SLURM: the sweep would be submitted"
-)
-def test_the_slurm_launcher_without_slurm_is_one_line_and_ends_the_sweep(store, tmp_path):
-    """The launcher fails after the sweep's parent run was continued: the parent ends FAILED, never RUNNING."""
+def test_the_slurm_launcher_without_slurm_is_one_line_and_leaves_the_sweep_as_it_was(store, tmp_path):
+    """Checked before the sweep's parent run is continued (the launcher's check_options): the finished parent stays
+    as it was. SLURM's commands are kept off PATH, so this runs on a machine with SLURM too."""
     grid = ["-m", "task=quadratic", "seed=0,1", "trainer.max_steps=3"]
     assert run_cli(*grid, cwd=tmp_path).returncode == 0
-    proc = run_cli(*grid, "hydra/launcher=slurm", cwd=tmp_path)
+    [before] = [r for r in all_runs(store) if r.data.tags.get("harness.role") == "sweep"]
+    no_slurm = tmp_path / "bin"
+    no_slurm.mkdir()
+    if shutil.which("git"):
+        (no_slurm / "git").symlink_to(shutil.which("git"))  # the run's source commit
+    proc = run_cli(*grid, "hydra/launcher=slurm", cwd=tmp_path, env={"PATH": str(no_slurm)})
     assert proc.returncode == 1
     [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert "Traceback" not in proc.stderr
-    [parent] = [r for r in all_runs(store) if r.data.tags.get("harness.role") == "sweep"]
-    assert parent.info.status == "FAILED" and parent.data.tags["harness.jobs.completed"] == "2"
-    # What failed, what became of the sweep, and the command that resumes it: one line.
     assert line == (
-        "error: hydra/launcher=slurm needs a SLURM cluster: srun is not on this machine "
-        "(hydra/launcher=local_cluster runs the same jobs here); "
-        f"sweep parent run {parent.info.run_id} ended FAILED with 2 of 2 grid points done; run the same command "
-        "again once the problem is fixed (done points are skipped): python -m harness.train "
-        + shlex.join([*grid, "hydra/launcher=slurm"])
+        "error: hydra/launcher=slurm needs a SLURM cluster: sbatch, srun, squeue and scontrol are not on this "
+        "machine (hydra/launcher=local_cluster runs the same jobs here)"
     )
+    [after] = [r for r in all_runs(store) if r.data.tags.get("harness.role") == "sweep"]
+    assert after.info.status == "FINISHED" and after.info.end_time == before.info.end_time
+    assert after.data.tags["harness.jobs.completed"] == "2"

@@ -47,9 +47,10 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         node has). Nothing is submitted."""
         missing = [name for name in COMMANDS if shutil.which(name) is None]
         if missing:
+            names = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
             raise SlurmUnavailable(
-                f"hydra/launcher=slurm needs a SLURM cluster: {', '.join(missing)} not on this machine "
-                "(hydra/launcher=local_cluster runs the same jobs here)"
+                f"hydra/launcher=slurm needs a SLURM cluster: {names} {'is' if len(missing) == 1 else 'are'} not "
+                "on this machine (hydra/launcher=local_cluster runs the same jobs here)"
             )
         refused = _test_only(_sbatch_script(options))
         if refused is None:

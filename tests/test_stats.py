@@ -268,6 +268,7 @@ def test_tuning_intervals_are_the_reports_curve_with_the_scores_interval_at_k_eq
     values = {(name, lr): rng.uniform(0, 1, 4) for name in ("a", "b") for lr in (0.01, 0.1, 1.0)}
     runs = grid(values)
     curves = stats.tuning_intervals(runs)
+    pd.testing.assert_frame_equal(stats.analyse(runs).tuning, curves)  # the report's: the same replicates
     means = ranking.per_config(runs).groupby("optimizer")["budget_score"]  # no run failed: the same scores
     report = np.concatenate([tuning.expected_best(means.get_group(name).to_numpy()) for name in ("a", "b")])
     np.testing.assert_allclose(curves["expected_best"], report, rtol=1e-12)
@@ -368,7 +369,7 @@ def python_calls_from_stats(function) -> int:
 def test_the_bootstrap_of_2500_configurations_by_8_seeds_loops_over_no_configuration(monkeypatch):
     monkeypatch.setattr(stats, "CHUNK", 1 << 30)  # one chunk whatever the size: the calls are comparable
     method = stats.Method(replicates=100)
-    small, large = big_grid(24), big_grid(2500)
+    small, large = big_grid(4 * (stats.MAX_K + 4)), big_grid(2500)  # both above MAX_K: the same k path
     result = stats.analyse(large, method)
     assert result.scores["optimizer"].tolist() == ["adam", "momentum", "rmsprop", "sgd"]
     assert result.scores["lr"].tolist() == [0.0] * 4 and result.scores["configurations"].tolist() == [625] * 4

@@ -79,6 +79,7 @@ CHUNK = (
     1 << 22
 )  # values resampled at once (an int32 index and float64 values: 48 MiB); replicates go in chunks
 SCORE_COLUMNS = ["task", "optimizer", "rank", "seeds", "configurations", "score", "score_lo", "score_hi"]
+TUNING_COLUMNS = ["task", "optimizer", "k", "expected_best", "lo", "hi"]
 COMPARISON_COLUMNS = [
     "task",
     "better",
@@ -131,6 +132,9 @@ class Analysis:
 
     scores: pd.DataFrame  # SCORE_COLUMNS, the chosen configuration's keys, chosen_share, aggregate
     comparisons: pd.DataFrame  # COMPARISON_COLUMNS
+    tuning: pd.DataFrame | None = (
+        None  # TUNING_COLUMNS: tuning_intervals, from the same replicates as the scores
+    )
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ def analyse(runs: pd.DataFrame, method: Method = Method(), config: list[str] = r
         (with its interval), margin (the other's score minus the winner's, with its interval), decided,
         more_seeds (NaN when decided or unknown, inf when the margin is 0), identical (each of the two chosen
         configurations gave one value on all its seeds, at least two: a deterministic task) and confidence.
+        tuning: tuning_intervals of the same runs, from the replicates of the scores (the same numbers).
     """
     parts = [
         _analyse_task(task, layout, method)
@@ -184,15 +189,19 @@ def analyse(runs: pd.DataFrame, method: Method = Method(), config: list[str] = r
     ]
     scores = [part[0] for part in parts]
     comparisons = [part[1] for part in parts if not part[1].empty]
+    curves = [part[2] for part in parts]
     return Analysis(
         pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(columns=SCORE_COLUMNS),
         pd.concat(comparisons, ignore_index=True)
         if comparisons
         else pd.DataFrame(columns=COMPARISON_COLUMNS),
+        pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=TUNING_COLUMNS),
     )
 
 
-def _analyse_task(task: str, layout: _Layout, method: Method) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _analyse_task(
+    task: str, layout: _Layout, method: Method
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     rng = _generator(method, task)
     point = _aggregate(layout.packed[None], method.aggregate)
     chosen = _choose(point, layout)[0]
@@ -201,10 +210,14 @@ def _analyse_task(task: str, layout: _Layout, method: Method) -> tuple[pd.DataFr
     )
     scores = _score_table(layout, method, point[0], chosen, replicates)
     order = [layout.optimizers.index(name) for name in scores["optimizer"]]
+    curves = _tuning(task, layout, method, point[0], replicates)
     comparisons = [_compare(layout, method, rng, order[0], other, chosen) for other in order[1:]]
-    return scores, pd.DataFrame(
-        [{"task": task, **row} for row in comparisons], columns=COMPARISON_COLUMNS
-    ).astype({"paired": bool, "decided": bool, "identical": bool, "seeds": "int64"})
+    table = pd.DataFrame([{"task": task, **row} for row in comparisons], columns=COMPARISON_COLUMNS)
+    return (
+        scores,
+        table.astype({"paired": bool, "decided": bool, "identical": bool, "seeds": "int64"}),
+        curves,
+    )
 
 
 def _score_table(layout, method, point, chosen, replicates) -> pd.DataFrame:
@@ -378,19 +391,23 @@ def tuning_intervals(
         replicates = np.concatenate(
             [_aggregate(x, method.aggregate) for x in _stratified(layout, rng, method.replicates)]
         )
-        for name, part in zip(layout.optimizers, layout.slices):
-            ks = draws(part.stop - part.start)
-            weights = best_of_k_weights(part.stop - part.start, ks)
-            curves = np.sort(replicates[:, part], axis=1) @ weights
-            lo, hi = np.quantile(curves, method.quantiles, axis=0)
-            best = np.sort(point[part]) @ weights
-            parts.append(
-                pd.DataFrame(
-                    {"task": task, "optimizer": name, "k": ks, "expected_best": best, "lo": lo, "hi": hi}
-                )
-            )
-    columns = ["task", "optimizer", "k", "expected_best", "lo", "hi"]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+        parts.append(_tuning(task, layout, method, point, replicates))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TUNING_COLUMNS)
+
+
+def _tuning(
+    task: str, layout: _Layout, method: Method, point: np.ndarray, replicates: np.ndarray
+) -> pd.DataFrame:
+    """One task's tuning curves from the aggregates of the data (C,) and of the replicates (R, C)."""
+    parts = []
+    for name, part in zip(layout.optimizers, layout.slices):
+        ks = draws(part.stop - part.start)
+        weights = best_of_k_weights(part.stop - part.start, ks)
+        lo, hi = np.quantile(np.sort(replicates[:, part], axis=1) @ weights, method.quantiles, axis=0)
+        best = np.sort(point[part]) @ weights
+        frame = {"task": task, "optimizer": name, "k": ks, "expected_best": best, "lo": lo, "hi": hi}
+        parts.append(pd.DataFrame(frame))
+    return pd.concat(parts, ignore_index=True)
 
 
 def profile_intervals(

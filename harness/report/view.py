@@ -32,14 +32,14 @@ class TaskView:
     rule: str = ranking.DEFAULT_RULE  # how `targets` aggregates times (ranking.TARGET_RULES)
     method: stats.Method = stats.DEFAULT_METHOD  # how the intervals below are computed
     analysis: stats.Analysis | None = None  # stats.analyse of `runs` (computed when not given)
-    tuning: pd.DataFrame | None = None  # stats.tuning_intervals of `runs` (computed when not given)
+    tuning: pd.DataFrame | None = None  # stats.tuning_intervals of `runs` (analysis.tuning when not given)
 
     def __post_init__(self):
         # Computed here, once per view, before the figures are drawn in worker processes that read them.
         if self.analysis is None:
             object.__setattr__(self, "analysis", stats.analyse(self.runs, self.method))
         if self.tuning is None:
-            object.__setattr__(self, "tuning", stats.tuning_intervals(self.runs, self.method))
+            object.__setattr__(self, "tuning", self.analysis.tuning)
 
     @property
     def present(self) -> dict:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -78,6 +79,7 @@ def trials(uri: str) -> tuple[list[list[str]], pd.DataFrame]:
                 o for o in c.data.tags[schema.OVERRIDES].split() if not o.startswith("tracking.uri=")
             ),
             "outcome": c.data.tags.get(schema.STATUS),
+            "task": c.data.tags.get(schema.TASK, ""),
             "loss": c.data.metrics.get(schema.FINAL_VAL_LOSS),
             "steps": c.data.metrics.get(schema.STEPS, 0.0),
             "initial_val_loss": initial.get(c.info.run_id, np.nan),
@@ -89,7 +91,7 @@ def trials(uri: str) -> tuple[list[list[str]], pd.DataFrame]:
 
 def stats_frame(grid, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """The exhaustive runs as stats.analyse reads them (a configuration: the race's candidate label)."""
-    split = race_grid(grid, "seed", {"task": "", "optimizer": ""})
+    split = race_grid(grid, "seed", {"task": table["task"].iloc[0], "optimizer": ""})
     by_overrides = table.set_index("overrides")
     rows = []
     for (candidate, seed), overrides in split.jobs.items():
@@ -166,6 +168,9 @@ def judge(race: Race, frame: pd.DataFrame, configs: dict, winners: dict) -> dict
         "winner_in_tie_set": winner_ok,
         "decision": "; ".join(f"{c.winner.optimizer} ({c.winner.label})" for c in race.choices()),
         "decided": all(c.decided for c in race.choices()),
+        "trials_per_optimizer": dict(
+            Counter(c.optimizer for c, scores in race.scores.items() for _ in scores)
+        ),
     }
 
 
@@ -176,8 +181,16 @@ def main() -> None:
         "--orderings", type=int, default=10, help="seed orderings replayed (the first as typed)"
     )
     parser.add_argument("--no-real-race", action="store_true", help="replay only: no race sweep of its own")
+    parser.add_argument(
+        "--confidence", type=float, default=Settings.confidence, help="hydra.sweeper.confidence"
+    )
+    parser.add_argument("--threshold", type=float, default=Settings.threshold, help="hydra.sweeper.threshold")
     args = parser.parse_args()
-    settings, method = Settings(), stats.Method()
+    settings, method = Settings(confidence=args.confidence, threshold=args.threshold), stats.Method()
+    race_options = [
+        f"hydra.sweeper.confidence={args.confidence}",
+        f"hydra.sweeper.threshold={args.threshold}",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         exhaustive_uri = f"sqlite:///{work}/exhaustive.db"
@@ -200,7 +213,7 @@ def main() -> None:
             print(f"seeds {','.join(seeds)}: {result}")
         if not args.no_real_race:
             race_uri = f"sqlite:///{work}/race.db"
-            race_s = sweep([*RACE, *CASES[args.case]], race_uri, work)
+            race_s = sweep([*RACE, *race_options, *CASES[args.case]], race_uri, work)
             _, raced = trials(race_uri)
             losses = table.set_index("point")["loss"]
             same = all(

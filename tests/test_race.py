@@ -95,6 +95,7 @@ def test_stops_when_decided():
     assert choice.alive == {"sgd": 1, "adam": 1}
     assert [e.event for e in race.events].count(SETTLED) == 1
     assert choice.probability["sgd"] >= 0.95
+    assert choice.sentence().startswith("quadratic: adam (optimizer=adam lr=1) beats sgd with probability")
 
 
 def test_uses_every_seed_when_undecided():

@@ -155,7 +155,8 @@ class Choice:
         others = [o for o in self.chosen if o != w.optimizer]
         if not others:
             return head + (" chosen" if self.decided else " leads; the seeds ran out before one was left")
-        runner = max(others, key=lambda o: _or(self.probability[o], -1.0))
+        # The runner-up: the optimizer the winner is least sure to beat (not testable counts as least sure).
+        runner = min(others, key=lambda o: _or(self.probability[o], -1.0))
         p = self.probability[runner]
         verb = "beats" if self.decided else "leads (seeds ran out)"
         return f"{head} {verb} {runner} with probability {_probability(p)} ({self.seeds[w.optimizer]} seeds)"

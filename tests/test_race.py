@@ -1,6 +1,7 @@
 """The racing sweeper (hydra/sweeper=race): the pure rounds on constructed tables, and one real race (slow)."""
 
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -258,3 +259,40 @@ def test_a_real_race_decides_in_round_one_and_resumes_with_the_stored_losses(tmp
         [1, "adam", 1, 6],
         *[[r, o, 1, 1] for r in range(2, 6) for o in ("sgd", "adam")],
     ]
+
+
+@pytest.mark.slow
+def test_a_race_killed_while_it_trains_resumes_to_the_same_decision(tmp_path):
+    """SIGINT while a round trains (children RUNNING): exit 130, nothing left RUNNING. The same command again
+    continues the same parent, replays the rounds done from the stored losses, trains what was not done and decides
+    as an uninterrupted race does (3,000 steps: 12 trials in round 1, the 4 survivors' third seed in round 2, then
+    sgd at lr_scale 1 beats adam)."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import running_runs, wait_for
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [sys.executable, "-m", "harness.train", *RACE, "trainer.max_steps=3000", f"tracking.uri={uri}"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: running_runs(uri, children_only=True), what="round 1's runs", proc=proc)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert running_runs(uri) == []
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing parent run" in again.stderr
+    assert "[race] 16 of 36 trials trained" in again.stderr
+    parent, children = _race_record(uri)
+    done = [c for c in children if c.data.tags.get("harness.status") == "completed"]
+    assert sorted(c.data.tags["harness.race.round"] for c in done) == ["1"] * 12 + ["2"] * 4
+    assert parent.data.tags["harness.race.rounds"] == "2"
+    assert parent.data.tags["harness.race.decision"].startswith(
+        "linreg_10d: sgd (optimizer=sgd optimizer.lr_scale=1) beats adam"
+    )

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-ui demo test test-all check-install lint ui bench server server-stop
+.PHONY: setup setup-ui demo test test-all check-install lint ui bench server server-stop cluster cluster-stop
 
 setup: $(VENV)/.installed
 
@@ -52,6 +52,12 @@ server: setup  # MLflow tracking server on PostgreSQL, loopback only: http://127
 
 server-stop:
 	bash scripts/server.sh stop
+
+cluster:  # a SLURM cluster of one node on this machine (Debian's slurm-wlm; needs root): hydra/launcher=slurm runs here
+	bash scripts/slurm.sh start
+
+cluster-stop:
+	bash scripts/slurm.sh stop
 
 ui: setup
 	$(BIN)/python scripts/ui.py serve --store sqlite:///$(CURDIR)/mlruns/mlflow.db --port 5000

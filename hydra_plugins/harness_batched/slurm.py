@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,7 +71,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             return super().launch(job_overrides, initial_job_idx)
         except Exception as exc:
             said = failure_line(exc)
-            slurm_queue.wait_until_gone(slurm_queue.job_ids(str(self.params["submitit_folder"])))
+            ids = slurm_queue.job_ids(str(self.params["submitit_folder"]))
+            slurm_queue.wait_until_gone(ids, Path(str(self.config.hydra.sweep.dir)))
             if said is None:
                 raise
             raise SlurmUnavailable(said) from exc
@@ -139,6 +139,7 @@ def check_store(config: DictConfig, partition: str | None) -> None:
     """
     if not config.tracking.enabled:
         return
+    from harness.sweep import output
     from harness.tracking import record, store
 
     uri = store.resolve_uri(config.tracking.uri, Path.cwd())
@@ -158,11 +159,9 @@ def check_store(config: DictConfig, partition: str | None) -> None:
             f"(its file locking does not hold there); {SERVER_HINT}",
         )
     known = f"{where} is this host ({here}) alone" if nodes else f"the nodes of {where} could not be listed"
-    print(
+    output.logger(__name__, Path(str(config.hydra.sweep.dir))).warning(
         f"[sweep] warning: the tracking store is an SQLite file ({path}): {known}; with writers on several nodes "
-        f"(a network filesystem) SQLite is unsafe: on a cluster, {SERVER_HINT}",
-        file=sys.stderr,
-        flush=True,
+        f"(a network filesystem) SQLite is unsafe: on a cluster, {SERVER_HINT}"
     )
 
 

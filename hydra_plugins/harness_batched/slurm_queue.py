@@ -9,7 +9,6 @@ launching process would wait for ever. There `squeue` is asked instead (`QueueWa
 import getpass
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -89,15 +88,16 @@ def queued(ids: set[str]) -> list[str]:
     return [line.split()[1] for line in result.stdout.splitlines() if line.split() and line.split()[0] in ids]
 
 
-def wait_until_gone(ids: set[str]) -> None:
-    """Wait for the jobs in `ids` to leave the queue (they write to the sweep's parent run until they do)."""
+def wait_until_gone(ids: set[str], sweep_dir: Path | None = None) -> None:
+    """Wait for the jobs in `ids` to leave the queue (they write to the sweep's parent run until they do); one line
+    in the sweep's output (`sweep_dir`: its log) while there are any."""
     left = queued(ids)
     if left:
-        print(
+        from harness.sweep import output
+
+        output.logger(__name__, sweep_dir).info(
             f"[sweep] waiting for the sweep's {len(left)} SLURM job(s) still queued or running to end "
-            f"(scancel {' '.join(sorted(ids))} stops them)",
-            file=sys.stderr,
-            flush=True,
+            f"(scancel {' '.join(sorted(ids))} stops them)"
         )
     while left:
         time.sleep(POLL_S)  # a polling interval: the condition is the queue's

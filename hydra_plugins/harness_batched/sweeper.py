@@ -13,7 +13,6 @@ a process, or a cluster an allocation, only to skip its point. Each left-out poi
 loss as return value, as the job would have returned), so a batch's results keep one entry per job in grid order.
 """
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,7 @@ class HarnessBasicSweeper(BasicSweeper):
         state = _sweep_state(self.hydra_context)
         if state is None or not state.completed:
             return {}
-        from harness.sweep import progress
+        from harness.sweep import output, progress
         from harness.sweep.run import objective
 
         jobs = [tuple(job) for batch in self.overrides for job in batch]
@@ -85,7 +84,7 @@ class HarnessBasicSweeper(BasicSweeper):
             said = f"{len(done)} of {len(jobs)} grid points already done (not launched): launching the other {left}"
             if not left:
                 said = f"all {len(jobs)} grid points already done: nothing to launch"
-            print(f"[sweep] {said}", file=sys.stderr, flush=True)
+            output.logger(__name__, Path(self.config.hydra.sweep.dir)).info(f"[sweep] {said}")
             progress.report_many(state, [(progress.SKIPPED, list(job), "") for job in done])
         return done
 

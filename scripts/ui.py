@@ -316,6 +316,16 @@ def _hide_parent_from_charts(page, parent_run_id: str) -> None:
     toggle.first.click(timeout=60_000)
 
 
+def _hide_diverged_from_charts(page, run_ids: list[str]) -> None:
+    # A diverged run's last training losses (1e5 and more) would flatten every other line on the chart's linear axis.
+    for run_id in run_ids:
+        row = parent_row(page, run_id)
+        if row.count():
+            toggle = row.first.locator("label:has(input.is-visibility-toggle-checkbox)")
+            if toggle.first.locator("input").is_checked():
+                toggle.first.click(timeout=60_000)
+
+
 def _widen_runs_list(page) -> None:
     _drag(page, page.locator("div[handleaxis='e']").first, 170, 0)
 
@@ -333,6 +343,7 @@ def screenshot(
     chart_out: Path | None = None,
     port: int | None = None,
     metric: str = "train/loss",
+    parent_out: Path | None = None,
 ) -> None:
     """Serve `store` and save `out`: the experiment's runs with the latest sweep's parent expanded to its
     children, beside their `metric` chart. With `chart_out`, also a child run's own `metric` chart."""
@@ -372,6 +383,10 @@ def screenshot(
                 expand_parent(page, parent.info.run_id, children[0].info.run_id)
                 step("sweep expanded")
                 _best_effort(_hide_parent_from_charts, page, parent.info.run_id)
+                diverged = [
+                    r.info.run_id for r in children if r.data.tags.get("harness.status") == "diverged"
+                ]
+                _best_effort(_hide_diverged_from_charts, page, diverged)
                 _best_effort(_widen_runs_list, page)
                 card = filter_charts(page, metric)
                 step(f"{metric} chart drawn")
@@ -381,6 +396,18 @@ def screenshot(
                 out.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(out))
                 step(f"wrote {out}")
+                if parent_out:
+                    # The parent run's page: its description is the sweep's answer and ranked table (Markdown).
+                    page.goto(
+                        f"{proc.url}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}?{TRAINING_WORKFLOW}"
+                    )
+                    page.get_by_text(parent.info.run_name, exact=True).first.wait_for(timeout=60_000)
+                    dismiss_assistant(page)
+                    page.mouse.move(0, 0)
+                    page.wait_for_timeout(1500)
+                    parent_out.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(parent_out))
+                    step(f"wrote {parent_out}")
                 if chart_out:
                     child = min(children, key=lambda r: r.info.run_name or "")
                     open_metric_chart(page, proc.url, exp.experiment_id, child.info.run_id, metric)
@@ -426,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     shot.add_argument("--out", type=Path, default=Path("docs/mlflow_ui.png"))
     shot.add_argument("--chart-out", type=Path, default=None, help="also a child run's own chart of --metric")
     shot.add_argument("--metric", default="train/loss")
+    shot.add_argument("--parent-out", type=Path, default=None, help="also the sweep's parent run page")
     shot.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
 
@@ -447,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    screenshot(args.store, args.experiment, args.out, args.chart_out, args.port, args.metric)
+    screenshot(args.store, args.experiment, args.out, args.chart_out, args.port, args.metric, args.parent_out)
     return 0
 
 

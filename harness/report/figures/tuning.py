@@ -56,11 +56,15 @@ def draw_budget(view: TaskView) -> Figure:
             "Tuning budget: expected best result after k random trials\n"
             "(diverged trials count as the untrained model)"
         )
-        ax.set_title(
-            f"bands: {100 * view.method.confidence:.0f} % bootstrap intervals over seeds", fontsize=8
-        )
+        ax.set_title(_band_text(view), fontsize=8)
         optimizer_legend(figure, present)
     return figure
+
+
+def _band_text(view: TaskView) -> str:
+    if (view.tuning["lo"] == view.tuning["hi"]).all():
+        return "no bands: resampling the seeds changes nothing (identical results on every seed)"
+    return f"bands: {100 * view.method.confidence:.0f} % bootstrap intervals over seeds"
 
 
 def _over(view: TaskView) -> str:

@@ -279,3 +279,33 @@ def test_one_identity_rule_for_the_config_hash_and_the_sweep_key():
 
     assert key("optimizer.lr=0.1", "tracking.progress=false", "threads=2") == key("optimizer.lr=0.1")
     assert key("optimizer.lr=0.2") != key("optimizer.lr=0.1")
+
+
+@pytest.mark.slow
+def test_job_lines_true_prints_what_hydra_and_each_job_print_as_well(store, tmp_path):
+    args = ["-m", "optimizer.lr=0.1,0.2", "trainer.max_steps=5", "hydra.callbacks.sweep.job_lines=true"]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Hydra's console (stdout): the basic launcher's lines, then each job's own summary.
+    said = [ln.split("] ", 2)[-1] for ln in proc.stdout.splitlines()]
+    assert [ln for ln in said if not ln.startswith("- completed: 5 steps")] == [
+        "Launching 2 jobs locally",
+        "\t#0 : optimizer.lr=0.1 trainer.max_steps=5",
+        "\t#1 : optimizer.lr=0.2 trainer.max_steps=5",
+    ]
+    assert len(said) == 5
+    assert len(proc.stderr.splitlines()) == 6  # the sweep's own lines, as without it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "option,allowed",
+    [("progress_every_s=-1", "a number of seconds >= 0"), ("job_lines=maybe", "true or false")],
+)
+def test_a_bad_sweep_option_is_one_line_and_creates_no_run(store, tmp_path, option, allowed):
+    proc = run_cli("-m", "seed=0,1", "trainer.max_steps=3", f"hydra.callbacks.sweep.{option}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        f"error: hydra.callbacks.sweep.{option} is not allowed: {allowed}"
+    ]
+    assert parents_and_children(store) == ([], [])

@@ -127,7 +127,7 @@ def test_a_mixed_grid_runs_lbfgs_alone_and_tags_every_run_with_its_engine(store,
     lines = sweep_output(proc, the_sweep_dir(tmp_path))
     assert len(lines) == 6, proc.stderr
     assert lines[0] == (
-        "[sweep] 6 jobs · batched launcher: 1 batched groups in 1 pieces in this process, 3 jobs alone · "
+        "[sweep] 6 jobs · batched launcher: 1 batched group in 1 piece in this process, 3 jobs alone · "
         f"experiment 'quadratic' in {store}"
     )
     assert re.fullmatch(r"\[sweep\] [1-5]/6 jobs done · 0:\d\d elapsed · ~\d+:\d\d left", lines[1]), lines[1]

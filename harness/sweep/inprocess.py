@@ -114,18 +114,22 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions |
 
 
 def _plan_text(options: BatchOptions, groups: list, cut: list, singles: list, workers: int) -> str:
-    """How the jobs will train, for the sweep's start line: `8 groups in 12 pieces on 2 worker processes, 3 alone`."""
+    """How the jobs will train, for the sweep's start line: `8 batched groups in 12 pieces on 2 worker processes, 3
+    jobs alone`."""
     if not groups and not singles:
         return "nothing left to run"
     parts = []
     if groups:
         where = f"on {workers} worker processes" if workers > 1 else "in this process"
-        parts.append(f"{len(groups)} batched groups in {len(cut)} pieces {where}")
+        parts.append(f"{_count(len(groups), 'batched group')} in {_count(len(cut), 'piece')} {where}")
     if singles:
-        parts.append(
-            f"{len(singles)} jobs alone" + ("" if options.batch else " (hydra.launcher.batch=false)")
-        )
+        alone = f"{_count(len(singles), 'job')} alone"
+        parts.append(alone if options.batch else f"{alone} (hydra.launcher.batch=false)")
     return ", ".join(parts)
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _skip_done(jobs: Sequence[InProcessJob], hooks: Hooks) -> tuple[dict[int, object], list[tuple]]:

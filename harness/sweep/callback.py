@@ -35,6 +35,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from harness import failures, shutdown
+from harness.context import ParentRun
 from harness.errors import ConfigError, StoreError
 from harness.sweep import grid, output, progress
 from harness.sweep.state import Launch, SweepState
@@ -52,9 +53,8 @@ class SweepCallback(Callback):
         self.progress_every_s = progress_every_s
         self.state: SweepState | None = None
         self.launch: Launch | None = None
-        self.late: DictConfig | None = (
-            None  # the config of a sweep whose parent run the launcher opens (open_late)
-        )
+        # The config of a sweep whose parent run the launcher opens (open_late).
+        self.late: DictConfig | None = None
         self.continued = False  # the parent run is a former launch's, resumed
         self.opening: _Opening | None = None  # what the start line says, until it is said
         self.experiment: str | None = None  # the sweep's experiment (None: not tracked)
@@ -355,11 +355,8 @@ class _Opening:
 def end_sweep(state: SweepState, experiment: str | None = None, launch_dir: Path | None = None) -> list[str]:
     """End the parent run; the summary's lines: this launch's jobs, the grid's counts (and how to re-run its
     failures), the answer of each task, where to look at it."""
-    lines = [
-        progress.progress_line(state, progress.read(state.progress_file)).replace(
-            "[sweep]", "[sweep] finished:"
-        )
-    ]
+    jobs = progress.progress_line(state, progress.read(state.progress_file))
+    lines = [jobs.replace("[sweep]", "[sweep] finished:")]
     if state.parent is None:
         return lines
     from harness.sweep import parent
@@ -391,9 +388,10 @@ def _counts_line(run_id: str, counts: dict[str, int]) -> str:
     return line
 
 
-def see_it(parent, experiment: str, launch_dir: Path) -> str:
-    """Where to look at the sweep, in commands that exist where the user is: `make ui` only for the project's store
-    with a Makefile that has a `ui` target in the launch directory."""
+def see_it(parent: ParentRun, experiment: str, launch_dir: Path) -> str:
+    """Where to look at the sweep, in commands that exist where the user is: the MLflow UI (`make ui` only for the
+    project's store with a Makefile that has a `ui` target in the launch directory, the run's page on a server) and
+    the report (`harness-report` as it can be run from here), credentials redacted."""
     from harness.tracking import store
 
     uri = parent.uri

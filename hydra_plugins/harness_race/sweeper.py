@@ -4,8 +4,9 @@ The grid is the basic sweeper's (same expansion, same order); its seed list is t
 get. Each round of harness.sweep.race is one launch of the configured launcher (the batched launcher trains a round
 as batched groups), inside the one multirun, so every trial is an ordinary child run of the sweep's one parent run.
 After each round the trials are tagged with their round and the parent gets the rounds so far (record.py). A race
-killed and run again replays its rounds: the sweep layer skips the grid points already done and returns their
-final validation loss from the store, so the same eliminations are made again and the race goes on where it was.
+killed and run again replays its rounds: the grid points the continued parent holds done are not launched (the
+harness sweeper's `_done_points`) and their final validation loss comes from the store, so the same eliminations
+are made again and the race goes on where it was. multirun.yaml is written redacted, as the harness sweeper writes it.
 
 Named `...BasicSweeper`: harness.sweep.grid recognises a grid it can expand (the parent's grid size, params and grid
 artifact; the refusal of an empty grid) by that name in `hydra.sweeper._target_`, and this is that grid.
@@ -14,12 +15,13 @@ artifact; the refusal of an empty grid) by that name in `hydra.sweeper._target_`
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
-from hydra_plugins.harness_batched.sweeper import HarnessBasicSweeper
+from hydra_plugins.harness_batched.sweeper import HarnessBasicSweeper, _in_grid_order, _save_redacted
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +49,29 @@ class RaceBasicSweeper(HarnessBasicSweeper):
         from harness.sweep.race import Race, race_grid
         from hydra_plugins.harness_race.record import Recorder
 
-        grid = race_grid(self._grid(arguments), self.seed_key, self._defaults())
-        OmegaConf.save(self.config, _sweep_dir(self.config) / "multirun.yaml")
+        points = self._grid(arguments)
+        grid = race_grid(points, self.seed_key, self._defaults())
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        _save_redacted(self.config, sweep_dir / "multirun.yaml")
+        self.overrides = [points]  # what the harness sweeper's done points are looked up in
+        done = self._done_points()
         race = Race(grid.candidates, grid.seeds, self.settings)
         recorder = Recorder(self.hydra_context)
         returns, index = [], 0
         while trials := race.next_trials():
             batch = [grid.jobs[trial] for trial in trials]
-            results = self._launch(batch, index)
-            index += len(batch)
-            returns.extend(results)
+            # Points a continued parent holds done are not launched: their stored loss is their return value.
+            todo = [job for job in batch if tuple(job) not in done]
+            results = self._launch(todo, index)
+            index += len(todo)
             values = [r.return_value for r in results]  # as the basic sweeper: a job that raised, raises here
-            events = race.record((c, s, v) for (c, s), v in zip(trials, values))
-            log.info(f"Race round {race.round}: {len(batch)} trials, {len(events)} decisions")
+            results = _in_grid_order(batch, results, done, str(self.config.hydra.job.name))
+            returns.extend(results)
+            events = race.record((c, s, r.return_value) for (c, s), r in zip(trials, results))
+            log.info(
+                f"Race round {race.round}: {len(batch)} trials ({len(values)} launched), {len(events)} decisions"
+            )
             recorder.round(race, trials, batch, events)
         for choice in race.choices():
             print(f"[race] {choice.sentence()}", file=sys.stderr, flush=True)
@@ -69,9 +81,8 @@ class RaceBasicSweeper(HarnessBasicSweeper):
 
     def _grid(self, arguments: list[str]) -> list[list[str]]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        params = [
-            f"{k}={v}" for k, v in self.params.items()
-        ]  # as the basic sweeper: its params, then the command line
+        # As the basic sweeper: its params, then the command line.
+        params = [f"{k}={v}" for k, v in self.params.items()]
         overrides = parser.parse_overrides(params + list(arguments))
         [grid] = self.split_arguments(overrides, max_batch_size=None)
         return grid
@@ -85,18 +96,10 @@ class RaceBasicSweeper(HarnessBasicSweeper):
 
     def _launch(self, batch: list[list[str]], index: int) -> list[JobReturn]:
         """A round: one launch (max_batch_size: launches of at most that many jobs)."""
-        size = self.max_batch_size or len(batch)
+        size = self.max_batch_size or max(len(batch), 1)
         results = []
         for start in range(0, len(batch), size):
             chunk = batch[start : start + size]
             self.validate_batch_is_legal(chunk)
             results.extend(self.launcher.launch(chunk, initial_job_idx=index + start))
         return results
-
-
-def _sweep_dir(config):
-    from pathlib import Path
-
-    path = Path(str(config.hydra.sweep.dir))
-    path.mkdir(parents=True, exist_ok=True)
-    return path

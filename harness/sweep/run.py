@@ -1,7 +1,7 @@
 """A job inside a sweep: skip it if its grid point is done, and never let its failure stop the sweep.
 
 What the job logs stays off the terminal (harness.sweep.output.quiet_console; in its Hydra job log file still) unless
-`hydra.callbacks.sweep.job_lines=true`: the sweep says each failure in one line of its own (harness.sweep.progress).
+`hydra.callbacks.sweep.job_lines=true` or in debug mode: the sweep says each failure in one line of its own (harness.sweep.progress).
 Callable without Hydra (an in-process launcher): `run_in_sweep(cfg, JobContext(...), state)`.
 """
 
@@ -39,11 +39,17 @@ def run_in_sweep(
         if key in state.completed:
             progress.report(state, progress.SKIPPED, overrides)
             return objective(state.completed[key])
-    with output.quiet_console(state is not None and not state.job_lines):
+    with output.quiet_console(quiet_jobs(state)):
         value, status, error = _run(cfg, ctx, plan)
     if state is not None:
         progress.report(state, status, overrides, error)
     return objective(value)
+
+
+def quiet_jobs(state: SweepState | None) -> bool:
+    """Whether a job's own lines stay off the terminal: in a sweep, unless job_lines or debug mode (HARNESS_DEBUG=1,
+    HYDRA_FULL_ERROR=1: a failed job's traceback is what it is for)."""
+    return state is not None and not state.job_lines and not failures.debug()
 
 
 def _run(cfg: Config, ctx: JobContext, plan: Plan | None) -> tuple[float | None, str, str]:

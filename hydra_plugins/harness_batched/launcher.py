@@ -82,6 +82,7 @@ class BatchedLauncher(Launcher):
             sweep.announce("each job as the basic launcher runs it (not the harness's task)")
             return self._launch_basic(job_overrides, initial_job_idx)
         from harness.sweep import output
+        from harness.sweep.run import quiet_jobs
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -90,11 +91,10 @@ class BatchedLauncher(Launcher):
         jobs = [self._prepare(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
         log.debug(f"Derived {len(jobs)} job configs in {time.perf_counter() - started:.2f} s")
         hooks = _Hooks(self.hydra_context, self.task_function, self._group_config, self.config)
-        # The sweep says each failure and its progress; what the jobs log (no job log files here) stays off the
-        # terminal unless hydra.callbacks.sweep.job_lines=true.
-        quiet = hooks.state is not None and not hooks.state.job_lines
+        # The sweep says each failure and its progress; what the jobs log (no job log files here; a failed job's
+        # traceback is in its run) stays off the terminal unless job_lines or debug mode.
         with env_override(OmegaConf.to_container(self.config.hydra.job.env_set, resolve=True)):
-            with output.quiet_console(quiet):
+            with output.quiet_console(quiet_jobs(hooks.state)):
                 returns = inprocess.run_jobs(jobs, hooks, self.options)
         return [hooks.job_return(job, value) for job, value in zip(jobs, returns)]
 

@@ -46,6 +46,13 @@ def located(location: str | None) -> Iterator[None]:
     failure can name the store without a process-wide "last store" variable."""
     try:
         yield
+    except ModuleNotFoundError as exc:
+        # MLflow imports a database's driver (psycopg, pymysql...) only when it first connects.
+        raise StoreError(
+            f"the store {redact(location or '')} needs the Python package {exc.name!r}, MLflow's driver for its "
+            f"database, which is not installed: pip install {exc.name}, or track to a server (tracking=server)",
+            location,
+        ) from exc
     except Exception as exc:
         if location is not None and getattr(exc, LOCATION_ATTRIBUTE, None) is None:
             try:

@@ -74,3 +74,14 @@ def test_a_uri_that_names_no_usable_store_is_refused_in_one_line_redacted(
     with pytest.raises(ConfigError, match="^tracking.uri="):  # the key the user set
         store.check_uri(store.resolve_uri(uri, tmp_path))
     assert os.listdir(tmp_path) == []  # nothing created
+
+
+def test_a_database_uri_whose_driver_is_missing_is_one_line_without_the_password():
+    from harness.errors import StoreError
+    from harness.tracking import stores
+
+    with pytest.raises(StoreError) as caught:
+        stores.open_store("mssql+pyodbc://someone:s3cret@127.0.0.1:1/db", adapter="mlflow")
+    message = str(caught.value)
+    assert "'pyodbc'" in message and "pip install pyodbc" in message and "s3cret" not in message
+    assert "\n" not in message

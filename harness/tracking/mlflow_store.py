@@ -73,7 +73,10 @@ class MlflowStore(Store):
             check_server(uri)
         from mlflow import MlflowClient
 
-        return cls(uri, store.redact(uri), MlflowClient(tracking_uri=uri))
+        location = store.redact(uri)
+        with located(location):  # a database URI: MLflow connects (and imports the driver) here
+            client = MlflowClient(tracking_uri=uri)
+        return cls(uri, location, client)
 
     def close(self) -> None:
         """A SQLite store: MLflow's connections closed (its engine disposed) and, written to, checkpointed: the

@@ -49,20 +49,30 @@ class Cluster:
         return path.read_text().splitlines() if path.exists() else []
 
 
+def slurm_script(action: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "slurm.sh"), action], capture_output=True, text=True, timeout=900
+    )
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
+def cluster():
+    """The running cluster; started here (and stopped afterwards) when none answers."""
+    started_here = False
     if not _answers():
-        started = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "slurm.sh"), "start"], capture_output=True, text=True, timeout=900
-        )
+        started = slurm_script("start")
         if started.returncode != 0:
             said = (started.stderr.strip().splitlines() or ["no output"])[-1]
             pytest.skip(f"no SLURM cluster here, and scripts/slurm.sh start could not make one: {said}")
-    if "JobCompLoc" not in Cluster().config or "filetxt" not in Cluster().config.get("JobCompType", ""):
+        started_here = True
+    found = Cluster()
+    if "filetxt" not in found.config.get("JobCompType", ""):
         pytest.skip(
             "this SLURM cluster keeps no job completion log (scripts/slurm.sh's does): jobs cannot be counted"
         )
-    return Cluster()
+    yield found
+    if started_here:
+        slurm_script("stop")
 
 
 @pytest.fixture
@@ -101,6 +111,7 @@ def one_error_line(proc) -> str:
 # --- the cluster itself ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the cluster fixture may install and start SLURM
 def test_starting_the_cluster_again_changes_nothing(cluster):
     before = subprocess.run(["bash", "scripts/slurm.sh", "status"], cwd=ROOT, capture_output=True, text=True)
     again = subprocess.run(["bash", "scripts/slurm.sh", "start"], cwd=ROOT, capture_output=True, text=True)

@@ -96,7 +96,7 @@ def test_a_batched_sweep_records_what_the_basic_launcher_records(store, tmp_path
         "-m", *QUADRATIC, "tracking.experiment=batched", BATCHED, "hydra.sweep.dir=b", cwd=tmp_path
     )
     assert batched.returncode == 0, batched.stderr[-3000:]
-    assert "[sweep] 8/8 jobs done" in batched.stderr
+    assert "[sweep] finished: 8/8 jobs done" in batched.stderr
     one_by_one, together = children_of(store, "basic"), children_of(store, "batched")
     assert len(one_by_one) == len(together) == 8 and one_by_one.keys() == together.keys()
     for point, run in one_by_one.items():

@@ -416,7 +416,7 @@ def test_the_gpu_layer_path_one_bmm_per_layer_within_1e6(monkeypatch):
     """On CUDA every layer is one bmm (no per-trial BLAS calls); the same code on CPU stays within 1e-6."""
     import harness.batched.models as models
 
-    monkeypatch.setattr(models, "NAIVE_BMM_MACS", float("inf"))
+    monkeypatch.setattr(models, "_linear_mode", lambda *_: "bmm")
     specs = _specs("digits_mlp", "adam", steps=10)
     trackers, results, params = run_group(specs, sync_every=3)
     for i, spec in enumerate(specs):
@@ -543,3 +543,27 @@ def test_worker_pool_trains_on_while_the_launcher_is_busy():
                 s for _, e in columns if e.trial == trial and "train/loss" in e.columns for s in e.steps
             ]
             assert logged == list(range(steps))
+
+
+@pytest.mark.parametrize("batch", [32, 4])  # 4: trial blocks 32 bytes apart, copied to aligned ones
+def test_one_output_layer_gradients_are_the_single_runs_autograd(batch):
+    """Linear(1, 1): the weight gradient sums over the batch, and ATen's bmm loop (plain multiply-then-add) differs
+    from MKL's GEMM where it fuses multiply-adds (AVX2/AVX-512); the batched backward calls the single run's mm."""
+    from harness.batched.models import stacked_net_form
+
+    task = create_task("linreg_1d")
+    seeds = [0, 1, 2]
+    model = stacked_net_form(task).build(task, seeds, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(20):
+        x = torch.rand(len(seeds), batch, 1, dtype=torch.float64, generator=generator)
+        y = torch.randn(len(seeds), batch, 1, dtype=torch.float64, generator=generator)
+        losses, _ = model.losses_and_grads((x, y))
+        for k, seed in enumerate(seeds):
+            torch.manual_seed(seed)
+            single = task.make_model()
+            loss = torch.nn.functional.mse_loss(single(x[k].clone()), y[k].clone())
+            loss.backward()
+            assert losses[k].item() == loss.item()
+            assert torch.equal(model.grads[0][k], single.weight.grad)
+            assert torch.equal(model.grads[1][k], single.bias.grad)

@@ -186,26 +186,32 @@ def _aligned(x: Tensor) -> Tensor:
 
 
 def _linear_mode(batch: int, out_features: int, in_features: int, device: torch.device) -> str:
-    """Which kernels run the layer for K trials.
+    """Which kernels run the layer's forward and input gradient for K trials.
 
     - "mm" (CPU, BLAS-sized layers): per trial the very addmm/mm the single run calls, so trial k is bitwise the
       single run's F.linear: a batched GEMM rounds some elements differently, depending on the data (seen on
       digits_mlp's last layer).
-    - "bmm" (tiny layers, under NAIVE_BMM_MACS, and every layer on a GPU): one call for all trials. ATen's own bmm loop
-      is bitwise for one input feature; with one output feature and several inputs the single run's BLAS takes a gemv
-      path and differs by an ulp (a per-trial addmv matched most but not all steps, and was slower: BENCHMARKS.md).
-      On a GPU one launch beats K, and nothing there is bitwise against the single run anyway.
+    - "small" (CPU, tiny layers under NAIVE_BMM_MACS, and layers with one output feature): one call for all trials,
+      which ATen runs in its own bmm loop. That loop is bitwise for one input feature (forward) and one output
+      feature (input gradient): a single product per element, no sum. With one output feature and several inputs
+      the single run's BLAS takes a gemv path and differs by an ulp (a per-trial addmv matched most but not all
+      steps, and was slower: BENCHMARKS.md).
+    - "bmm" (every layer on a GPU): one launch beats K, and nothing there is bitwise against the single run anyway.
+
+    The weight gradient on CPU is per trial in every mode (`_LinearStep.backward`).
     """
-    if device.type == "cpu" and batch * out_features * in_features >= NAIVE_BMM_MACS and out_features > 1:
+    if device.type != "cpu":
+        return "bmm"
+    if batch * out_features * in_features >= NAIVE_BMM_MACS and out_features > 1:
         return "mm"
-    return "bmm"
+    return "small"
 
 
 def _linear(
     x: Tensor, weight: Tensor, bias: Tensor | None, out: Tensor, views: "_Views | None" = None
 ) -> None:
     """out = x W^T + b per trial (forward of F.linear; `views` caches the per-trial views of the "mm" mode)."""
-    if _linear_mode(x.shape[1], weight.shape[1], weight.shape[2], x.device) == "bmm":
+    if _linear_mode(x.shape[1], weight.shape[1], weight.shape[2], x.device) != "mm":
         if bias is None:
             torch.bmm(x, weight.transpose(1, 2), out=out)
         else:
@@ -263,19 +269,24 @@ class _LinearStep:
         self.out = _aligned_empty(weight, k, batch, out_features)
         self.grad_x = _aligned_empty(weight, k, batch, in_features) if need_grad_x else None
         self.mode = _linear_mode(batch, out_features, in_features, weight.device)
-        self.views = _Views(weight, bias, self.out) if self.mode == "mm" else None
+        self.views = _Views(weight, bias, self.out) if self.mode != "bmm" else None
         if self.views is not None:
             self.grad_ws = grad_w.unbind(0)
-            self.grad_xs = self.grad_x.unbind(0) if need_grad_x else None
+            self.grad_xs = self.grad_x.unbind(0) if need_grad_x and self.mode == "mm" else None
         self.x: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         self.x = x if self.views is None else self.views.aligned(x)
-        _linear(self.x, self.weight, self.bias, self.out, self.views)
+        _linear(self.x, self.weight, self.bias, self.out, self.views if self.mode == "mm" else None)
         return self.out
 
     def backward(self, g: Tensor) -> Tensor | None:
-        """Fills grad_w and grad_b from the output gradient g; returns the input gradient (None for the first layer)."""
+        """Fills grad_w and grad_b from the output gradient g; returns the input gradient (None for the first layer).
+
+        On CPU the weight gradient is per trial the single run's own mm in every mode: it sums over the batch, and
+        ATen's bmm loop sums in plain multiply-then-add order while MKL's GEMM sums with fused multiply-adds on
+        AVX2/AVX-512 (and without them on its SSE path), so only the same BLAS call rounds as the single run does.
+        """
         x = self.x
         if self.grad_b is not None:
             torch.sum(g, 1, out=self.grad_b)
@@ -288,8 +299,11 @@ class _LinearStep:
         for gi, xi, oi in zip(g_ts, self.views.xs, self.grad_ws):
             torch.mm(gi, xi, out=oi)
         if self.grad_x is not None:
-            for gi, wi, oi in zip(gs, self.views.w, self.grad_xs):
-                torch.mm(gi, wi, out=oi)
+            if self.grad_xs is None:  # "small": one product per element (one output feature or a tiny layer)
+                torch.bmm(g, self.weight, out=self.grad_x)
+            else:
+                for gi, wi, oi in zip(gs, self.views.w, self.grad_xs):
+                    torch.mm(gi, wi, out=oi)
         return self.grad_x
 
 

@@ -256,3 +256,23 @@ def test_the_experiment_opens_in_the_training_view_with_names_that_tell_runs_apa
         }
         assert {name.split(" bs=")[0] for name in shown} == leads and max(map(len, leads)) <= 16
         assert all(name.endswith("(quadratic)") for name in shown)
+
+
+def test_the_parent_runs_description_holds_the_sweeps_answer(page, served_sweep, tmp_path):
+    from playwright.sync_api import expect
+
+    ui_, parent = served_sweep, served_sweep.parent
+    note = parent.data.tags["mlflow.note.content"]
+    winner = parent.data.tags["harness.best_optimizer"]
+    headline = note.split("\n")[0]
+    assert headline.startswith("**On quadratic, ") and f" {winner} at lr " in headline
+    with shot_on_failure(page, tmp_path):
+        page.goto(
+            f"{ui_.url}/#/experiments/{ui_.experiment_id}/runs/{parent.info.run_id}?{ui.TRAINING_WORKFLOW}"
+        )
+        ui.dismiss_assistant(page)
+        # The run page's Description renders the Markdown (bold headline, then the ranked table): the sentence
+        # naming the task and the winner shows as text, without its asterisks.
+        first_clause = headline.strip("*").split(";")[0]
+        expect(page.get_by_text("Description", exact=True).first).to_be_visible()
+        expect(page.get_by_text(first_clause, exact=False).first).to_be_visible()

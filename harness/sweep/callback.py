@@ -34,7 +34,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from harness import failures, shutdown
+from harness import failures, shutdown, signals
 from harness.context import ParentRun
 from harness.errors import ConfigError, StoreError
 from harness.sweep import grid, output, progress
@@ -313,7 +313,12 @@ def _with_parent(config: DictConfig, state: SweepState, rerun_all: bool) -> tupl
         return state, False
     from harness.sweep import parent
 
-    return parent.open_parent(config, state, rerun_all)
+    # A signal while the parent run is being created waits until harness.shutdown knows it: it then ends KILLED,
+    # never left RUNNING by an interrupt that came between its creation and sweep_opened.
+    with signals.held():
+        opened, continued = parent.open_parent(config, state, rerun_all)
+        shutdown.sweep_opened(opened)
+    return opened, continued
 
 
 @dataclass(frozen=True)

@@ -314,6 +314,9 @@ class LateCallback(Callback):
     def open_late(self):
         CALLS.append(("open_late",))
 
+    def announce(self, details=""):  # the sweep's start line, said by the launcher once it knows its groups
+        CALLS.append(("announce", details))
+
     def on_job_start(self, config, *, task_function, **kwargs):
         CALLS.append(("on_job_start", config.get("seed"), task_function))
 

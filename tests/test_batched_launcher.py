@@ -21,6 +21,7 @@ from test_sweeps import (
     the_sweep_dir,
 )
 
+from harness.sweep import answer
 from harness.tracking import schema
 
 BATCHED = "hydra/launcher=batched"
@@ -189,18 +190,7 @@ def check_the_parents_answer(store, parent, children, task: str) -> None:
     note = tags[schema.NOTE_CONTENT]
     assert note.startswith(f"**{tables.answer(seen)}**\n\n| # | optimizer | best lr | batch size |")
     shown = tables.display_ranked(seen)
-    for row in shown[
-        [
-            "#",
-            "optimizer",
-            "best lr",
-            "batch size",
-            "final val loss (mean ± std)",
-            "seeds",
-            "trials",
-            "diverged",
-        ]
-    ].itertuples(index=False):
+    for row in shown[answer.COLUMNS].itertuples(index=False):  # the note's columns are the report's
         assert "| " + " | ".join(row) + " |" in note.splitlines()
     assert (
         len(note.splitlines()) == 2 + 2 + len(shown) + 2

@@ -28,6 +28,20 @@ DONE_OUTCOMES = (COMPLETED, DIVERGED)  # ran to their end: a resumed sweep skips
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
 
+# --- A race (hydra/sweeper=race) ------------------------------------------------------------------------------------
+RACE_ROUND = "harness.race.round"  # on each trial's child run: the round that trained it (1, 2, ...)
+RACE_ROUNDS = "harness.race.rounds"  # on the parent: rounds run so far
+RACE_DECISION = "harness.race.decision"  # on the parent: one line per task
+RACE_ROUNDS_ARTIFACT = (
+    "race/rounds.json"  # who was eliminated or settled, when, against whom, by which test, p-value
+)
+RACE_ALIVE_ARTIFACT = (
+    "race/alive.json"  # per round, task and optimizer: configurations racing, trials trained
+)
+RACE_DECISION_ARTIFACT = (
+    "race/decision.json"  # per task and optimizer: the chosen configuration, seeds, probability
+)
+
 # --- Tags -------------------------------------------------------------------------------------------------------------
 PARENT_RUN_ID = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
@@ -102,7 +116,9 @@ FINAL_TRAIN_LOSS = "final/train_loss"
 FINAL_VAL_PREFIX = "final/val_"
 FINAL_VAL_LOSS = "final/val_loss"
 FINAL_VAL_ACCURACY = "final/val_accuracy"
-BEST_VAL_LOSS = "best/val_loss"  # a run's lowest val/loss; a parent's: the score of the sweep's best configuration
+BEST_VAL_LOSS = (
+    "best/val_loss"  # a run's lowest val/loss; a parent's: the score of the sweep's best configuration
+)
 BEST_SINGLE_RUN_VAL_LOSS = "best/single_run_val_loss"  # on a parent: the lowest final val loss of any one run
 STEPS = "steps"
 TOTAL_S = "time/total_s"

@@ -1,24 +1,16 @@
 """What a race records, through the tracking port: each trial's round (a tag on its child run), and on the parent
 run the rounds so far (tables in MLflow's log_table format) and the decision (tags).
 
-The tag and artifact names are here, not in harness/tracking/schema.py, until the schema takes them. Hydra imports
-this module at start-up (every module under `hydra_plugins`): the harness is imported only when a race records.
+The tag and artifact names live in harness/tracking/schema.py (dependency-free, so Hydra's import of every module
+under `hydra_plugins` at start-up stays cheap).
 """
 
 import json
 from collections import Counter
 from collections.abc import Sequence
 
-ROUND_TAG = "harness.race.round"  # on each trial's child run: the round that trained it (1, 2, ...)
-ROUNDS_TAG = "harness.race.rounds"  # on the parent: rounds run so far
-DECISION_TAG = "harness.race.decision"  # on the parent: one line per task (Choice.sentence)
-ROUNDS_ARTIFACT = (
-    "race/rounds.json"  # who was eliminated or settled, when, against whom, by which test, p-value
-)
-ALIVE_ARTIFACT = "race/alive.json"  # per round, task and optimizer: configurations racing, trials trained
-DECISION_ARTIFACT = (
-    "race/decision.json"  # per task and optimizer: the chosen configuration, seeds, probability
-)
+from harness.tracking import schema
+
 ALIVE_COLUMNS = ["round", "task", "optimizer", "alive", "trials"]
 DECISION_COLUMNS = [
     "task",
@@ -56,9 +48,12 @@ class Recorder:
         _log_tables(
             found,
             parent,
-            {ROUNDS_ARTIFACT: (EVENT_COLUMNS, self.events), ALIVE_ARTIFACT: (ALIVE_COLUMNS, self.alive)},
+            {
+                schema.RACE_ROUNDS_ARTIFACT: (EVENT_COLUMNS, self.events),
+                schema.RACE_ALIVE_ARTIFACT: (ALIVE_COLUMNS, self.alive),
+            },
         )
-        found.set_tags(parent.run_id, {ROUNDS_TAG: str(race.round)})
+        found.set_tags(parent.run_id, {schema.RACE_ROUNDS: str(race.round)})
 
     def finish(self, race) -> None:
         """The decision on the parent (the sweep callback ends the parent afterwards)."""
@@ -69,8 +64,10 @@ class Recorder:
             return
         found = stores.open_store(parent.uri)
         choices = race.choices()
-        _log_tables(found, parent, {DECISION_ARTIFACT: (DECISION_COLUMNS, _decision_rows(choices))})
-        found.set_tags(parent.run_id, {DECISION_TAG: "\n".join(c.sentence() for c in choices)})
+        _log_tables(
+            found, parent, {schema.RACE_DECISION_ARTIFACT: (DECISION_COLUMNS, _decision_rows(choices))}
+        )
+        found.set_tags(parent.run_id, {schema.RACE_DECISION: "\n".join(c.sentence() for c in choices)})
 
     def _parent(self):
         state = getattr(self.callback, "state", None)
@@ -115,9 +112,9 @@ def _tag_round(found, parent, number: int, batch: Sequence[Sequence[str]]) -> No
     updates = [
         run.info.run_id
         for run in found.children(parent.experiment_id, parent.run_id)
-        if ROUND_TAG not in run.data.tags and run.data.tags.get(schema.OVERRIDES) in wanted
+        if schema.RACE_ROUND not in run.data.tags and run.data.tags.get(schema.OVERRIDES) in wanted
     ]
-    found.write([RunUpdate(run_id, tags={ROUND_TAG: str(number)}) for run_id in updates])
+    found.write([RunUpdate(run_id, tags={schema.RACE_ROUND: str(number)}) for run_id in updates])
 
 
 def _log_tables(found, parent, tables: dict) -> None:

@@ -120,13 +120,10 @@ def record_result(tracker: Tracker, result: RunResult, name: str) -> None:
 
 def summary_line(result: RunResult, tracker: Tracker, ctx: JobContext) -> str:
     """What the run did, in one line: status, steps, final losses, wall time, and where to see the run."""
-    from harness.tracking import store
 
     where = None
     if tracker.run_id is not None:
-        uri = tracker.store.uri
-        default = uri == store.default_uri(ctx.project_dir)
-        where = record.where_to_see(uri, default, tracker.experiment_id, tracker.run_id)
+        where = record.where_to_see(tracker.store.uri, tracker.experiment_id, tracker.run_id, ctx.project_dir)
     return record.summary_line(
         result.status,
         result.steps,

@@ -4,6 +4,7 @@ diverged runs findable, dataset inputs, the parent's params and headline, and th
 import dataclasses
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def test_sweep_name_and_parent_params():
 
 
 def test_summary_line_says_what_the_run_did_and_where_to_see_it():
-    where = record.where_to_see(FAKE, False, "3", "r1")
+    where = record.where_to_see(FAKE, "3", "r1")
     assert where == "http://***@127.0.0.1:1/#/experiments/3/runs/r1"
     line = record.summary_line("completed", 200, 1.234, 0.5, {"loss": 0.25, "accuracy": 0.9}, "r1", where)
     assert line == (
@@ -96,8 +97,15 @@ def test_summary_line_says_what_the_run_did_and_where_to_see_it():
     assert record.summary_line("diverged", 7, 0.01, 1e9, {}, None, None).endswith(
         "not tracked (tracking.enabled=false)"
     )
-    assert record.where_to_see("sqlite:////p/mlruns/mlflow.db", True, "1", "r") == (
-        "make ui, or mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db"
+    # make ui only for the project's store, where a Makefile with a ui target is (a checkout, not a wheel)
+    project = Path(tempfile.mkdtemp())
+    own = f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    assert record.where_to_see(own, "1", "r", project) == f"mlflow ui --backend-store-uri {own}"
+    (project / "Makefile").write_text("ui: setup\n\tmlflow ui\n")
+    assert record.where_to_see(own, "1", "r", project) == "make ui"
+    assert (
+        record.where_to_see("sqlite:////p/x.db", "1", "r", project)
+        == "mlflow ui --backend-store-uri sqlite:////p/x.db"
     )
 
 

@@ -400,12 +400,7 @@ def see_it(parent: ParentRun, experiment: str, launch_dir: Path) -> str:
     from harness.tracking import store
 
     uri = parent.uri
-    if uri.startswith(("http://", "https://")):
-        ui = f"{uri.rstrip('/')}/#/experiments/{parent.experiment_id}/runs/{parent.run_id}"
-    elif uri == store.default_uri(launch_dir) and _has_ui_target(launch_dir / "Makefile"):
-        ui = "make ui"
-    else:
-        ui = f"mlflow ui --backend-store-uri {uri}"
+    ui = record.where_to_see(uri, parent.experiment_id, parent.run_id, launch_dir)
     report = _report_command(launch_dir)
     if report is None:
         return record.redact(f"[sweep] see it: {ui}")
@@ -413,13 +408,6 @@ def see_it(parent: ParentRun, experiment: str, launch_dir: Path) -> str:
     if uri != store.resolve_uri(None, launch_dir):  # the report would look elsewhere by default
         report += f" --tracking-uri {shlex.quote(uri)}"
     return record.redact(f"[sweep] see it: {ui} · the report: {report}")
-
-
-def _has_ui_target(makefile: Path) -> bool:
-    try:
-        return any(line.startswith("ui:") for line in makefile.read_text().splitlines())
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def _report_command(launch_dir: Path) -> str | None:

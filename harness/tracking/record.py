@@ -19,11 +19,12 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.redaction import REDACTED as REDACTED  # re-exported: harness.sweep.state reads it
 from harness.redaction import redact
-from harness.tracking import schema
+from harness.tracking import schema, store
 
 if TYPE_CHECKING:
     from harness.tasks.base import Splits, Task
@@ -172,16 +173,29 @@ def summary_line(
     return redact(f"{line}; run {run_id} - see it: {where}")
 
 
-def where_to_see(uri: str, default_store: bool, experiment_id: str, run_id: str) -> str:
-    """How to open a run: `make ui` for the project's store, the `mlflow ui` command for another SQLite file,
-    the run's page on a tracking server."""
-    if default_store:
-        return f"make ui, or mlflow ui --backend-store-uri {schema.DEFAULT_STORE_URI_RELATIVE}"
+def where_to_see(uri: str, experiment_id: str, run_id: str, launch_dir: Path | None = None) -> str:
+    """How to open a run, in a command that exists where the user is: `make ui` for the project's own store when the
+    launch directory has a Makefile with a `ui` target (a checkout; not an installed wheel), the `mlflow ui` command
+    for another SQLite file, the run's page on a tracking server; credentials redacted."""
+
     if uri.startswith(("http://", "https://")):
         return redact(f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
+    if (
+        launch_dir is not None
+        and uri == store.default_uri(launch_dir)
+        and _has_ui_target(launch_dir / "Makefile")
+    ):
+        return "make ui"
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri}"
     return redact(f"the MLflow store {uri}")
+
+
+def _has_ui_target(makefile: Path) -> bool:
+    try:
+        return any(line.startswith("ui:") for line in makefile.read_text().splitlines())
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 # --- The dataset a run trained on ------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 #   scripts/slurm.sh stop     # or: make cluster-stop (stops what `start` started, by PID; cancels the cluster's jobs)
 #   scripts/slurm.sh status
 #
-# Settings (environment): SLURM_DIR (default .slurm: state, spool, logs, pid files), PARTITION (debug),
+# Settings (environment): SLURM_DIR (state, spool, logs, pid files; default /var/lib/harness-slurm: one per machine,
+# like its slurm.conf, so that `start` from a second checkout or a CI clone finds the cluster running), PARTITION (debug),
 # SLURM_CONF (/etc/slurm/slurm.conf, where sbatch, squeue and sinfo look when SLURM_CONF is unset), START_TIMEOUT
 # (120 s). Needs root, or sudo without a password: slurmd starts each job as the user who submitted it.
 #
@@ -17,7 +18,7 @@
 # that ended) records what ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SLURM_DIR=$(realpath -m "${SLURM_DIR:-.slurm}")
+SLURM_DIR=$(realpath -m "${SLURM_DIR:-/var/lib/harness-slurm}")
 PARTITION=${PARTITION:-debug}
 CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}
 START_TIMEOUT=${START_TIMEOUT:-120}

@@ -1,5 +1,6 @@
 """Device names as users type them (cpu, cuda, cuda:N, mps, auto) -> a checked torch.device."""
 
+import os
 import re
 
 import torch
@@ -59,3 +60,12 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return device.type
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity (what SLURM, taskset or a container's cpuset allot), not the
+    machine's count, which on a cluster node is every core of the node."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -7,7 +7,6 @@ below the plan reads the config.
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from harness.config import (
 )
 from harness.context import JobContext
 from harness.data import resolve_batch_size
-from harness.devices import resolve_device
+from harness.devices import resolve_device, usable_cores
 from harness.errors import ConfigError
 from harness.optim import OptimInfo, ScheduleInfo, get_optimizer_info, get_schedule_info
 from harness.tasks import Splits, Task, create_task
@@ -130,7 +129,7 @@ def _total_steps(cfg: Config, task: Task, steps_per_epoch: int) -> int:
 
 
 def _default_threads(task: Task, ctx: JobContext) -> int:
-    threads = max(1, (os.cpu_count() or 1) // ctx.parallel_jobs)  # no oversubscription across parallel jobs
+    threads = max(1, usable_cores() // ctx.parallel_jobs)  # no oversubscription across parallel jobs
     return threads if task.max_threads is None else min(threads, task.max_threads)
 
 

@@ -2,6 +2,7 @@
 plan reads the config; a plan handed to run_job is used as it is."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from conftest import compose_config
 from harness import job
 from harness.config import MAX_THREADS
 from harness.context import JobContext
+from harness.devices import usable_cores
 from harness.errors import ConfigError
 from harness.job import run_job
 from harness.plan import Plan, make_plan, run_name
@@ -105,3 +107,16 @@ def test_the_largest_thread_count_allowed_starts_and_computes():
     assert proc.stdout.split() == [str(MAX_THREADS), str(256.0**3)]
     highest = make_plan(compose_config("task=quadratic", f"threads={MAX_THREADS}"), JobContext())
     assert highest.threads == MAX_THREADS
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_usable_cores_are_the_cpus_allotted_not_the_machines():
+    # A SLURM task, taskset or a container's cpuset allots fewer CPUs than the node has; the default thread count and
+    # the batched launcher's worker count follow the allotment (harness.devices.usable_cores).
+    allotted = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allotted)})
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, allotted)
+    assert usable_cores() == len(allotted)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from harness import devices
 from harness.batched import engine
 from harness.batched.spec import TrialSpec, batched_form, group_key, spec_from_plan
 from harness.errors import ConfigError
@@ -122,4 +123,4 @@ def worker_target(groups: list[list[tuple]], options: "BatchOptions") -> int:
         return 1
     if options.workers is not None:
         return max(1, options.workers)
-    return max(1, workers.usable_cores() // max(1, max(p.threads for p in plans)))
+    return max(1, devices.usable_cores() // max(1, max(p.threads for p in plans)))

@@ -15,7 +15,6 @@ Linux's: elsewhere `available()` is False and groups train in the launching proc
 
 import ctypes
 import multiprocessing
-import os
 import queue
 import signal
 import sys
@@ -30,13 +29,6 @@ _PR_SET_PDEATHSIG = 1
 
 def available() -> bool:
     return sys.platform.startswith("linux")
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from report_views import toy_view
 
-from harness.report import cli, curves, load, ranking, source, tables, view
+from harness.report import cli, curves, load, source, tables, view
 from harness.report.build import write_report
 from harness.report.figures import style, target, tuning
 from harness.report.figures.sensitivity import sensitivity_data
@@ -245,17 +246,7 @@ def constructed_view(rows: list[tuple], rule: str = "median-seeds") -> view.Task
     runs["final_val_accuracy"], runs["error"] = np.nan, ""
     runs["time_to_target_s"] = runs["steps_to_target"] / 100
     runs["initial_val_loss"] = 2.0
-    configs = ranking.per_config(runs)
-    return view.TaskView(
-        task="toy",
-        runs=runs,
-        configs=configs,
-        best=ranking.ranked(configs, runs),
-        best_per_batch=ranking.best_per(configs, ["task", "optimizer", "batch_size"]),
-        curves=pd.DataFrame(columns=view.CURVE_COLUMNS),
-        targets=ranking.target_times(runs, configs, rule),
-        colours=style.palette(runs["optimizer"]),
-    )
+    return toy_view(runs, rule)
 
 
 def test_ranking_prefers_configs_that_never_diverge_then_loss_then_time():

@@ -6,8 +6,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from report_views import toy_view
 
-from harness.report import note, ranking, render, tables, view
+from harness.report import note, render, tables
 from harness.report.figures import convergence, heatmap, sensitivity, style, target, tuning
 from harness.tracking import queries
 
@@ -36,18 +37,7 @@ def runs_of(rows: list[tuple], **columns) -> pd.DataFrame:
     return runs.astype({"batch_size": "Int64", "seed": "Int64", "batch_trials": "Int64"})
 
 
-def view_of(runs: pd.DataFrame) -> view.TaskView:
-    configs = ranking.per_config(runs)
-    return view.TaskView(
-        task="toy",
-        runs=runs,
-        configs=configs,
-        best=ranking.ranked(configs, runs),
-        best_per_batch=ranking.best_per(configs, ["task", "optimizer", "batch_size"]),
-        curves=pd.DataFrame(columns=view.CURVE_COLUMNS),
-        targets=ranking.target_times(runs, configs),
-        colours=style.palette(runs["optimizer"]),
-    )
+view_of = toy_view
 
 
 # --- the ranking's one definition ----------------------------------------------------------------------------------

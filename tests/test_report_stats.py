@@ -10,10 +10,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from report_views import toy_view
 
-from harness.report import cli, note, ranking, render, stats, tables, view
+from harness.report import cli, note, render, stats, tables, view
 from harness.report.build import _section
-from harness.report.figures import style, tuning
+from harness.report.figures import tuning
 
 matplotlib.use("Agg")
 
@@ -48,18 +49,7 @@ def runs_of(values: dict[tuple[str, float], list[float]], outcome: dict | None =
 
 
 def view_of(runs: pd.DataFrame, method: stats.Method = stats.DEFAULT_METHOD) -> view.TaskView:
-    configs = ranking.per_config(runs)
-    return view.TaskView(
-        task="toy",
-        runs=runs,
-        configs=configs,
-        best=ranking.ranked(configs, runs),
-        best_per_batch=ranking.best_per(configs, ["task", "optimizer", "batch_size"]),
-        curves=pd.DataFrame(columns=view.CURVE_COLUMNS),
-        targets=ranking.target_times(runs, configs),
-        colours=style.palette(runs["optimizer"]),
-        method=method,
-    )
+    return toy_view(runs, method=method)
 
 
 def noisy(seed: int = 0) -> dict:

@@ -2,6 +2,11 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_race.py demo --orderings 10
     PYTHONPATH=. .venv/bin/python benchmarks/bench_race.py linreg --orderings 10
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_race.py demo --orderings 10 --rungs 0.25,0.5
+
+`--rungs`: successive halving in round 1 (hydra.launcher.rungs, `--keep` its share): the replay prunes with the
+engine's own rule (harness.batched.halving.survivors) on the exhaustive runs' val/loss at the rungs, per group of the
+batched launcher (the configurations that differ only in lr), so a pruned trial costs the steps up to its rung.
 
 1. The exhaustive grid, trained as a user types it (`hydra/sweeper=harness`, the batched launcher), timed.
 2. The race as a user types it (`hydra/sweeper=race`, the same grid, the seeds in the order typed), timed; its
@@ -30,9 +35,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.batched.halving import Halving, survivors  # noqa: E402
 from harness.report import stats  # noqa: E402
 from harness.sweep.race import Race, Settings, race_grid  # noqa: E402
 from harness.tracking import schema, stores  # noqa: E402
+from harness.tracking.schema import Pruned  # noqa: E402
 
 CASES = {
     "demo": ["+sweep=demo", "seed=range(0,8)"],
@@ -70,8 +77,8 @@ def trials(uri: str) -> tuple[list[list[str]], pd.DataFrame]:
     artifacts = parent.info.artifact_uri.removeprefix("file://")
     grid = json.loads((Path(artifacts) / schema.GRID_ARTIFACT).read_text())
     children = found.children(experiment.experiment_id, parent.info.run_id)
-    initial = found.histories([c.info.run_id for c in children], [schema.VAL_LOSS], step=0)
-    initial = dict(zip(initial["run_id"], initial["value"]))
+    curves = found.histories([c.info.run_id for c in children], [schema.VAL_LOSS])
+    val_at = {run_id: dict(zip(rows["step"], rows["value"])) for run_id, rows in curves.groupby("run_id")}
     rows = [
         {
             "overrides": c.data.tags[schema.OVERRIDES],
@@ -82,7 +89,9 @@ def trials(uri: str) -> tuple[list[list[str]], pd.DataFrame]:
             "task": c.data.tags.get(schema.TASK, ""),
             "loss": c.data.metrics.get(schema.FINAL_VAL_LOSS),
             "steps": c.data.metrics.get(schema.STEPS, 0.0),
-            "initial_val_loss": initial.get(c.info.run_id, np.nan),
+            "initial_val_loss": val_at.get(c.info.run_id, {}).get(0, np.nan),
+            "val_at": val_at.get(c.info.run_id, {}),
+            "total_steps": int(c.data.params.get(schema.RESOLVED_TOTAL_STEPS, 0)),
         }
         for c in children
     ]
@@ -106,6 +115,8 @@ def stats_frame(grid, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                 "final_val_loss": row["loss"] if row["outcome"] == schema.COMPLETED else np.nan,
                 "initial_val_loss": row["initial_val_loss"],
                 "steps": row["steps"],
+                "val_at": row["val_at"],
+                "total_steps": row["total_steps"],
             }
         )
     return pd.DataFrame(rows), split
@@ -135,22 +146,48 @@ def tie_sets(frame: pd.DataFrame, method: stats.Method) -> tuple[dict, dict]:
     return configs, winners
 
 
-def replay(split, frame: pd.DataFrame, seeds: list[str], settings: Settings) -> Race:
-    """The race on the exhaustive grid's losses, with the seeds in this order."""
+def replay(split, frame: pd.DataFrame, seeds: list[str], settings: Settings, halving: Halving | None) -> Race:
+    """The race on the exhaustive grid's losses, with the seeds in this order (round 1 halved when `halving`)."""
     value = {
         (r.configuration, str(int(r.seed))): (r.final_val_loss if r.outcome == schema.COMPLETED else None)
         for r in frame.itertuples()
     }
     race = Race(split.candidates, seeds, settings)
     while batch := race.next_trials():
-        race.record([(c, s, value[(c.label, s)]) for c, s in batch])
+        pruned = _halve(batch, frame, halving) if halving is not None and race.round == 0 else {}
+        race.record([(c, s, pruned.get((c, s), value[(c.label, s)])) for c, s in batch])
     return race
+
+
+def _halve(batch, frame: pd.DataFrame, halving: Halving) -> dict:
+    """(candidate, seed) -> Pruned for the trials the engine would stop, group by group (candidates that differ only
+    in their lr overrides), from the exhaustive runs' val/loss at each rung."""
+    rows = {(r.configuration, str(int(r.seed))): r for r in frame.itertuples()}
+    groups: dict[tuple, list] = {}
+    for c, s in batch:
+        groups.setdefault(tuple(o for o in c.key if not o.startswith("optimizer.lr")), []).append((c, s))
+    pruned = {}
+    for trials in groups.values():
+        first = rows[(trials[0][0].label, trials[0][1])]
+        evaluations = sorted(first.val_at)
+        every = evaluations[1] - evaluations[0] if len(evaluations) > 1 else first.total_steps
+        live = list(trials)
+        for rung, step in enumerate(halving.steps(first.total_steps, every), start=1):
+            live = [
+                t for t in live if step in rows[(t[0].label, t[1])].val_at
+            ]  # a diverged trial left before
+            losses = [rows[(c.label, s)].val_at[step] for c, s in live]
+            kept = survivors([c.optimizer for c, _ in live], [c.label for c, _ in live], losses, halving.keep)
+            pruned.update({t: Pruned(rung, step) for i, t in enumerate(live) if i not in kept})
+            live = [live[i] for i in kept]
+    return pruned
 
 
 def judge(race: Race, frame: pd.DataFrame, configs: dict, winners: dict) -> dict:
     """The race's choices against the tie sets, and its share of the exhaustive trial-steps."""
     steps = {(r.configuration, str(int(r.seed))): r.steps for r in frame.itertuples()}
     used = sum(steps[(c.label, s)] for c, scores in race.scores.items() for s in scores)
+    used += sum(p.step for stopped in race.pruned.values() for p in stopped.values())
     chosen_ok = all(
         choice.chosen[o].label in configs[(choice.task, o)]
         for choice in race.choices()
@@ -185,12 +222,19 @@ def main() -> None:
         "--confidence", type=float, default=Settings.confidence, help="hydra.sweeper.confidence"
     )
     parser.add_argument("--threshold", type=float, default=Settings.threshold, help="hydra.sweeper.threshold")
+    parser.add_argument(
+        "--rungs", default="", help="hydra.launcher.rungs, e.g. 0.25,0.5 (default: no halving)"
+    )
+    parser.add_argument("--keep", type=float, default=0.5, help="hydra.launcher.keep")
     args = parser.parse_args()
     settings, method = Settings(confidence=args.confidence, threshold=args.threshold), stats.Method()
     race_options = [
         f"hydra.sweeper.confidence={args.confidence}",
         f"hydra.sweeper.threshold={args.threshold}",
     ]
+    halving = Halving(tuple(float(r) for r in args.rungs.split(",")), args.keep) if args.rungs else None
+    if halving is not None:
+        race_options += [f"hydra.launcher.rungs=[{args.rungs}]", f"hydra.launcher.keep={args.keep}"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         exhaustive_uri = f"sqlite:///{work}/exhaustive.db"
@@ -207,7 +251,8 @@ def main() -> None:
             list(rng.permutation(split.seeds)) for _ in range(args.orderings - 1)
         ]
         results = [
-            judge(replay(split, frame, seeds, settings), frame, configs, winners) for seeds in orderings
+            judge(replay(split, frame, seeds, settings, halving), frame, configs, winners)
+            for seeds in orderings
         ]
         for seeds, result in zip(orderings, results):
             print(f"seeds {','.join(seeds)}: {result}")
@@ -215,9 +260,12 @@ def main() -> None:
             race_uri = f"sqlite:///{work}/race.db"
             race_s = sweep([*RACE, *race_options, *CASES[args.case]], race_uri, work)
             _, raced = trials(race_uri)
-            losses = table.set_index("point")["loss"]
+            losses, curves = table.set_index("point")["loss"], table.set_index("point")["val_at"]
+            # a pruned trial: its val/loss curve is the exhaustive one's up to its rung
             same = all(
-                (pd.isna(r.loss) and pd.isna(losses[r.point])) or r.loss == losses[r.point]
+                (pd.isna(r.loss) and pd.isna(losses[r.point]))
+                or r.loss == losses[r.point]
+                or (r.outcome == schema.PRUNED and all(curves[r.point][k] == v for k, v in r.val_at.items()))
                 for r in raced.itertuples()
             )
             print(

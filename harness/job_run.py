@@ -110,10 +110,10 @@ def record_refused_job(cfg: Config, ctx: JobContext, message: str) -> None:
 
 
 def record_result(tracker: Tracker, result: RunResult, name: str) -> None:
-    """Final metrics and status tags, then end the run FINISHED (diverged runs too: they are outcomes, renamed
-    `[diverged] <name>`; see harness.tracking.record)."""
+    """Final metrics and status tags, then end the run FINISHED (diverged and pruned runs too: they are outcomes,
+    renamed `[diverged] <name>`, `[pruned] <name>`; see harness.tracking.record)."""
     tracker.log_metrics(result.final_metrics(), step=result.steps)
-    tracker.set_tags(record.outcome_tags(result.status, result.divergence, name))
+    tracker.set_tags(record.outcome_tags(result.status, result.divergence, name, result.rung, result.steps))
     tracker.close(FINISHED)
     owners.ended(tracker.run_id, FINISHED)
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from harness.tasks.base import Target
 from harness.tracking import schema
-from harness.tracking.schema import COMPLETED, DIVERGED
+from harness.tracking.schema import COMPLETED, DIVERGED, PRUNED
 
 # A step records its squared gradient norm (a sum: no root per step on the device); Trial.steps_done roots it into
 # `grad_norm`.
@@ -31,7 +31,7 @@ LOSS_FLOOR = 1e-12
 class RunResult:
     """What one training run achieved."""
 
-    status: str  # completed | diverged
+    status: str  # completed | diverged | pruned
     steps: int  # optimizer steps taken (for a diverged run: before the step whose loss diverged)
     wall_s: float
     final_train_loss: float
@@ -41,6 +41,7 @@ class RunResult:
     steps_to_target: int | None = None
     divergence: str | None = None  # why it was stopped as diverged
     diverged_at: int | None = None  # the step whose loss diverged: the last step in the record
+    rung: int | None = None  # a pruned run: the rung (1, 2, ...) that stopped it after `steps` steps
 
     def final_metrics(self) -> dict[str, float]:
         """The `final/*`, `best/*` and summary metrics logged once at the end."""
@@ -90,6 +91,7 @@ class Trial:
         self.diverged_at: int | None = None
         self.target_s: float | None = None
         self.target_step: int | None = None
+        self.rung: int | None = None
         self.seen_s = 0.0  # the trainer's clock at the latest step or evaluation recorded
 
     # --- divergence ---------------------------------------------------------------------------------------------
@@ -106,6 +108,10 @@ class Trial:
 
     def _diverge(self, step: int, why: str) -> None:
         self.status, self.diverged_at, self.steps, self.divergence = DIVERGED, step, step, why
+
+    def prune(self, rung: int) -> None:
+        """Stopped by successive halving at rung `rung` after the steps recorded so far (harness.batched.halving)."""
+        self.status, self.rung = PRUNED, rung
 
     # --- what the trainer recorded ------------------------------------------------------------------------------
 
@@ -177,10 +183,12 @@ class Trial:
             steps=self.steps,
             wall_s=wall_s,
             final_train_loss=self.last_loss,
-            final_val={} if self.status == DIVERGED else dict(self.val),
+            # a pruned run's last evaluation is at its rung: not a final result
+            final_val=dict(self.val) if self.status == COMPLETED else {},
             best_val_loss=self.best_val,
             time_to_target_s=self.target_s,
             steps_to_target=self.target_step,
             divergence=self.divergence,
             diverged_at=self.diverged_at,
+            rung=self.rung,
         )

@@ -90,12 +90,12 @@ def rel_diff(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-30))) if a.size else 0.0
 
 
-def run_group(specs, sync_every=256):
+def run_group(specs, sync_every=256, halving=None):
     """The engine's group directly, to read the trials' final parameters too."""
     from harness.batched.engine import _Group
 
     trackers = [MemoryTracker() for _ in specs]
-    group = _Group(specs, trackers, sync_every)
+    group = _Group(specs, trackers, sync_every, halving)
     results = group.run()
     return trackers, results, [group.params_of(i) for i in range(len(specs))]
 

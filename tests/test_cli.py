@@ -116,7 +116,10 @@ def test_help_lists_every_registered_option_and_no_schema_names(tmp_path):
     assert "base_" not in proc.stdout
     # The harness's own help around Hydra's lists: what the program does, how it is typed, where to read more.
     first = proc.stdout.splitlines()[0]
-    assert first.startswith("harness-train: train a model with an optimizer") and "powered by Hydra" not in proc.stdout
+    assert (
+        first.startswith("harness-train: train a model with an optimizer")
+        and "powered by Hydra" not in proc.stdout
+    )
     assert "harness-train -m task=linreg_10d" in proc.stdout and "python -m harness.optim" in proc.stdout
 
 

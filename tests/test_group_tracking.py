@@ -152,7 +152,7 @@ def test_a_parent_ends_with_the_counts_of_the_latest_run_per_grid_point(tmp_path
         metrics = [] if loss is None else [port.Columns.at(1, {schema.FINAL_VAL_LOSS: loss})]
         store.write([port.RunUpdate(run.run_id, metrics, status=status)])
     counts = parent_run.end_parent(store, ParentRun(uri=uri, experiment_id=experiment, run_id=parent.run_id))
-    assert counts == {"completed": 3, "diverged": 1, "failed": 0, "killed": 1, "total": 5}
+    assert counts == {"completed": 3, "diverged": 1, "failed": 0, "killed": 1, "pruned": 0, "total": 5}
     ended = mlflow_client(uri).get_run(parent.run_id)
     best = mlflow_client(uri).get_run(ended.data.tags[schema.BEST_RUN_ID])
     assert best.info.run_name == "c1" and ended.data.tags[schema.BEST_OPTIMIZER] == "adam"

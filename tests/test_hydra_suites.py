@@ -51,7 +51,6 @@ def _the_suites_hydra_defaults(hydra_restore_singletons):
     version.VersionBase.instance().setbase(version.__compat_version__)
 
 
-
 def test_the_launcher_and_the_sweeper_are_discovered_as_hydra_plugins():
     assert BatchedLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
     assert HarnessBasicSweeper.__name__ in [x.__name__ for x in Plugins.instance().discover(Sweeper)]

@@ -20,6 +20,7 @@ from harness.sweep.race import (
     paired_t,
     race_grid,
 )
+from harness.tracking.schema import Pruned
 
 SEEDS = [str(s) for s in range(8)]
 
@@ -160,6 +161,36 @@ def test_settings_refuse_out_of_range_values(key, value):
         Settings(**{key: value})
 
 
+def test_a_pruned_trial_eliminates_its_configuration_with_the_rung_as_its_test():
+    """Round 1 with successive halving: sgd lr=1's trials stopped at rung 1 (step 5); they carry no score, their
+    configuration is out (against sgd's leader, no p-value), the trials count as trained, and round 2 gives it no
+    seed."""
+    table = {
+        ("sgd", "0.1"): [1.0, 1.1],
+        ("sgd", "1"): [None, None],
+        ("sgd", "0.3"): [1.2, 1.5],
+        ("adam", "1"): [3, 4],
+    }
+    race = Race(_candidates(table), SEEDS, Settings())
+    by_key = dict(zip(race.candidates, table.values()))
+    pruned = race.candidates[1]
+    results = [
+        (c, s, Pruned(1, 5) if c is pruned else by_key[c][SEEDS.index(s)]) for c, s in race.next_trials()
+    ]
+    events = race.record(results)
+    [out] = [e for e in events if e.candidate is pruned]
+    assert (out.event, out.against.label, out.test.test, out.test.seeds) == (
+        ELIMINATED,
+        "optimizer=sgd lr=0.1",
+        "pruned at rung 1 (step 5)",
+        2,
+    )
+    assert math.isnan(out.test.p_value) and out.row()[9] is None  # no p-value (JSON null)
+    assert pruned not in race.alive and race.scores[pruned] == {}
+    assert race.trials_run() == 8
+    assert pruned not in {c for c, _ in race.next_trials()}
+
+
 def test_the_grid_splits_into_configurations_and_seeds():
     grid = [
         ["task=linreg_10d", f"optimizer={o}", f"optimizer.lr_scale={lr}", f"seed={s}"]
@@ -255,6 +286,8 @@ def test_a_real_race_decides_in_round_one_and_resumes_with_the_stored_losses(tmp
     table = json.loads(Path(client.download_artifacts(parent.info.run_id, "race/alive.json")).read_text())
     alive = pd.DataFrame(table["data"], columns=table["columns"])
     assert alive[["round", "optimizer", "alive", "trials"]].values.tolist() == [
+        [0, "sgd", 3, 0],
+        [0, "adam", 3, 0],
         [1, "sgd", 1, 6],
         [1, "adam", 1, 6],
         *[[r, o, 1, 1] for r in range(2, 6) for o in ("sgd", "adam")],
@@ -296,3 +329,99 @@ def test_a_race_killed_while_it_trains_resumes_to_the_same_decision(tmp_path):
     assert parent.data.tags["harness.race.decision"].startswith(
         "linreg_10d: sgd (optimizer=sgd optimizer.lr_scale=1) beats adam"
     )
+
+
+def test_bad_race_or_halving_options_are_refused_before_any_run(tmp_path):
+    """Range errors of hydra.sweeper.* and hydra.launcher.rungs/keep: one line naming the key, exit 2, no parent run
+    and no store written (the sweep callback checks both plugins before it creates the parent)."""
+    from conftest import run_cli
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for bad, key in (
+        ("hydra.sweeper.first_seeds=1", "hydra.sweeper.first_seeds=1"),
+        ("hydra.launcher.rungs=[0.5,0.2]", "hydra.launcher.rungs=[0.5, 0.2]"),
+        ("hydra.launcher.keep=1.5", "hydra.launcher.keep=1.5"),
+    ):
+        done = run_cli(
+            *RACE, bad, f"tracking.uri={uri}", cwd=tmp_path, env={"MLFLOW_DISABLE_TELEMETRY": "true"}
+        )
+        assert done.returncode == 2, done.stderr[-2000:]  # a config error
+        errors = [line for line in done.stderr.splitlines() if key in line]
+        assert len(errors) == 1 and "is not allowed" in errors[0], done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+        assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_race_with_successive_halving_prunes_in_round_one_and_resumes(tmp_path):
+    """The linreg race with a rung at half the budget, keeping half: per optimizer, of its 3 configurations the one
+    with the worst mean val/loss at the rung (read back from the store) stops there on both seeds: 4 runs pruned,
+    FINISHED, renamed `[pruned] ...`, tagged with rung and step, their curve exactly up to the rung and no final
+    validation metrics; the race records their elimination by the rung. Run again, nothing is launched and the
+    decision is the same."""
+    import json
+
+    from conftest import mlflow_client, run_cli
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    halving = ("hydra.launcher.rungs=[0.5]", "trainer.eval_every=5")
+    first = run_cli(*RACE, *halving, f"tracking.uri={uri}", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    parent, children = _race_record(uri)
+    client = mlflow_client(uri)
+    pruned = [c for c in children if c.data.tags["harness.status"] == "pruned"]
+    assert len(pruned) == 4
+    for run in pruned:
+        assert run.info.status == "FINISHED" and run.info.run_name.startswith("[pruned] ")
+        assert (run.data.tags["harness.rung"], run.data.tags["harness.pruned_at"]) == ("1", "25")
+        assert run.data.metrics["steps"] == 25 and "final/val/loss" not in run.data.metrics
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(25))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [
+            0,
+            5,
+            10,
+            15,
+            20,
+            25,
+        ]
+    round_one = [c for c in children if c.data.tags["harness.race.round"] == "1"]
+    for optimizer in ("sgd", "adam"):
+        at_rung = {}
+        for run in round_one:
+            if run.data.tags["harness.optimizer"] == optimizer:
+                [point] = [m for m in client.get_metric_history(run.info.run_id, "val/loss") if m.step == 25]
+                at_rung.setdefault(run.data.params["optimizer.lr_scale"], []).append(point.value)
+        worst = max(at_rung, key=lambda lr: sum(at_rung[lr]) / 2)
+        assert {
+            r.data.params["optimizer.lr_scale"]
+            for r in pruned
+            if r.data.tags["harness.optimizer"] == optimizer
+        } == {worst}
+    rounds = json.loads(Path(client.download_artifacts(parent.info.run_id, "race/rounds.json")).read_text())
+    by_rung = [r for r in rounds["data"] if r[6] == "pruned at rung 1 (step 25)"]
+    assert len(by_rung) == 2 and all(r[0] == 1 and r[4] == "eliminated" for r in by_rung)
+    decision = parent.data.tags["harness.race.decision"]
+
+    # The report: the race's spend from the children's steps, pruned runs counted but never ranked.
+    from harness.report import load
+    from harness.report.build import write_report
+
+    report = write_report(load.load(uri, "linreg_10d"), tmp_path / "report", workers=1)
+    steps = sum(c.data.metrics["steps"] for c in children)
+    share = steps / (36 * 50)
+    assert (
+        f"Raced: {len(children)} of 36 trials ({len(children) / 36:.0%}), {share:.0%} of the whole grid's "
+        f"trial-steps, in {parent.data.tags['harness.race.rounds']} rounds; 4 pruned at a rung."
+    ) in report.html.read_text()
+    assert (tmp_path / "report" / "figures" / "race.png").stat().st_size > 10_000
+    ranked = json.loads(report.ranking_json.read_text())
+    assert sum(row[ranked["columns"].index("trials")] for row in ranked["data"]) == len(children) - 4
+    assert report.banner is None  # a finished race is no unfinished grid
+
+    again = run_cli(*RACE, *halving, f"tracking.uri={uri}", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "nothing to launch" in again.stderr or "already done" in again.stderr
+    parent_again, children_again = _race_record(uri)
+    assert len(children_again) == len(children)
+    assert parent_again.data.tags["harness.race.decision"] == decision

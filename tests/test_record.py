@@ -254,6 +254,7 @@ def test_the_sweep_headline_is_the_parents_metrics_and_tags():
         "jobs/diverged": 1.0,
         "jobs/failed": 0.0,
         "jobs/killed": 0.0,
+        "jobs/pruned": 0.0,
         "jobs/total": 3.0,
         "best/val_loss": 0.125,
         "best/accuracy": 0.97,

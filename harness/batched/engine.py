@@ -11,7 +11,8 @@ divergence_factor x |initial loss|, compared in float64 as the loop compares Pyt
 update is masked to zero from that step on (frozen). Per-step values stay in a device buffer
 (harness.tracking.columns.StepBuffer, the loop's); every `sync_every` steps they cross to the host in one copy, each
 trial's record is cut at its diverged step and written with one `log_columns` call, and diverged trials leave the
-group (their tensors are dropped). Each trial's bookkeeping (what the record derives, divergence messages, target,
+group (their tensors are dropped). With successive halving (harness.batched.halving) a chunk also ends at each rung,
+where the configurations ranked out stop as pruned and leave the group the same way. Each trial's bookkeeping (what the record derives, divergence messages, target,
 best validation loss, RunResult) is a harness.trial.Trial, as the single run's is.
 
 Time: trials share the group's clock. `time/wall_s`, `time/total_s` and time-to-target are the group's elapsed time
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.batched.halving import Halving, survivors
 from harness.batched.models import BatchedModel
 from harness.batched.optim import BatchedOptimizer, build_optimizer
 from harness.batched.spec import TrialSpec, batched_form, group_key
@@ -106,11 +108,13 @@ def train_group(
     max_trials: int | None = None,
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     sync_every: int = SYNC_EVERY,
+    halving: Halving | None = None,
 ) -> list[RunResult]:
     """Train trials that share a group key, in pieces of at most K (max_trials, and what the memory budget holds).
 
     Writes each trial's metrics to its tracker and returns one RunResult per trial, in order. The caller logs
-    `RunResult.final_metrics()`, sets the status tags and ends the runs.
+    `RunResult.final_metrics()`, sets the status tags and ends the runs. `halving`: successive halving inside each
+    piece (the trials that go on are trained exactly as without it).
 
     Raises:
         ValueError: when the specs do not share one group key, or a trial cannot batch.
@@ -127,14 +131,16 @@ def train_group(
     results: list[RunResult] = []
     for start in range(0, len(specs), size):
         piece = slice(start, start + size)
-        results.extend(_Group(specs[piece], trackers[piece], sync_every).run())
+        results.extend(_Group(specs[piece], trackers[piece], sync_every, halving).run())
     return results
 
 
 class _Group:
     """One piece of a group: K trials on one device."""
 
-    def __init__(self, specs: list[TrialSpec], trackers: list[Tracker], sync_every: int):
+    def __init__(
+        self, specs: list[TrialSpec], trackers: list[Tracker], sync_every: int, halving: Halving | None = None
+    ):
         first = specs[0]
         self.task, self.device, self.sync_every = first.task, torch.device(first.device), max(1, sync_every)
         self.total, self.eval_every = first.total_steps, first.eval_every
@@ -154,6 +160,8 @@ class _Group:
         self.orders: Tensor | None = None
         self.multipliers = first.scheduler.multipliers(self.total)
         self.dtype = self.model.params[0].dtype
+        self.halving = halving
+        self.rungs = halving.steps(self.total, self.eval_every) if halving is not None else []
 
     def _trial(self, spec: TrialSpec) -> Trial:
         return Trial(self.spe, self.batch_size, spec.divergence_factor, self.f_star, self.target)
@@ -196,8 +204,10 @@ class _Group:
         self.limit: Tensor | None = None
         evals = [self._evaluate(0)]
         step = 0
+        rungs = list(self.rungs)
         while step < self.total and self.live:
-            chunk = _Chunk(step, min(self.sync_every, self.total - step), len(self.live), self.device)
+            end = min(step + self.sync_every, self.total, *rungs[:1])  # a chunk ends at the next rung
+            chunk = _Chunk(step, end - step, len(self.live), self.device)
             chunk.evals = evals
             try:
                 self._chunk(chunk)
@@ -207,6 +217,9 @@ class _Group:
             self._record(chunk)
             evals = []
             step += chunk.size
+            if rungs and step == rungs[0]:
+                rungs.pop(0)
+                self._prune(len(self.rungs) - len(rungs))
         return [m.trial.result(m.trial.seen_s) for m in self.members]
 
     def _evaluate(self, k: int) -> tuple[int, dict[str, Tensor], float]:
@@ -285,6 +298,22 @@ class _Group:
         if len(keep) < len(self.live):
             self._compact(keep)
 
+    def _prune(self, rung: int) -> None:
+        """At a rung (the chunk just recorded ended with its evaluation): the configurations ranked out stop, pruned
+        (their record up to the rung is written); the rest train on."""
+        members = [self.members[i] for i in self.live]
+        keep = survivors(
+            [m.spec.optimizer for m in members],
+            [_configuration(m.spec) for m in members],
+            [m.trial.val.get("loss", math.nan) for m in members],
+            self.halving.keep,
+        )
+        for slot, member in enumerate(members):
+            if slot not in keep:
+                member.trial.prune(rung)
+        if len(keep) < len(self.live):
+            self._compact(keep)
+
     def _write(self, member: _Member, first: int, columns: dict, evals: list, diverged: bool) -> None:
         """A trial's steps of the chunk (then its evaluations in the chunk) to its tracker. The trial sees the
         evaluations first: the single run evaluates after k updates before it computes step k's loss."""
@@ -319,3 +348,13 @@ class _Group:
         if index not in self.live:
             return None
         return self.model.trial_state(self.live.index(index))
+
+
+def _configuration(spec: TrialSpec) -> tuple:
+    """A trial's configuration within its group: everything that differs between its trials but the seed."""
+    return (
+        spec.optimizer,
+        spec.lr,
+        tuple(sorted((k, repr(v)) for k, v in spec.hparams.items())),
+        spec.divergence_factor,
+    )

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.report import figures, note, ranking, render, stats, tables
+from harness.report.figures import race as race_figure
 from harness.report.figures import style
 from harness.report.load import SweepData
+from harness.report.race import race_record
 from harness.report.view import TaskView, task_views
 from harness.tracking import schema
 
@@ -23,6 +25,8 @@ NOTES = [
     "crash, a missing device) count neither way. lr is the effective one (optimizer.lr × optimizer.lr_scale).",
     "A grid point run several times (a resumed sweep) counts once: its latest run. Runs still running are not "
     "compared.",
+    "Pruned runs (successive halving, hydra.launcher.rungs) stopped at a rung: they are counted and drawn in the "
+    "race, never ranked (their last loss is not a final result) and never counted as failed.",
     "Diverged runs have no final loss: they are counted, drawn in a strip at the top of the sensitivity plots "
     "and score as the untrained model (initial validation loss) in the tuning-budget curve.",
     "Time to target: the task's own target (e.g. a validation accuracy). An optimizer's time is {rule}. A time of "
@@ -73,6 +77,9 @@ def write_report(
         if kind.shows(view)
     ]
     jobs += [(kind, views, "") for kind in figures.ACROSS_TASKS if multi and kind.shows(views)]
+    raced = race_record(data, colours)
+    if raced is not None:
+        jobs.append((race_figure.RACE, raced, ""))
     drawn = draw_all(jobs, directory / "figures", ranking.TARGET_RULES[rule], workers)
     sections = [
         _section(view, [f for (_, subject, _), f in zip(jobs, drawn) if subject is view]) for view in views
@@ -86,9 +93,12 @@ def write_report(
         banner=tables.unfinished_banner(data.grid),
         facts=_facts(data),
         sections=sections,
-        overall=[f for (kind, _, _), f in zip(jobs, drawn) if kind.across_tasks],
+        overall=[
+            f for (kind, _, _), f in zip(jobs, drawn) if kind.across_tasks and kind is not race_figure.RACE
+        ],
         summary=tables.display_summary(summary),
         notes=[text.format(rule=ranking.TARGET_RULES[rule]) for text in NOTES] + [stats.how_computed(method)],
+        race=_race_section(raced, drawn[-1]) if raced is not None else None,
     )
     html_path, md_path = directory / "report.html", directory / "report.md"
     html_path.write_text(render.to_html(content, directory), encoding="utf-8")
@@ -105,6 +115,10 @@ def write_report(
         content.banner,
         content,
     )
+
+
+def _race_section(raced, figure: render.FigureFile) -> render.RaceSection:
+    return render.RaceSection(raced.headline, raced.decision, figure, raced.table())
 
 
 def _section(view: TaskView, drawn: list[render.FigureFile]) -> render.Section:

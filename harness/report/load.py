@@ -161,7 +161,7 @@ def check_reportable(runs: pd.DataFrame, sweep_run_id: str) -> None:
     """
     if runs.empty:
         raise ReportError(f"sweep {sweep_run_id} has no runs yet")
-    if not runs["outcome"].isin(schema.DONE_OUTCOMES).any():
+    if not runs["outcome"].isin(schema.RANKED_OUTCOMES).any():
         counts = {k: v for k, v in schema.count_outcomes(runs["outcome"]).items() if v and k != "total"}
         first_error = runs["error"].dropna().loc[lambda s: s != ""].head(1).tolist()
         hint = f"; first error: {first_error[0]}" if first_error else ""
@@ -172,13 +172,17 @@ def grid_of(parent, runs: pd.DataFrame) -> Grid:
     """How complete the grid is: the parent's status and grid size against the grid points that finished.
 
     Points missing per optimizer assume the grid is a product over the sweep's optimizers (the basic sweeper's),
-    read from the parent's `harness.sweep_overrides` (else the optimizers that have runs).
+    read from the parent's `harness.sweep_overrides` (else the optimizers that have runs). A race's grid is the most
+    it trains: its size is the trials it launched once it finished (unknown while it runs), none missing.
     """
     tags = parent.data.tags
     size = queries.number(tags.get(schema.GRID_SIZE), int)
     done = runs["outcome"].isin(schema.DONE_OUTCOMES)
     running = int((runs["outcome"] == schema.RUNNING_OUTCOME).sum())
     missing: dict[str, int] = {}
+    if schema.RACE_ROUNDS in tags:
+        size = len(runs) if parent.info.status == schema.FINISHED else None
+        return Grid(parent.info.status, size, int(done.sum()), running, missing)
     optimizers = _swept_optimizers(tags.get(schema.SWEEP_OVERRIDES, "")) or sorted(
         runs["optimizer"].dropna().unique()
     )

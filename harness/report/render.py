@@ -42,6 +42,15 @@ class Content:
     overall: list[FigureFile]  # across tasks (performance profiles)
     summary: pd.DataFrame  # strings, tables.display_summary
     notes: list[str] = field(default_factory=list)  # how things were computed
+    race: "RaceSection | None" = None  # a raced sweep: what the race spent and decided
+
+
+@dataclass(frozen=True)
+class RaceSection:
+    headline: str  # trials and trial-steps against the whole grid's
+    decision: list[str]  # one sentence per task
+    figure: FigureFile
+    events: pd.DataFrame  # strings: eliminations and settlements per round
 
 
 STYLE = """
@@ -70,6 +79,11 @@ def to_html(content: Content, directory: Path) -> str:
         parts.append(f'<p class="banner">{_e(content.banner)}</p>')
     parts += [f'<p class="facts">{_e(fact)}</p>' for fact in content.facts]
     parts += [_html_answer(section) for section in content.sections]
+    if content.race is not None:
+        race = content.race
+        parts += ["<h2>The race</h2>", f'<p class="answer">{_e(race.headline)}</p>']
+        parts += [f'<p class="facts">{_e(line)}</p>' for line in race.decision]
+        parts += [_html_figure(race.figure, directory), _html_table(race.events, "race")]
     for section in content.sections:
         parts.append(f"<h2>Figures: {_e(section.task)}</h2>")
         parts += [_html_figure(figure, directory) for figure in section.figures]
@@ -135,6 +149,10 @@ def to_markdown(content: Content, directory: Path) -> str:
         lines += [markdown_table(section.ranked), ""]
         lines += [*(f"*{note}*\n" for note in section.table_notes)]
         lines += [section.fairness, "", *(f"**Warning:** {warning}\n" for warning in section.warnings)]
+    if content.race is not None:
+        race = content.race
+        lines += ["## The race", "", f"**{race.headline}**", "", *(f"- {line}" for line in race.decision), ""]
+        lines += [*_md_figure(race.figure, directory), markdown_table(race.events), ""]
     for section in content.sections:
         lines += [f"## Figures: {section.task}", ""]
         lines += [line for figure in section.figures for line in _md_figure(figure, directory)]

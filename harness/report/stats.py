@@ -157,7 +157,7 @@ def run_scores(runs: pd.DataFrame) -> pd.Series:
     """Each run's score (see the module docstring): the final validation loss of a completed run, the untrained
     model's loss of a diverged one, NaN for runs that are left out (failed, killed, running, no finite result)."""
     score = ranking._budget_score(runs)  # one home for "diverged scores as the untrained model"
-    kept = runs["outcome"].isin(schema.DONE_OUTCOMES) & np.isfinite(score.astype(float))
+    kept = runs["outcome"].isin(schema.RANKED_OUTCOMES) & np.isfinite(score.astype(float))
     return score.where(kept).astype(float)
 
 

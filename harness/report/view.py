@@ -53,7 +53,8 @@ def task_views(
 ) -> list[TaskView]:
     """One view per task, tasks in name order; the curves' histories are read once, for all of them; each view's
     intervals are computed with `method`."""
-    ended = data.runs[data.runs["outcome"] != schema.RUNNING_OUTCOME]
+    # Running runs are not compared yet, pruned ones never: they stopped at a rung (counted and drawn in the race).
+    ended = data.runs[~data.runs["outcome"].isin([schema.RUNNING_OUTCOME, schema.PRUNED])]
     parts = []
     for task, runs in ended.groupby("task", sort=True):
         configs = ranking.per_config(runs)

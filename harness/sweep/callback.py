@@ -156,19 +156,24 @@ def _say_error(callback: SweepCallback, line: str) -> None:
 
 
 def _check_launcher(config: DictConfig) -> type | None:
-    """The launcher's own range checks (a `check_options` of its class), before the parent run exists: Hydra builds
-    the launcher only after this callback ran. Returns the launcher's class (None if it cannot be imported)."""
+    """The launcher's and the sweeper's own range checks (a `check_options` of their class), before the parent run
+    exists: Hydra builds them only after this callback ran. Returns the launcher's class (None if it cannot be
+    imported)."""
+    _checked(config.hydra.sweeper)
+    return _checked(config.hydra.launcher)
+
+
+def _checked(node: DictConfig) -> type | None:
     from hydra.utils import get_class
 
-    node = config.hydra.launcher
     try:
-        launcher = get_class(str(node._target_))
-    except Exception:  # noqa: BLE001 - a launcher that cannot be imported fails in Hydra's own words later
+        plugin = get_class(str(node._target_))
+    except Exception:  # noqa: BLE001 - a plugin that cannot be imported fails in Hydra's own words later
         return None
-    check = getattr(launcher, "check_options", None)
+    check = getattr(plugin, "check_options", None)
     if check is not None:
         check(**{k: v for k, v in node.items() if k != "_target_"})
-    return launcher
+    return plugin
 
 
 def _starts_afresh(config: DictConfig, rerun_all: bool) -> bool:
@@ -225,6 +230,7 @@ def _start(
         total_jobs=grid.grid_size(config),
         started_at=time.time(),
         progress_file=str(launch.progress_file),
+        raced=grid.raced(config),
         **options,
     )
     continued = False
@@ -360,7 +366,7 @@ class _Opening:
 def end_sweep(state: SweepState, experiment: str | None = None, launch_dir: Path | None = None) -> list[str]:
     """End the parent run; the summary's lines: this launch's jobs, the grid's counts (and how to re-run its
     failures), the answer of each task, where to look at it."""
-    jobs = progress.progress_line(state, progress.read(state.progress_file))
+    jobs = progress.progress_line(state, progress.read(state.progress_file), final=True)
     lines = [jobs.replace("[sweep]", "[sweep] finished:")]
     if state.parent is None:
         return lines

@@ -37,6 +37,13 @@ def grid_size(config: DictConfig) -> int | None:
     return int(trials) if trials is not None else None
 
 
+def raced(config: DictConfig) -> bool:
+    """hydra/sweeper=race: the grid is the most it trains (harness.sweep.race)."""
+    return str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(
+        "hydra_plugins.harness_race."
+    )
+
+
 def sweep_key(config: DictConfig, experiment: str) -> str:
     """Same experiment and same grid (overrides outside a run's identity aside) -> same sweep, resumed.
 

@@ -60,7 +60,7 @@ class GroupRun:
             progress.report_many(
                 self.hooks.state, [(r.status, list(j.overrides), "") for j, r in zip(jobs, results)]
             )
-        return self._tell(objective(r.final_val.get("loss")) for r in results)
+        return self._tell(_value(r) for r in results)
 
     def fail(self, error: str, details: str | None) -> dict[int, object]:
         """The whole piece failed: every trial is a failed job (its steps so far kept), the sweep goes on."""
@@ -89,3 +89,10 @@ class GroupRun:
     def _flush(self) -> None:
         if self.group is not None:
             self.group.flush()
+
+
+def _value(result) -> object:
+    """A trial's return value: its objective, or where successive halving stopped it."""
+    if result.status == schema.PRUNED:
+        return schema.Pruned(result.rung, result.steps)
+    return objective(result.final_val.get("loss"))

@@ -23,6 +23,7 @@ from typing import Protocol
 import torch
 
 from harness.batched import engine
+from harness.batched.halving import Halving
 from harness.config import Config, config_hash
 from harness.context import JobContext
 from harness.plan import Plan
@@ -52,6 +53,10 @@ class BatchOptions:
     memory_budget_mb: float | None = (
         None  # MiB one batched program may hold beyond the data (None: the engine's)
     )
+    halving: Halving | None = None  # successive halving inside each piece (None: off)
+    # Where the pieces train instead of local workers: an object with `pool(pieces, threads, halving)` giving
+    # harness.sweep.workers.Pool's events, and `describe(n)` (hydra_plugins/harness_batched/packed.py; None: here)
+    cluster: object | None = None
 
 
 class Hooks(Protocol):
@@ -94,20 +99,27 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions |
         singles, groups = pieces.partition(jobs_to_run, lambda job: context(job, hooks))
     else:
         singles, groups = [(job, None) for job in jobs_to_run], []
-    target = pieces.worker_target(groups, options)
+    target = 1 if options.cluster is not None else pieces.worker_target(groups, options)
     cut = pieces.cut(groups, options, target) if groups else []
     workers = min(target, len(cut))
     hooks.announce(_plan_text(options, groups, cut, singles, workers))
     progress.report_many(hooks.state, skipped)  # after the start line, which says how many
-    if workers > 1:
-        values.update(_train_in_workers(cut, singles, hooks, workers))
+    if options.cluster is not None and cut:
+        pool = options.cluster.pool([list(p.specs) for p in cut], cut[0].plans[0].threads, options.halving)
+        values.update(_train_in_workers(cut, singles, hooks, pool))
+    elif workers > 1:
+        from harness.sweep import workers as forked
+
+        specs = [list(p.specs) for p in cut]
+        pool = forked.Pool(specs, workers, cut[0].plans[0].threads, range(len(cut)), options.halving)
+        values.update(_train_in_workers(cut, singles, hooks, pool, options.halving))
     else:
         order = sorted(
             [(j.index, (j, p)) for j, p in singles] + [(p.jobs[0].index, p) for p in cut], key=itemgetter(0)
         )
         for _, item in order:
             if isinstance(item, pieces.Piece):
-                values.update(_train_here(item, hooks))
+                values.update(_train_here(item, hooks, options.halving))
             else:
                 values[item[0].index] = _run_single(*item, hooks)
     return [values[j.index] for j in jobs]
@@ -121,6 +133,8 @@ def _plan_text(options: BatchOptions, groups: list, cut: list, singles: list, wo
     parts = []
     if groups:
         where = f"on {workers} worker processes" if workers > 1 else "in this process"
+        if options.cluster is not None:
+            where = options.cluster.describe(len(cut))
         parts.append(f"{_count(len(groups), 'batched group')} in {_count(len(cut), 'piece')} {where}")
     if singles:
         alone = f"{_count(len(singles), 'job')} alone"
@@ -170,7 +184,7 @@ def _group_run(piece: pieces.Piece, hooks: Hooks) -> GroupRun:
     return GroupRun(piece, hooks, lambda job: context(job, hooks))
 
 
-def _train_here(piece: pieces.Piece, hooks: Hooks) -> dict[int, object]:
+def _train_here(piece: pieces.Piece, hooks: Hooks, halving: Halving | None = None) -> dict[int, object]:
     """Train a piece in this process."""
     run = _group_run(piece, hooks)
     failed = run.start()
@@ -178,7 +192,9 @@ def _train_here(piece: pieces.Piece, hooks: Hooks) -> dict[int, object]:
         return failed
     torch.set_num_threads(piece.plans[0].threads)
     try:
-        results = engine.train_group(list(piece.specs), run.trackers, max_trials=len(piece.specs))
+        results = engine.train_group(
+            list(piece.specs), run.trackers, max_trials=len(piece.specs), halving=halving
+        )
     except KeyboardInterrupt:
         run.kill("interrupted (KeyboardInterrupt)")
         raise
@@ -188,8 +204,11 @@ def _train_here(piece: pieces.Piece, hooks: Hooks) -> dict[int, object]:
     return run.finish(results)
 
 
-def _train_in_workers(cut: list[pieces.Piece], singles: list[tuple], hooks: Hooks, n: int) -> dict:
-    """Pieces in n worker processes, largest first; jobs that train alone run here meanwhile.
+def _train_in_workers(
+    cut: list[pieces.Piece], singles: list[tuple], hooks: Hooks, pool, halving: Halving | None = None
+) -> dict:
+    """Pieces in a pool's processes (forked workers, or cluster jobs), largest first; jobs that train alone run here
+    meanwhile.
 
     The pool hands a worker its next piece as soon as it reports the last one done (harness.sweep.workers); this
     process creates a piece's runs when it hears the piece was handed out, and records and ends them as its columns
@@ -201,8 +220,7 @@ def _train_in_workers(cut: list[pieces.Piece], singles: list[tuple], hooks: Hook
     running: dict[int, GroupRun] = {}
     remaining = set(range(len(cut)))
     singles = list(singles)
-    specs = [list(p.specs) for p in cut]
-    with workers.Pool(specs, n, cut[0].plans[0].threads, order=range(len(cut))) as pool:
+    with pool:
         try:
             while remaining:
                 events = pool.events(timeout=0 if singles else None)
@@ -228,7 +246,7 @@ def _train_in_workers(cut: list[pieces.Piece], singles: list[tuple], hooks: Hook
                         values.update(running.pop(event.piece).fail(event.error, event.details))
                 if not pool.alive():  # every worker died: what none was handed trains here
                     for index in pool.take_pending():
-                        values.update(_train_here(cut[index], hooks))
+                        values.update(_train_here(cut[index], hooks, halving))
                         remaining.discard(index)
                 if not events and singles:
                     job, plan = singles.pop(0)

@@ -32,7 +32,7 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> tuple[
     # A second launch of a running sweep refuses here (harness.tracking.locks).
     locks.claim_sweep(uri, key, Path.cwd())
     found = None if rerun_all else found_store.find_parent(experiment_id, key)
-    completed: dict[str, float | None] = {}
+    completed: dict[str, float | schema.Pruned | None] = {}
     if found is not None:
         run_id = found.info.run_id
         completed = _resume(found_store, experiment_id, run_id, experiment, progress.sweep_dir(base))
@@ -51,10 +51,10 @@ _STALE_TAGS = {
 
 def _resume(
     found_store: Store, experiment_id: str, run_id: str, experiment: str, sweep_dir: Path | None = None
-) -> dict[str, float | None]:
+) -> dict[str, float | schema.Pruned | None]:
     """Children still RUNNING when a sweep resumes were left by a killed sweep (this process holds the sweep's
     lock): they end KILLED, said in a line; the parent runs again. Returns the grid points already done (config hash
-    -> final val loss)."""
+    -> final val loss, or where a pruned one stopped)."""
     runs = found_store.children(experiment_id, run_id)
     stale = [r.info.run_id for r in runs if r.info.status == schema.RUNNING]
     now = port.now_ms()
@@ -66,7 +66,9 @@ def _resume(
             "was killed: marked KILLED"
         )
     outcomes = [queries.child_outcome(r) for r in queries.latest_per_grid_point(runs).values()]
-    return {o.config_hash: o.final_val_loss for o in outcomes if o.outcome in schema.DONE_OUTCOMES}
+    return {
+        o.config_hash: o.pruned or o.final_val_loss for o in outcomes if o.outcome in schema.DONE_OUTCOMES
+    }
 
 
 def _parent_record(config: DictConfig, key: str, total: int | None) -> NewRun:

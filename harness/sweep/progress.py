@@ -97,20 +97,28 @@ def _entry(status: str, overrides: list[str], error: str) -> str:
     return json.dumps({"status": status, "overrides": redacted, "error": record.redact(error)})
 
 
-def progress_line(state: SweepState, entries: list[dict]) -> str:
+def progress_line(state: SweepState, entries: list[dict], final: bool = False) -> str:
+    """`[sweep] 12/384 jobs done · 0 failed, 4 diverged · 0:16 elapsed · ~8:29 left`. A race's grid is the most it
+    trains: `12/≤384`, and its time left an upper bound; the final line has no time left, and a race's says how
+    much of the grid it trained."""
     counts = schema.count_outcomes(e["status"] for e in entries)
     done = counts["total"]
     skipped = counts.get(SKIPPED, 0)
     failed, diverged = counts[schema.FAILED_OUTCOME], counts[schema.DIVERGED]
     elapsed = time.time() - state.started_at
     total = state.total_jobs
-    parts = [f"[sweep] {done}/{total if total is not None else '?'} jobs done"]
+    if final and state.raced and total is not None:
+        parts = [f"[sweep] {done} jobs done (raced: {done / total:.0%} of the {total}-point grid)"]
+    else:
+        bound = "≤" if state.raced else ""
+        parts = [f"[sweep] {done}/{bound}{total if total is not None else '?'} jobs done"]
     if failed or diverged:
         parts.append(f"{failed} failed, {diverged} diverged")
     if skipped:
         parts.append(f"{skipped} already done")
     parts.append(f"{_clock(elapsed)} elapsed")
     ran = done - skipped
-    if total is not None and ran and done < total:
-        parts.append(f"~{_clock(elapsed / ran * (total - done))} left")
+    if total is not None and ran and done < total and not final:
+        left = _clock(elapsed / ran * (total - done))
+        parts.append(f"at most ~{left} left" if state.raced else f"~{left} left")
     return " · ".join(parts)

@@ -27,6 +27,10 @@ appendix would state it:
   A task is decided when every optimizer but the winner is settled; with one optimizer, when one candidate is left.
   Why not the seed-win share of harness.report.stats: with 2 seeds it is 1 whenever both are won, whatever the
   spread; the t-test's probability accounts for the spread and the number of seeds.
+- **Successive halving** (optional: `hydra.launcher.rungs` of the batched launcher) applies to round 1 only, where
+  every candidate trains: a trial stopped at a rung (harness.batched.halving) eliminates its candidate (test
+  `pruned at rung r`, no p-value: the ranking at the rung is the decision). Later rounds train few candidates with
+  one new seed each; ranking those on a partial curve would replace the paired test with one seed's guess.
 - The race ends when every task is decided or no candidate racing has a seed left.
 """
 
@@ -38,23 +42,14 @@ from dataclasses import dataclass
 from scipy.special import stdtr
 
 from harness.errors import ConfigError
+from harness.tracking import schema
+from harness.tracking.schema import Pruned
 
 FAILED_TEST = "failed or diverged"
 T_TEST = "paired t, one-sided"
+PRUNED_TEST = "pruned at rung {rung} (step {step})"
 ELIMINATED, SETTLED, UNSETTLED = "eliminated", "settled", "racing again"
-EVENT_COLUMNS = [
-    "round",
-    "task",
-    "optimizer",
-    "configuration",
-    "event",
-    "against",
-    "test",
-    "seeds",
-    "difference",
-    "p_value",
-    "probability",
-]
+EVENT_COLUMNS = schema.RACE_EVENT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -172,6 +167,7 @@ class Race:
             raise ValueError("a race needs candidates and seeds")
         self.candidates, self.seeds, self.settings = list(candidates), list(seeds), settings
         self.scores: dict[Candidate, dict[str, float]] = {c: {} for c in self.candidates}
+        self.pruned: dict[Candidate, dict[str, Pruned]] = {}  # trials stopped at a rung (no final score)
         self.alive: set[Candidate] = set(self.candidates)
         self.settled: set[tuple[str, str]] = set()  # (task, optimizer)
         self.decided: set[str] = set()  # tasks
@@ -193,20 +189,39 @@ class Race:
     def _racing(self, c: Candidate) -> bool:
         return c in self.alive and c.task not in self.decided and (c.task, c.optimizer) not in self.settled
 
-    def record(self, results: Iterable[tuple[Candidate, str, float | None]]) -> list[Event]:
-        """Take a round's scores (None or non-finite: failed or diverged), then eliminate and settle.
+    def record(self, results: Iterable[tuple[Candidate, str, "float | Pruned | None"]]) -> list[Event]:
+        """Take a round's scores (None or non-finite: failed or diverged; a Pruned: stopped at a rung), then
+        eliminate and settle.
 
         Returns:
             This round's events.
         """
+        pruned = []
         for c, seed, value in results:
-            self.scores[c][seed] = _score(value)
+            if isinstance(value, Pruned):
+                self.pruned.setdefault(c, {})[seed] = value
+                pruned.append(c)
+            else:
+                self.scores[c][seed] = _score(value)
         self.round += 1
         start = len(self.events)
+        for c in _unique(pruned):
+            self._eliminate_pruned(c)
         for task in _unique(c.task for c in self.candidates):
             if task not in self.decided:
                 self._task_round(task)
         return self.events[start:]
+
+    def _eliminate_pruned(self, c: Candidate) -> None:
+        if c not in self.alive:
+            return
+        self.alive.discard(c)
+        first = min(self.pruned[c].values(), key=lambda p: (p.rung, p.step))
+        rest = self._alive(c.task, c.optimizer)
+        test = Test(
+            PRUNED_TEST.format(rung=first.rung, step=first.step), len(self.pruned[c]), math.nan, math.nan
+        )
+        self.events.append(Event(self.round, c, ELIMINATED, self._leader(rest) if rest else c, test))
 
     # --- a round's decisions ----------------------------------------------------------------------------------------
 
@@ -297,7 +312,8 @@ class Race:
         )
 
     def trials_run(self) -> int:
-        return sum(len(s) for s in self.scores.values())
+        """Trials trained so far, pruned ones included."""
+        return sum(len(s) for s in self.scores.values()) + sum(len(p) for p in self.pruned.values())
 
 
 # --- the grid as a race sees it -----------------------------------------------------------------------------------

@@ -72,9 +72,12 @@ def _run(cfg: Config, ctx: JobContext, plan: Plan | None) -> tuple[float | None,
     return result.final_val.get("loss"), result.status, ""
 
 
-def objective(loss: float | None) -> float | None:
-    """What an HPO sweeper minimises: the loss, or None (a failed trial) when it is missing or not finite.
+def objective(loss: "float | schema.Pruned | None") -> "float | schema.Pruned | None":
+    """What an HPO sweeper minimises: the loss, or None (a failed trial) when it is missing or not finite; a pruned
+    trial's schema.Pruned as it is (the race reads where it stopped).
 
     None, never NaN: hydra-optuna-sweeper 1.3 records None as a failed trial but crashes on NaN (optuna 2.10).
     """
+    if isinstance(loss, schema.Pruned):
+        return loss
     return loss if loss is not None and math.isfinite(loss) else None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness.context import ParentRun
 from harness.errors import StoreError
-from harness.tracking import record
+from harness.tracking import record, schema
 
 ENV = "HARNESS_SWEEP_STATE"  # the path of this launch's state file, in each job's environment
 
@@ -31,10 +31,12 @@ class SweepState:
     started_at: float  # time.time() of the sweep start (for the ETA)
     progress_file: str  # one JSON line per finished job, appended by every worker
     parent: ParentRun | None = None  # None: tracking disabled
-    completed: dict[str, float | None] = field(default_factory=dict)  # config hash -> final val loss (resume)
+    # config hash -> final val loss, or a pruned run's schema.Pruned (resume)
+    completed: dict[str, "float | schema.Pruned | None"] = field(default_factory=dict)
     # hydra.callbacks.sweep.*: each job's own lines on the terminal too; at most one progress line this often
     job_lines: bool = False
     progress_every_s: float = 30.0
+    raced: bool = False  # hydra/sweeper=race: total_jobs is the most it trains, not the plan
 
     def save(self, path: Path) -> None:
         """Write the state to `path` whole (a job never reads half a file), the tracking URI redacted."""
@@ -94,6 +96,9 @@ def load(path: str | os.PathLike, uri: str) -> SweepState:
             "from its launching command"
         ) from exc
     parent = values.pop("parent")
+    # asdict wrote a pruned point's schema.Pruned as a dict
+    completed = values.get("completed", {})
+    values["completed"] = {k: schema.Pruned(**v) if isinstance(v, dict) else v for k, v in completed.items()}
     if parent:
         parent["uri"] = _real_uri(parent["uri"], uri)
     return SweepState(**values, parent=ParentRun(**parent) if parent else None)

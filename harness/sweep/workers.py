@@ -66,7 +66,7 @@ class _Relay:
         self.conn.send(Columns(self.piece, self.trial, list(steps), dict(columns)))
 
 
-def _worker(conn: Connection, pieces: Sequence[list], threads: int) -> None:
+def _worker(conn: Connection, pieces: Sequence[list], threads: int, halving=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:  # die with the launcher, whatever kills it
@@ -88,7 +88,7 @@ def _worker(conn: Connection, pieces: Sequence[list], threads: int) -> None:
         specs = pieces[piece]
         trackers = [_Relay(conn, piece, trial) for trial in range(len(specs))]
         try:
-            results = engine.train_group(specs, trackers, max_trials=len(specs))
+            results = engine.train_group(specs, trackers, max_trials=len(specs), halving=halving)
         except Exception as exc:  # noqa: BLE001 - the piece fails, the worker goes on with the next one
             conn.send(Failed(piece, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
         else:
@@ -112,7 +112,9 @@ class Pool:
     stops the workers (at once when leaving on an exception).
     """
 
-    def __init__(self, pieces: Sequence[list], workers: int, threads: int = 1, order: Sequence[int] = ()):
+    def __init__(
+        self, pieces: Sequence[list], workers: int, threads: int = 1, order: Sequence[int] = (), halving=None
+    ):
         context = multiprocessing.get_context("fork")
         self._pending = list(order)  # pieces not handed out yet, next first
         self._lock = threading.Lock()  # over _pending and _alive: the reader hands out, take_pending takes
@@ -122,7 +124,7 @@ class Pool:
         )  # (connection, message); (None, _GONE) per dead pipe
         for _ in range(workers):
             parent_end, child_end = context.Pipe()
-            process = context.Process(target=_worker, args=(child_end, pieces, threads), daemon=True)
+            process = context.Process(target=_worker, args=(child_end, pieces, threads, halving), daemon=True)
             process.start()
             child_end.close()
             self._processes[parent_end] = process

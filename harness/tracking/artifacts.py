@@ -23,6 +23,22 @@ def log_files(artifact_uri: str, files: Sequence[Path], directory: str, tracking
         upload_files(artifact_uri, files, directory, tracking_uri)
 
 
+def read_text(artifact_uri: str, artifact_file: str, tracking_uri: str) -> str | None:
+    """The text of the artifact `artifact_file` under `artifact_uri`, or None when there is no such file."""
+    directory = local_artifact_path(artifact_uri)
+    if directory is not None:
+        path = directory / artifact_file
+        return path.read_text() if path.is_file() else None
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = get_artifact_repository(artifact_uri, tracking_uri).download_artifacts(artifact_file, tmp)
+        except Exception:  # noqa: BLE001 - MLflow raises its own errors (and OSError) for a missing file
+            return None
+        return Path(local).read_text()
+
+
 def write_local_text(artifact_uri: str, text: str, artifact_file: str) -> bool:
     """Write `text` as `artifact_file` under a local (`file:`) artifact URI, as MLflow's local artifact repository
     stores it; False (nothing written) for any other URI."""

@@ -36,7 +36,15 @@ def child_outcome(run: StoredRun) -> schema.ChildOutcome:
         error=tags.get(schema.ERROR, ""),
         final_val_loss=run.data.metrics.get(schema.FINAL_VAL_LOSS),
         start_time=run.info.start_time,
+        pruned=_pruned(tags),
     )
+
+
+def _pruned(tags: Mapping[str, str]) -> schema.Pruned | None:
+    rung, step = number(tags.get(schema.RUNG), int), number(tags.get(schema.PRUNED_AT), int)
+    if tags.get(schema.STATUS) != schema.PRUNED or rung is None or step is None:
+        return None
+    return schema.Pruned(rung, step)
 
 
 def latest_per_grid_point(runs: list[StoredRun]) -> dict[str, StoredRun]:

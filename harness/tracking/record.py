@@ -139,13 +139,21 @@ def source_tags(user: str, git_commit: str | None) -> dict[str, str]:
     return tags
 
 
-def outcome_tags(status: str, divergence: str | None, run_name: str) -> dict[str, str]:
-    """The tags a finished run ends with; a diverged one is renamed `[diverged] ...` and marked (module docstring)."""
+def outcome_tags(
+    status: str, divergence: str | None, run_name: str, rung: int | None = None, steps: int | None = None
+) -> dict[str, str]:
+    """The tags a finished run ends with; a diverged one is renamed `[diverged] ...` and marked (module docstring), a
+    pruned one renamed `[pruned] ...` with its rung and the step it stopped at."""
     tags = {schema.STATUS: status}
     if status == schema.DIVERGED:
         tags[schema.DIVERGENCE] = divergence or ""
         tags[schema.DIVERGED_MARK] = "true"
         tags[schema.RUN_NAME] = diverged_run_name(run_name)  # MLflow renames the run when this tag is set
+    elif status == schema.PRUNED:
+        tags[schema.RUNG] = str(rung)
+        tags[schema.PRUNED_AT] = str(steps)
+        prefix = schema.PRUNED_NAME_PREFIX
+        tags[schema.RUN_NAME] = run_name if run_name.startswith(prefix) else prefix + run_name
     return tags
 
 

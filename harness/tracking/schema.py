@@ -18,9 +18,13 @@ COMPLETED = "completed"  # ran its whole budget (MLflow status FINISHED)
 DIVERGED = "diverged"  # stopped early because the loss blew up; an outcome, not an error (FINISHED)
 FAILED_OUTCOME = "failed"  # raised, or its config was refused (FAILED)
 KILLED_OUTCOME = "killed"  # interrupted: Ctrl-C, SIGTERM, or left RUNNING by a sweep that died (KILLED)
+# stopped at a rung of successive halving (hydra.launcher.rungs): its curve up to the rung is recorded, and no final
+# validation metrics, so nothing reads it as a final result (FINISHED)
+PRUNED = "pruned"
 RUNNING_OUTCOME = "running"  # not ended yet
-OUTCOMES = (COMPLETED, DIVERGED, FAILED_OUTCOME, KILLED_OUTCOME)
-DONE_OUTCOMES = (COMPLETED, DIVERGED)  # ran to their end: a resumed sweep skips them, a report compares them
+OUTCOMES = (COMPLETED, DIVERGED, PRUNED, FAILED_OUTCOME, KILLED_OUTCOME)
+RANKED_OUTCOMES = (COMPLETED, DIVERGED)  # ran their whole budget or blew up: what a report compares
+DONE_OUTCOMES = (*RANKED_OUTCOMES, PRUNED)  # decided: a resumed sweep skips them
 
 # --- Experiment tags ----------------------------------------------------------------------------------------------
 # MLflow's UI opens an experiment without `mlflow.experimentKind` in its GenAI view (traces, judges); this is the value
@@ -41,6 +45,12 @@ RACE_ALIVE_ARTIFACT = (
 RACE_DECISION_ARTIFACT = (
     "race/decision.json"  # per task and optimizer: the chosen configuration, seeds, probability
 )
+# The columns of race/rounds.json and race/alive.json (round 0 of alive: every configuration, before the race).
+RACE_EVENT_COLUMNS = [
+    "round", "task", "optimizer", "configuration", "event", "against", "test", "seeds", "difference", "p_value",
+    "probability",
+]  # fmt: skip
+RACE_ALIVE_COLUMNS = ["round", "task", "optimizer", "alive", "trials"]
 
 # --- Tags -------------------------------------------------------------------------------------------------------------
 PARENT_RUN_ID = "mlflow.parentRunId"
@@ -60,6 +70,9 @@ GIT_COMMIT = "harness.git_commit"
 ENGINE = "harness.engine"  # which code path trained the run (single, batched)
 DIVERGED_MARK = "harness.diverged"  # "true" on diverged runs: findable without reading harness.status
 DIVERGED_NAME_PREFIX = "[diverged] "  # a diverged run's name starts with this (it stays FINISHED)
+PRUNED_AT = "harness.pruned_at"  # on a pruned run: the step it stopped at (a rung's evaluation point)
+RUNG = "harness.rung"  # on a pruned run: which rung stopped it (1, 2, ...)
+PRUNED_NAME_PREFIX = "[pruned] "  # a pruned run's name starts with this
 ENGINE_SINGLE, ENGINE_BATCHED = "single", "batched"
 BATCH_TRIALS = "harness.batch_trials"  # K: how many trials trained together with this one (1: alone)
 # MLflow's own tags, set by the job as `mlflow run` would.
@@ -175,6 +188,16 @@ class ChildOutcome:
     error: str
     final_val_loss: float | None
     start_time: int | None = None
+    pruned: "Pruned | None" = None  # a pruned run: where it stopped
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """A pruned job's return value, in place of a loss: where successive halving stopped it (a race eliminates its
+    configuration; an HPO sweeper would read it as a failed trial)."""
+
+    rung: int
+    step: int
 
 
 def count_outcomes(outcomes: Iterable[str]) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """Schemas and defaults of the two plugins, stored in Hydra's ConfigStore (one dataclass each, a comment per field)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
@@ -20,6 +20,35 @@ class BatchedLauncherConf:
     # MiB one batched program may use beyond the shared data: parameters, gradients, optimizer state, activations
     # (null: harness.batched.engine.DEFAULT_MEMORY_BUDGET_MB).
     memory_budget_mb: float | None = None
+    # Successive halving inside each batched program (harness.batched.halving): at these fractions of the step
+    # budget (e.g. [0.25,0.5]) each optimizer's configurations ranked out by validation loss stop, outcome `pruned`
+    # (null: off). Under hydra/sweeper=race it applies to round 1 only.
+    rungs: list[float] | None = None
+    # The share of each optimizer's configurations that train on at a rung.
+    keep: float = 0.5
+
+
+@dataclass
+class BatchedSlurmLauncherConf(BatchedLauncherConf):
+    """`hydra/launcher=batched_slurm`: each batched piece as one SLURM job (hydra_plugins/harness_batched/packed.py)."""
+
+    _target_: str = "hydra_plugins.harness_batched.packed.BatchedSlurmLauncher"
+    # slurm, or local: the pieces as local processes through submitit (no SLURM needed).
+    cluster: str = "slurm"
+    # The SLURM partition (null: $SLURM_PARTITION, else the cluster's default).
+    partition: str | None = "${oc.env:SLURM_PARTITION,null}"
+    # GPUs per piece (null: 1 when the trials train on cuda, e.g. device=auto on a GPU node; else 0).
+    gpus_per_piece: int | None = None
+    # Host memory per piece in GB (null: sized from the largest piece, plus 1 GB for the process).
+    mem_gb: float | None = None
+    # Minutes before SLURM kills a piece (its runs then end KILLED when the sweep is run again, which resumes it).
+    timeout_min: int = 60
+    # At most this many pieces run at once.
+    array_parallelism: int = 8
+    # submitit's folder: each piece's sbatch script, pickles and logs.
+    submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
+    # Any other sbatch option, e.g. {mail-type: END}.
+    additional_parameters: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -33,6 +62,9 @@ class HarnessSweeperConf:
 
 ConfigStore.instance().store(
     group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="harness"
+)
+ConfigStore.instance().store(
+    group="hydra/launcher", name="batched_slurm", node=BatchedSlurmLauncherConf, provider="harness"
 )
 ConfigStore.instance().store(
     group="hydra/sweeper", name="harness", node=HarnessSweeperConf, provider="harness"

@@ -49,21 +49,31 @@ class BatchedLauncher(Launcher):
         workers: int | None = None,
         max_trials: int | None = None,
         memory_budget_mb: float | None = None,
+        rungs: Sequence[float] | None = None,
+        keep: float = 0.5,
     ) -> None:
-        self.check_options(workers=workers, max_trials=max_trials, memory_budget_mb=memory_budget_mb)
+        self.check_options(
+            workers=workers, max_trials=max_trials, memory_budget_mb=memory_budget_mb, rungs=rungs, keep=keep
+        )
+        from harness.batched.halving import Halving
         from harness.sweep.inprocess import BatchOptions
 
         self.write_job_dirs = write_job_dirs
-        self.options = BatchOptions(batch, workers, max_trials, memory_budget_mb)
+        halving = Halving(tuple(float(r) for r in rungs), keep) if rungs else None
+        self.options = BatchOptions(batch, workers, max_trials, memory_budget_mb, halving)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
 
     @staticmethod
-    def check_options(workers=None, max_trials=None, memory_budget_mb=None, **_) -> None:
+    def check_options(
+        workers=None, max_trials=None, memory_budget_mb=None, rungs=None, keep=0.5, **_
+    ) -> None:
         """Range checks of hydra.launcher.*; the sweep callback calls this before it creates the parent run."""
+        from harness.batched import halving
         from harness.errors import ConfigError
 
+        halving.check(rungs, keep)
         for key, value in (("workers", workers), ("max_trials", max_trials)):
             if value is not None and value < 1:
                 raise ConfigError(f"hydra.launcher.{key}", value, "an integer >= 1, or null")

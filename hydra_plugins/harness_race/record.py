@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from harness.tracking import schema
 
-ALIVE_COLUMNS = ["round", "task", "optimizer", "alive", "trials"]
+ALIVE_COLUMNS = schema.RACE_ALIVE_COLUMNS
 DECISION_COLUMNS = [
     "task",
     "optimizer",
@@ -75,11 +75,15 @@ class Recorder:
 
 
 def _census(race, trials: Sequence) -> list[list]:
-    """Rows of ALIVE_COLUMNS for this round: configurations alive after it, trials it trained."""
+    """Rows of ALIVE_COLUMNS for this round: configurations alive after it, trials it trained (after round 1, round
+    0 first: every configuration, none trained)."""
     trained = Counter((c.task, c.optimizer) for c, _ in trials)
     alive = Counter((c.task, c.optimizer) for c in race.alive)
-    groups = dict.fromkeys((c.task, c.optimizer) for c in race.candidates)
-    return [[race.round, task, opt, alive[(task, opt)], trained[(task, opt)]] for task, opt in groups]
+    everyone = Counter((c.task, c.optimizer) for c in race.candidates)
+    start = [[0, task, opt, everyone[(task, opt)], 0] for task, opt in everyone] if race.round == 1 else []
+    return start + [
+        [race.round, task, opt, alive[(task, opt)], trained[(task, opt)]] for task, opt in everyone
+    ]
 
 
 def _decision_rows(choices) -> list[list]:

@@ -12,6 +12,7 @@ Named `...BasicSweeper`: harness.sweep.grid recognises a grid it can expand (the
 artifact; the refusal of an empty grid) by that name in `hydra.sweeper._target_`, and this is that grid.
 """
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -45,6 +46,13 @@ class RaceBasicSweeper(HarnessBasicSweeper):
         self.settings = Settings(first_seeds, seeds_per_round, confidence, threshold)
         self.seed_key = seed_key
 
+    @staticmethod
+    def check_options(first_seeds=2, seeds_per_round=1, confidence=0.95, threshold=0.95, **_) -> None:
+        """Range checks of hydra.sweeper.*; the sweep callback calls this before it creates the parent run."""
+        from harness.sweep.race import Settings
+
+        Settings(first_seeds, seeds_per_round, confidence, threshold)
+
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         from harness.sweep.race import Race, race_grid
         from hydra_plugins.harness_race.record import Recorder
@@ -73,11 +81,19 @@ class RaceBasicSweeper(HarnessBasicSweeper):
                 f"Race round {race.round}: {len(batch)} trials ({len(values)} launched), {len(events)} decisions"
             )
             recorder.round(race, trials, batch, events)
+            if race.round == 1:
+                self._halving_off()
         for choice in race.choices():
             print(f"[race] {choice.sentence()}", file=sys.stderr, flush=True)
         print(f"[race] {race.trials_run()} of {grid.size} trials trained", file=sys.stderr, flush=True)
         recorder.finish(race)
         return [returns]
+
+    def _halving_off(self) -> None:
+        """Successive halving (the batched launcher's rungs) applies to round 1 only (harness.sweep.race)."""
+        options = getattr(self.launcher, "options", None)
+        if getattr(options, "halving", None) is not None:
+            self.launcher.options = dataclasses.replace(options, halving=None)
 
     def _grid(self, arguments: list[str]) -> list[list[str]]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

@@ -1,0 +1,255 @@
+"""`hydra/launcher=batched_slurm`: the batched launcher's pieces as SLURM jobs, one job per piece (one submitit
+batch: an array), each training its trials with the batched engine exactly as the local launcher does.
+
+What runs where: the launching process groups and cuts the jobs as `hydra/launcher=batched` does (no piece is halved
+to feed local workers), creates each piece's runs when it submits it, and records what comes back through the
+tracking port (harness.sweep.group_run), as it does for its forked workers: a cluster job returns its trials' columns
+and results and writes nothing itself. So the store needs no reach from the nodes, an SQLite file is safe even with
+many nodes (one writer: this process), and a piece's records are the local ones bitwise (the same engine, the same
+writes). Jobs that cannot batch train in the launching process meanwhile.
+
+Resources per piece, sized from the largest piece (one array, one set of #SBATCH lines): its trials' torch threads as
+CPUs, one GPU when the trials train on cuda (gpus_per_piece), memory from the engine's own estimate of a piece
+(`engine.trial_bytes` x K plus the data) plus 1 GiB for the process. `cluster: local` runs the pieces as local
+processes through submitit instead (no SLURM: what the tests without a cluster use).
+
+Ctrl-C (or SIGTERM) in the launching process cancels the pieces' jobs (scancel) and ends their runs KILLED.
+"""
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hydra_plugins.harness_batched.launcher import BatchedLauncher
+
+PROCESS_GB = 1.0  # a piece's process beyond its tensors: Python, torch, MLflow-free imports
+
+
+class BatchedSlurmLauncher(BatchedLauncher):
+    """The batched launcher, its pieces trained as cluster jobs."""
+
+    def __init__(
+        self,
+        cluster: str = "slurm",
+        partition: str | None = None,
+        gpus_per_piece: int | None = None,
+        mem_gb: float | None = None,
+        timeout_min: int = 60,
+        array_parallelism: int = 8,
+        submitit_folder: str = ".submitit/%j",
+        additional_parameters: dict | None = None,
+        **batched,
+    ) -> None:
+        super().__init__(**batched)
+        from dataclasses import replace
+
+        self.check_cluster(cluster, partition, gpus_per_piece, mem_gb, timeout_min, array_parallelism)
+        options = ClusterOptions(
+            cluster,
+            partition,
+            gpus_per_piece,
+            mem_gb,
+            int(timeout_min),
+            int(array_parallelism),
+            str(submitit_folder),
+            dict(additional_parameters or {}),
+        )
+        self.options = replace(self.options, cluster=options)
+
+    @staticmethod
+    def check_options(**options) -> None:
+        """The batched launcher's range checks, then the cluster's: a SLURM job with the pieces' options that
+        `sbatch --test-only` accepts (a bad partition: one line, nothing created)."""
+        keys = ("cluster", "partition", "gpus_per_piece", "mem_gb", "timeout_min", "array_parallelism")
+        cluster = {k: options.pop(k) for k in keys if k in options}
+        for key in ("submitit_folder", "additional_parameters"):
+            options.pop(key, None)
+        BatchedLauncher.check_options(**options)
+        BatchedSlurmLauncher.check_cluster(**cluster)
+        if cluster.get("cluster", "slurm") == "slurm":
+            from hydra_plugins.harness_batched.slurm import SlurmLauncher
+
+            SlurmLauncher.check_options(
+                partition=cluster.get("partition"),
+                gpus_per_node=cluster.get("gpus_per_piece") or 0,
+                cpus_per_task=1,
+                mem_gb=cluster.get("mem_gb") or PROCESS_GB,
+                timeout_min=cluster.get("timeout_min", 60),
+                nodes=1,
+                tasks_per_node=1,
+                submitit_folder="/tmp/harness-check/%j",
+            )
+
+    @staticmethod
+    def check_cluster(
+        cluster="slurm", partition=None, gpus_per_piece=None, mem_gb=None, timeout_min=60, array_parallelism=8
+    ) -> None:
+        from harness.errors import ConfigError
+
+        if cluster not in ("slurm", "local"):
+            raise ConfigError(
+                "hydra.launcher.cluster", cluster, "slurm, or local (submitit's local processes)"
+            )
+        for key, value in (("timeout_min", timeout_min), ("array_parallelism", array_parallelism)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"hydra.launcher.{key}", value, "an integer >= 1")
+        if gpus_per_piece is not None and (not isinstance(gpus_per_piece, int) or gpus_per_piece < 0):
+            raise ConfigError("hydra.launcher.gpus_per_piece", gpus_per_piece, "an integer >= 0, or null")
+        if mem_gb is not None and not (isinstance(mem_gb, (int, float)) and mem_gb > 0):
+            raise ConfigError("hydra.launcher.mem_gb", mem_gb, "a number of GB > 0, or null")
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where and how the pieces run (hydra.launcher.* of batched_slurm); `pool` makes the pool inprocess drives."""
+
+    cluster: str = "slurm"  # slurm | local
+    partition: str | None = None
+    gpus_per_piece: int | None = None  # None: 1 when the trials train on cuda, else 0
+    mem_gb: float | None = None  # None: sized from the largest piece
+    timeout_min: int = 60
+    array_parallelism: int = 8
+    folder: str = ".submitit/%j"
+    additional_parameters: dict = field(default_factory=dict)
+
+    def pool(self, pieces: Sequence[list], threads: int, halving) -> "ClusterPool":
+        return ClusterPool(pieces, self, threads, halving)
+
+    def describe(self, pieces: int) -> str:
+        where = f"SLURM jobs (one array{', partition ' + self.partition if self.partition else ''})"
+        return f"as {pieces} {where if self.cluster == 'slurm' else 'local submitit processes'}"
+
+
+def train_piece(specs: list, threads: int, halving) -> tuple[list, list]:
+    """On the node: the piece trained by the batched engine. Returns each trial's log_columns calls, in order, and
+    the trials' RunResults."""
+    import torch
+
+    from harness.batched import engine
+
+    torch.set_num_threads(threads)
+    recorders = [_Recorder() for _ in specs]
+    results = engine.train_group(specs, recorders, max_trials=len(specs), halving=halving)
+    return [r.calls for r in recorders], results
+
+
+class _Recorder:
+    """A trial's tracker on the node: keeps what the engine logs, for the launching process to write."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], dict]] = []
+
+    def log_columns(self, steps, columns, timestamps=None) -> None:
+        self.calls.append((list(steps), dict(columns)))
+
+
+class ClusterPool:
+    """The pieces as submitit jobs, with harness.sweep.workers.Pool's events: Assigned for each piece when submitted,
+    then per piece its trials' Columns and Done, or Failed."""
+
+    POLL_S = (
+        0.5  # between looks at the jobs' states (on SLURM submitit asks the controller at most every few s)
+    )
+
+    def __init__(self, pieces: Sequence[list], options: ClusterOptions, threads: int, halving) -> None:
+        import submitit
+
+        self._order: list = []
+        executor = submitit.AutoExecutor(folder=options.folder, cluster=options.cluster)
+        executor.update_parameters(**_parameters(pieces, options, threads))
+        if options.cluster == "slurm":
+            from hydra_plugins.harness_batched import slurm_queue
+
+            slurm_queue.watch_the_queue()
+        with executor.batch():
+            jobs = [executor.submit(train_piece, list(specs), threads, halving) for specs in pieces]
+        from harness.sweep.workers import Assigned
+
+        self._jobs = dict(enumerate(jobs))  # piece -> its job, until its events are given
+        self._queued = [Assigned(piece) for piece in self._jobs]
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [job.job_id for job in self._jobs.values()]
+
+    def alive(self) -> int:
+        return len(self._jobs) or 1  # the pieces train on the cluster: none is ever taken back here
+
+    def take_pending(self) -> list[int]:
+        return []
+
+    def events(self, timeout: float | None = None) -> list:
+        from harness.sweep.workers import Columns, Done, Failed
+
+        while True:
+            found, self._queued = self._queued, []
+            for piece, job in list(self._jobs.items()):
+                if not job.done():
+                    continue
+                del self._jobs[piece]
+                try:
+                    calls, results = job.result()
+                except Exception as exc:  # noqa: BLE001 - the piece failed on its node: its trials fail, the sweep goes on
+                    found.append(Failed(piece, _one_line(exc), str(exc)))
+                    continue
+                for trial, trial_calls in enumerate(calls):
+                    found += [Columns(piece, trial, steps, columns) for steps, columns in trial_calls]
+                found.append(Done(piece, results))
+            if found or timeout is not None or not self._jobs:
+                return found
+            time.sleep(self.POLL_S)  # a polling interval: the condition is the cluster's
+
+    def __enter__(self) -> "ClusterPool":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Leaving on an exception (Ctrl-C, SIGTERM): the pieces still queued or running are cancelled."""
+        if exc_type is None:
+            return
+        for job in self._jobs.values():
+            try:
+                job.cancel(check=False)
+            except Exception:  # noqa: BLE001 - the controller may be gone: the line below says what to do
+                pass
+
+
+def _parameters(pieces: Sequence[list], options: ClusterOptions, threads: int) -> dict:
+    """submitit's parameters for the array, sized from its largest piece."""
+    from harness.batched import engine
+
+    largest = max(pieces, key=len)
+    spec = largest[0]
+    data = sum(t.element_size() * t.nelement() for part in (spec.splits.train, spec.splits.val) for t in part)
+    need = (engine.trial_bytes(spec) * len(largest) + data) / 2**30 + PROCESS_GB
+    gpus = options.gpus_per_piece
+    if gpus is None:
+        gpus = 1 if any(str(s.device).startswith("cuda") for p in pieces for s in p) else 0
+    parameters = {
+        "timeout_min": options.timeout_min,
+        "cpus_per_task": max(1, threads),
+        "mem_gb": options.mem_gb or math.ceil(need),
+        "gpus_per_node": gpus,
+        "tasks_per_node": 1,
+        "nodes": 1,
+    }
+    if options.cluster == "slurm":
+        parameters["slurm_array_parallelism"] = options.array_parallelism
+        if options.partition:
+            parameters["slurm_partition"] = options.partition
+        if options.additional_parameters:
+            parameters["slurm_additional_parameters"] = options.additional_parameters
+    return parameters
+
+
+def _one_line(exc: BaseException) -> str:
+    from hydra_plugins.harness_batched.slurm import failure_line
+
+    said = failure_line(exc)
+    if said is not None:
+        return said
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+
+
+__all__ = ["ClusterOptions", "ClusterPool", "BatchedSlurmLauncher", "train_piece"]

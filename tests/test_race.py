@@ -410,10 +410,12 @@ def test_a_race_with_successive_halving_prunes_in_round_one_and_resumes(tmp_path
     report = write_report(load.load(uri, "linreg_10d"), tmp_path / "report", workers=1)
     steps = sum(c.data.metrics["steps"] for c in children)
     share = steps / (36 * 50)
-    assert (
+    rounds = int(parent.data.tags["harness.race.rounds"])
+    assert report.content.race.headline == (
         f"Raced: {len(children)} of 36 trials ({len(children) / 36:.0%}), {share:.0%} of the whole grid's "
-        f"trial-steps, in {parent.data.tags['harness.race.rounds']} rounds; 4 pruned at a rung."
-    ) in report.html.read_text()
+        f"step budget, in {rounds} round{'s' if rounds > 1 else ''}; 4 pruned at a rung."
+    )
+    assert report.content.race.headline.replace("'", "&#x27;") in report.html.read_text()
     assert (tmp_path / "report" / "figures" / "race.png").stat().st_size > 10_000
     ranked = json.loads(report.ranking_json.read_text())
     assert sum(row[ranked["columns"].index("trials")] for row in ranked["data"]) == len(children) - 4

@@ -28,13 +28,14 @@ class RaceRecord:
 
     @property
     def headline(self) -> str:
-        """`Raced: 161 of 384 trials (42 %), 31 % of the whole grid's trial-steps, in 7 rounds; 60 pruned at a
+        """`Raced: 161 of 384 trials (42 %), 32 % of the whole grid's step budget, in 7 rounds; 60 pruned at a
         rung.`"""
         trials, grid = int(self.spent["trials"].sum()), int(self.spent["grid_trials"].sum())
         steps, grid_steps = float(self.spent["trial_steps"].sum()), float(self.spent["grid_steps"].sum())
         pruned = int(self.spent["pruned"].sum())
         text = f"Raced: {trials} of {grid} trials ({_share(trials, grid)})"
-        text += f", {_share(steps, grid_steps)} of the whole grid's trial-steps, in {self.rounds} rounds"
+        text += f", {_share(steps, grid_steps)} of the whole grid's step budget, in {self.rounds} "
+        text += "round" if self.rounds == 1 else "rounds"
         return text + (f"; {pruned} pruned at a rung." if pruned else ".")
 
     def table(self) -> pd.DataFrame:
@@ -66,20 +67,36 @@ def race_record(data, colours: dict) -> RaceRecord | None:
 
 
 def spent(runs: pd.DataFrame, grid_size: int | None) -> pd.DataFrame:
-    """Per task and optimizer: trials run, pruned, trial-steps spent; the whole grid's trials and trial-steps."""
+    """Per task and optimizer: trials run, pruned, trial-steps spent; the whole grid's trials and trial-steps.
+
+    Round 1 trains every configuration, so the runs hold each one: the grid is its configurations times the seeds
+    (grid size / configurations), each configuration at its own step budget (a batch size changes it)."""
     column = f"metrics.{schema.STEPS}"
     steps = pd.to_numeric(runs[column], errors="coerce").fillna(0.0) if column in runs else 0.0
-    frame = runs.assign(_steps=steps, _pruned=(runs["outcome"] == schema.PRUNED).astype(int))
+    overrides = runs.get(f"tags.{schema.OVERRIDES}", pd.Series("", index=runs.index)).fillna("")
+    frame = runs.assign(
+        _steps=steps,
+        _pruned=(runs["outcome"] == schema.PRUNED).astype(int),
+        _configuration=[_without_seed(text) for text in overrides],
+        _budget=pd.to_numeric(runs["total_steps"], errors="coerce").astype(float),
+    )
+    configurations = frame.groupby(["task", "optimizer", "_configuration"], observed=True)["_budget"].max()
+    seeds = (grid_size or len(runs)) / max(1, len(configurations))
+    grid = (configurations * seeds).groupby(["task", "optimizer"], observed=True).agg(["size", "sum"])
     table = (
         frame.groupby(["task", "optimizer"], sort=True, observed=True)
-        .agg(trials=("run_id", "size"), pruned=("_pruned", "sum"), trial_steps=("_steps", "sum"),
-             budget=("total_steps", "max"))
+        .agg(trials=("run_id", "size"), pruned=("_pruned", "sum"), trial_steps=("_steps", "sum"))
         .reset_index()
-    )  # fmt: skip
-    share = (grid_size or len(runs)) / max(1, len(table))
-    table["grid_trials"] = share
-    table["grid_steps"] = share * table.pop("budget").astype(float)
+    )
+    keys = list(zip(table["task"], table["optimizer"]))
+    table["grid_trials"] = [grid.loc[key, "size"] * seeds for key in keys]
+    table["grid_steps"] = [grid.loc[key, "sum"] for key in keys]
     return table
+
+
+def _without_seed(overrides: str) -> str:
+    """A run's configuration: its overrides but the seed and the store."""
+    return " ".join(o for o in overrides.split() if not o.lstrip("+~").startswith(("seed=", "tracking.")))
 
 
 def _table(artifact_uri: str, path: str, tracking_uri: str, columns: list[str]) -> pd.DataFrame:

@@ -21,12 +21,13 @@ ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def _records(uri: str) -> dict[str, tuple]:
-    """Each child run by its overrides (the store URI left out): outcome, final metrics, train/loss history."""
+    """Each grid point's latest child run by its overrides (the store URI left out): status, outcome, final
+    metrics, train/loss history."""
     client = mlflow_client(uri)
     [experiment] = [e for e in client.search_experiments() if e.name == "linreg_10d"]
     runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["harness.role"] == "job"]
     found = {}
-    for run in runs:
+    for run in sorted(runs, key=lambda r: r.info.start_time):
         point = " ".join(
             o for o in run.data.tags["harness.overrides"].split() if not o.startswith("tracking.")
         )
@@ -104,3 +105,60 @@ def test_the_demo_grid_on_the_cluster_is_one_job_per_piece_each_point_once(clust
     again = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
     assert again.returncode == 0 and "nothing to launch" in again.stderr, again.stderr[-3000:]
     assert len(_jobs(tmp_path)) == 3
+
+
+@pytest.mark.slow  # two launches on the real cluster, one piece at a time
+def test_a_cancelled_piece_ends_its_runs_killed_and_the_same_command_trains_only_them(cluster, tmp_path):  # noqa: F811
+    """One piece at a time: while piece 0 trains, piece 1 is pending; `scancel` of it ends its 4 runs KILLED in one
+    line each, the other 4 complete. The same command again submits one job, for the 4 missing points only."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import wait_for
+    from test_slurm import array_tasks, running, sweep_dirs
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = (
+        *GRID[:-1],
+        "trainer.max_steps=400",
+        "hydra/launcher=batched_slurm",
+        "hydra.launcher.array_parallelism=1",
+        f"tracking.uri={uri}",
+    )
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "harness.train", *command],
+        cwd=tmp_path,
+        env={**os.environ, **ENV, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tasks = wait_for(lambda: sweep_dirs(tmp_path) and array_tasks(sweep_dirs(tmp_path)[0]), proc=sweep)
+        array = tasks[0].split("_")[0]
+        wait_for(lambda: running(f"{array}_0"), proc=sweep, what=f"task {array}_0 running")
+        subprocess.run(["scancel", f"{array}_1"], check=True)
+        _, stderr = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.send_signal(signal.SIGINT)
+            sweep.wait(timeout=60)
+    assert "Traceback" not in stderr
+    records = _records(uri)
+    outcomes = sorted((r[0], r[1]) for r in records.values())
+    assert outcomes == [("FINISHED", "completed")] * 4 + [("KILLED", "killed")] * 4, stderr[-3000:]
+    said = (
+        f"[sweep] killed: SLURM job {array}_1 "  # "ended CANCELLED", or "left the queue" when squeue lost it
+    )
+    lines = [line for line in stderr.splitlines() if line.startswith(said) and "without its result" in line]
+    assert len(lines) == 4  # one per trial
+    killed = {p for p, r in records.items() if r[1] == "killed"}
+
+    again = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 of 8 grid points already done (not launched): launching the other 4" in again.stderr
+    assert "1 batched group in 1 piece as 1 SLURM job (one array)" in again.stderr
+    records = _records(uri)
+    assert {r[1] for r in records.values()} == {"completed"} and len(records) == 8
+    assert killed <= set(records)

@@ -62,15 +62,18 @@ class GroupRun:
             )
         return self._tell(_value(r) for r in results)
 
-    def fail(self, error: str, details: str | None) -> dict[int, object]:
-        """The whole piece failed: every trial is a failed job (its steps so far kept), the sweep goes on."""
-        log.error("batched group of %d trials failed: %s", len(self.piece.jobs), error)
+    def fail(self, error: str, details: str | None, killed: bool = False) -> dict[int, object]:
+        """The whole piece failed: every trial is a failed job (its steps so far kept), the sweep goes on. `killed`:
+        ended from outside (a cluster job cancelled or timed out): the runs end KILLED, and the same sweep command
+        trains them again."""
+        status, outcome = (KILLED, schema.KILLED_OUTCOME) if killed else (FAILED, schema.FAILED_OUTCOME)
+        log.error("batched group of %d trials %s: %s", len(self.piece.jobs), outcome, error)
         for tracker in self.trackers:
-            end_run(tracker, FAILED, error, details)
+            end_run(tracker, status, error, details)
         self._flush()
         if self.hooks.state is not None:
-            failed = [(schema.FAILED_OUTCOME, list(job.overrides), error) for job in self.piece.jobs]
-            progress.report_many(self.hooks.state, failed)
+            ended = [(outcome, list(job.overrides), error) for job in self.piece.jobs]
+            progress.report_many(self.hooks.state, ended)
         return self._tell(None for _ in self.piece.jobs)
 
     def kill(self, reason: str) -> None:

@@ -243,7 +243,7 @@ def _train_in_workers(
                     elif isinstance(event, workers.Done):
                         values.update(running.pop(event.piece).finish(event.results))
                     else:
-                        values.update(running.pop(event.piece).fail(event.error, event.details))
+                        values.update(running.pop(event.piece).fail(event.error, event.details, event.killed))
                 if not pool.alive():  # every worker died: what none was handed trains here
                     for index in pool.take_pending():
                         values.update(_train_here(cut[index], hooks, halving))

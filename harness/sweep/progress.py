@@ -49,8 +49,8 @@ def report_many(state: SweepState, jobs: list[tuple[str, list[str], str]]) -> No
         f.write(lines)
     say = output.logger(__name__, sweep_dir(state))
     for status, overrides, error in jobs:
-        if status == schema.FAILED_OUTCOME:
-            say.error(failure_line(overrides, error))
+        if status in (schema.FAILED_OUTCOME, schema.KILLED_OUTCOME):
+            say.error(failure_line(overrides, error, status))
     ran = any(
         status != SKIPPED for status, _, _ in jobs
     )  # a resume's skipped points: the start line said them
@@ -65,11 +65,12 @@ def sweep_dir(state: SweepState) -> Path:
     return Path(state.progress_file).parent
 
 
-def failure_line(overrides: list[str], error: str) -> str:
-    """`[sweep] failed: <error> · re-run it alone: python -m harness.train <its overrides>`, on one line."""
+def failure_line(overrides: list[str], error: str, outcome: str = schema.FAILED_OUTCOME) -> str:
+    """`[sweep] failed: <error> · re-run it alone: python -m harness.train <its overrides>`, on one line (`killed:`
+    for a job ended from outside, e.g. its cluster job cancelled)."""
     typed = " ".join(o for o in overrides if not o.startswith("hydra"))
     said = " ".join(str(error).split())
-    return record.redact(f"[sweep] failed: {said} · re-run it alone: python -m harness.train {typed}")
+    return record.redact(f"[sweep] {outcome}: {said} · re-run it alone: python -m harness.train {typed}")
 
 
 def _due(state: SweepState) -> bool:

@@ -49,11 +49,13 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
-    """The piece raised in its worker (error: one line), or its worker died (details: None)."""
+    """The piece raised in its worker (error: one line), or its worker died (details: None); `killed`: it was ended
+    from outside (a cluster job cancelled, timed out or preempted), not by its own error."""
 
     piece: int
     error: str
     details: str | None
+    killed: bool = False
 
 
 class _Relay:

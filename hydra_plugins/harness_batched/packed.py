@@ -117,8 +117,10 @@ class ClusterOptions:
         return ClusterPool(pieces, self, threads, halving)
 
     def describe(self, pieces: int) -> str:
-        where = f"SLURM jobs (one array{', partition ' + self.partition if self.partition else ''})"
-        return f"as {pieces} {where if self.cluster == 'slurm' else 'local submitit processes'}"
+        if self.cluster == "local":
+            return f"as {pieces} local submitit process{'' if pieces == 1 else 'es'}"
+        where = f", partition {self.partition}" if self.partition else ""
+        return f"as {pieces} SLURM job{'' if pieces == 1 else 's'} (one array{where})"
 
 
 def train_piece(specs: list, threads: int, halving) -> tuple[list, list]:
@@ -191,7 +193,7 @@ class ClusterPool:
                 try:
                     calls, results = job.result()
                 except Exception as exc:  # noqa: BLE001 - the piece failed on its node: its trials fail, the sweep goes on
-                    found.append(Failed(piece, _one_line(exc), str(exc)))
+                    found.append(Failed(piece, _one_line(exc), str(exc), _ended_from_outside(exc)))
                     continue
                 for trial, trial_calls in enumerate(calls):
                     found += [Columns(piece, trial, steps, columns) for steps, columns in trial_calls]
@@ -240,6 +242,13 @@ def _parameters(pieces: Sequence[list], options: ClusterOptions, threads: int) -
         if options.additional_parameters:
             parameters["slurm_additional_parameters"] = options.additional_parameters
     return parameters
+
+
+def _ended_from_outside(exc: BaseException) -> bool:
+    """The job ended without its result and without an error of its own: cancelled, timed out, preempted."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    return isinstance(exc, UncompletedJobError) and not isinstance(exc, FailedJobError)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -331,6 +331,7 @@ def test_a_race_killed_while_it_trains_resumes_to_the_same_decision(tmp_path):
     )
 
 
+@pytest.mark.slow  # three sweep processes
 def test_bad_race_or_halving_options_are_refused_before_any_run(tmp_path):
     """Range errors of hydra.sweeper.* and hydra.launcher.rungs/keep: one line naming the key, exit 2, no parent run
     and no store written (the sweep callback checks both plugins before it creates the parent)."""

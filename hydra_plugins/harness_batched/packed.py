@@ -16,6 +16,7 @@ processes through submitit instead (no SLURM: what the tests without a cluster u
 Ctrl-C (or SIGTERM) in the launching process cancels the pieces' jobs (scancel) and ends their runs KILLED.
 """
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -42,7 +43,6 @@ class BatchedSlurmLauncher(BatchedLauncher):
         **batched,
     ) -> None:
         super().__init__(**batched)
-        from dataclasses import replace
 
         self.check_cluster(cluster, partition, gpus_per_piece, mem_gb, timeout_min, array_parallelism)
         options = ClusterOptions(
@@ -55,7 +55,7 @@ class BatchedSlurmLauncher(BatchedLauncher):
             str(submitit_folder),
             dict(additional_parameters or {}),
         )
-        self.options = replace(self.options, cluster=options)
+        self.options = dataclasses.replace(self.options, cluster=options)
 
     @staticmethod
     def check_options(**options) -> None:
@@ -157,7 +157,6 @@ class ClusterPool:
     def __init__(self, pieces: Sequence[list], options: ClusterOptions, threads: int, halving) -> None:
         import submitit
 
-        self._order: list = []
         executor = submitit.AutoExecutor(folder=options.folder, cluster=options.cluster)
         executor.update_parameters(**_parameters(pieces, options, threads))
         if options.cluster == "slurm":
@@ -170,10 +169,6 @@ class ClusterPool:
 
         self._jobs = dict(enumerate(jobs))  # piece -> its job, until its events are given
         self._queued = [Assigned(piece) for piece in self._jobs]
-
-    @property
-    def job_ids(self) -> list[str]:
-        return [job.job_id for job in self._jobs.values()]
 
     def alive(self) -> int:
         return len(self._jobs) or 1  # the pieces train on the cluster: none is ever taken back here

@@ -1,6 +1,7 @@
 """Shared fixtures: configs composed by Hydra exactly as the CLI does, and a private MLflow store per test."""
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,17 @@ def wait_for(condition, timeout: float = 240, what: str = "the condition", proc=
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)  # a polling interval, not a wait for the condition itself
+
+
+def ended(proc, timeout: float = 120) -> tuple[str, str]:
+    """`proc.communicate(timeout)`; a process still alive by then is made to print every thread's stack (SIGABRT
+    with PYTHONFAULTHANDLER=1 in its environment, as the tests that start one set it) and the test fails with them."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=60)
+        raise AssertionError(f"the process did not end within {timeout} s; its threads:\n{err[-6000:]}") from None
 
 
 def running_runs(uri: str, children_only: bool = False) -> list:

@@ -53,6 +53,12 @@ class Server:
         os.killpg(pid, signal.SIGKILL)
         Path(self.env["SERVER_DIR"], "mlflow.pid").unlink()
 
+    def ensure_started(self) -> None:
+        """Start the tracking server again after kill_mlflow (a test that failed midway leaves it down)."""
+        if not Path(self.env["SERVER_DIR"], "mlflow.pid").exists():
+            restarted = self.run("start")
+            assert restarted.returncode == 0, restarted.stderr[-3000:]
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -126,12 +132,19 @@ def test_an_unreachable_server_stops_the_run_at_once(tmp_path):
     assert time.time() - start < 60
 
 
-def wait_for_runs(uri: str, experiment: str, count: int, timeout: float = 120) -> None:
+def wait_for_created_runs(uri: str, experiment: str, count: int, timeout: float = 120) -> None:
+    """Until `count` child runs are wholly created: a run exists from its first REST call, and its config.yaml
+    artifact is the last thing its creation writes (harness.tracking.port.Store.create_runs)."""
     from mlflow import MlflowClient
 
     client, deadline = MlflowClient(uri), time.time() + timeout
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    while len(client.search_runs([experiment_id], "tags.`mlflow.parentRunId` != ''")) < count:
+
+    def created() -> int:
+        runs = client.search_runs([experiment_id], "tags.`mlflow.parentRunId` != ''")
+        return sum(any(a.path == "config.yaml" for a in client.list_artifacts(r.info.run_id)) for r in runs)
+
+    while created() < count:
         assert time.time() < deadline, "the second job never created its run"
         time.sleep(0.2)
 
@@ -162,17 +175,19 @@ def test_the_server_lost_mid_sweep_loses_nothing(server, tmp_path):
     for line in proc.stderr:
         lines.append(line)
         if "[sweep] 1/4 jobs done" in line:
-            wait_for_runs(server.uri, "lost", 2)  # the second job's run exists: it is starting or training
+            # The second job's run is created: from here on what the server cannot take goes to the job's spool.
+            wait_for_created_runs(server.uri, "lost", 2)
             server.kill_mlflow()
             break
-    lines += proc.stderr.readlines()
-    assert proc.wait(timeout=600) == 0, "".join(lines)[-3000:]
-    output = "".join(lines)
-    assert "python -m harness.sync" in output
-    spools = sorted((tmp_path / "mlruns" / "unsent").glob("*.jsonl"))
-    assert len(spools) == 1, output[-3000:]  # the job that was training; later jobs could not start a run
-
-    assert server.run("start").returncode == 0
+    try:
+        lines += proc.stderr.readlines()
+        assert proc.wait(timeout=600) == 0, "".join(lines)[-3000:]
+        output = "".join(lines)
+        assert "python -m harness.sync" in output, output[-3000:]
+        spools = sorted((tmp_path / "mlruns" / "unsent").glob("*.jsonl"))
+        assert len(spools) == 1, output[-3000:]  # the job that was training; later jobs could not start a run
+    finally:
+        server.ensure_started()
     synced = subprocess.run(
         [sys.executable, "-m", "harness.sync", *map(str, spools)],
         cwd=tmp_path,

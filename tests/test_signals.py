@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, history, running_runs, wait_for
+from conftest import all_runs, ended, history, running_runs, wait_for
 
 from harness.tracking import sqlite_store
 
@@ -20,7 +20,7 @@ def start(args, cwd) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "harness.train", *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -38,7 +38,7 @@ def interrupt(proc: subprocess.Popen, signum: int, store: str, running: int = 1,
 
     wait_for(training, proc=proc, what="runs training")
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
+    _, err = ended(proc)
     return err
 
 
@@ -70,7 +70,7 @@ def test_a_signal_while_the_first_store_is_made_says_no_run_was_created(store, t
     proc = start(LONG, tmp_path)
     wait_for(lambda: sqlite_store.building_path(db).exists(), proc=proc, what="the store's build")
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = ended(proc)
     assert proc.returncode == 143, err[-3000:]
     assert said(err) == [
         "interrupted by SIGTERM: no run was created, nothing was recorded; run it again with: python -m "
@@ -87,7 +87,7 @@ def test_a_signal_to_an_untracked_run_says_nothing_was_recorded(store, tmp_path)
     # Hydra writes the job's config once the harness handles signals (harness.entry.run) and the job is starting.
     wait_for(lambda: list(tmp_path.glob("outputs/*/*/.hydra/config.yaml")), proc=proc, what="the job's start")
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = ended(proc)
     assert proc.returncode == 143, err[-3000:]
     assert said(err) == [
         "interrupted by SIGTERM: no run was created, nothing was recorded; run it again with: python -m "

@@ -41,8 +41,8 @@ received: int | None = None  # the first signal this process received
 _before_raise: list[Callable[[int], None]] = []
 
 
-def install() -> None:
-    """Handle SIGINT and SIGTERM from now on (main thread only; a no-op elsewhere). Idempotent.
+def install(signums: tuple[int, ...] = HANDLED) -> None:
+    """Handle SIGINT and SIGTERM (or `signums`) from now on (main thread only; a no-op elsewhere). Idempotent.
 
     Raises:
         Interrupted: when a signal arrived before this call (a joblib worker between two jobs): no new job starts.
@@ -50,7 +50,7 @@ def install() -> None:
     global _previous_hook
     if threading.current_thread() is not threading.main_thread():
         return
-    for signum in HANDLED:
+    for signum in signums:
         signal.signal(signum, _handle)
     if sys.unraisablehook is not _unraisable:
         _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable

@@ -80,7 +80,9 @@ def ended(proc, timeout: float = 120) -> tuple[str, str]:
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGABRT)
         _, err = proc.communicate(timeout=60)
-        raise AssertionError(f"the process did not end within {timeout} s; its threads:\n{err[-6000:]}") from None
+        raise AssertionError(
+            f"the process did not end within {timeout} s; its threads:\n{err[-6000:]}"
+        ) from None
 
 
 def running_runs(uri: str, children_only: bool = False) -> list:

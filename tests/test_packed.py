@@ -108,21 +108,28 @@ def test_the_demo_grid_on_the_cluster_is_one_job_per_piece_each_point_once(clust
 
 
 @pytest.mark.slow  # two launches on the real cluster, one piece at a time
-def test_a_cancelled_piece_ends_its_runs_killed_and_the_same_command_trains_only_them(cluster, tmp_path):  # noqa: F811
-    """One piece at a time: while piece 0 trains, piece 1 is pending; `scancel` of it ends its 4 runs KILLED in one
-    line each, the other 4 complete. The same command again submits one job, for the 4 missing points only."""
+def test_cancelled_pieces_end_their_runs_killed_with_what_they_trained_and_the_same_command_trains_only_them(
+    cluster,  # noqa: F811
+    tmp_path,
+):
+    """One piece at a time, three pieces: `scancel` of the running one once it has trained some steps, and of a
+    pending one. The running one's 4 runs end KILLED with the steps it trained (its node got SIGTERM), the pending
+    one's 4 KILLED with none, one line per trial; the third piece's 4 complete. The same command again submits one
+    job per missing piece, for the 8 missing points only."""
     import os
     import signal
     import subprocess
     import sys
 
-    from conftest import wait_for
+    from conftest import ended, wait_for
     from test_slurm import array_tasks, running, sweep_dirs
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     command = (
-        *GRID[:-1],
-        "trainer.max_steps=400",
+        *GRID[:2],
+        "optimizer=sgd,adam,rmsprop",
+        *GRID[3:-1],
+        "trainer.max_steps=20000",
         "hydra/launcher=batched_slurm",
         "hydra.launcher.array_parallelism=1",
         f"tracking.uri={uri}",
@@ -130,16 +137,16 @@ def test_a_cancelled_piece_ends_its_runs_killed_and_the_same_command_trains_only
     sweep = subprocess.Popen(
         [sys.executable, "-m", "harness.train", *command],
         cwd=tmp_path,
-        env={**os.environ, **ENV, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **ENV, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         tasks = wait_for(lambda: sweep_dirs(tmp_path) and array_tasks(sweep_dirs(tmp_path)[0]), proc=sweep)
         array = tasks[0].split("_")[0]
-        wait_for(lambda: running(f"{array}_0"), proc=sweep, what=f"task {array}_0 running")
-        subprocess.run(["scancel", f"{array}_1"], check=True)
-        _, stderr = sweep.communicate(timeout=300)
+        wait_for(lambda: running(f"{array}_0") and _streams(tmp_path), proc=sweep, what=f"{array}_0 training")
+        subprocess.run(["scancel", f"{array}_0", f"{array}_1"], check=True)
+        _, stderr = ended(sweep, timeout=300)
     finally:
         if sweep.poll() is None:
             sweep.send_signal(signal.SIGINT)
@@ -147,18 +154,109 @@ def test_a_cancelled_piece_ends_its_runs_killed_and_the_same_command_trains_only
     assert "Traceback" not in stderr
     records = _records(uri)
     outcomes = sorted((r[0], r[1]) for r in records.values())
-    assert outcomes == [("FINISHED", "completed")] * 4 + [("KILLED", "killed")] * 4, stderr[-3000:]
-    said = (
-        f"[sweep] killed: SLURM job {array}_1 "  # "ended CANCELLED", or "left the queue" when squeue lost it
-    )
-    lines = [line for line in stderr.splitlines() if line.startswith(said) and "without its result" in line]
-    assert len(lines) == 4  # one per trial
-    killed = {p for p, r in records.items() if r[1] == "killed"}
+    assert outcomes == [("FINISHED", "completed")] * 4 + [("KILLED", "killed")] * 8, stderr[-3000:]
+    killed = {p: r for p, r in records.items() if r[1] == "killed"}
+    trained = sorted(len(r[3]) for r in killed.values())
+    assert trained[:4] == [0] * 4 and 0 < trained[4] == trained[7] < 20000
+    for _, _, final, history in killed.values():
+        assert [s for s, _ in history] == list(range(len(history))) and final == {}
+    stopped = f"[sweep] killed: SLURM job {array}_0 was stopped by SIGTERM on its node"
+    lines = [line for line in stderr.splitlines() if line.startswith(stopped)]
+    assert len(lines) == 4 and all(f"its runs keep the {trained[4]} steps trained" in ln for ln in lines)
+    # "ended CANCELLED", or "left the queue" when squeue lost it
+    lines = [ln for ln in stderr.splitlines() if ln.startswith(f"[sweep] killed: SLURM job {array}_1 ")]
+    assert len(lines) == 4 and all("without its result" in ln and "it trained no step" in ln for ln in lines)
 
     again = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "4 of 8 grid points already done (not launched): launching the other 4" in again.stderr
-    assert "1 batched group in 1 piece as 1 SLURM job (one array)" in again.stderr
+    assert "4 of 12 grid points already done (not launched): launching the other 8" in again.stderr
+    assert "2 batched groups in 2 pieces as 2 SLURM jobs (one array)" in again.stderr
     records = _records(uri)
-    assert {r[1] for r in records.values()} == {"completed"} and len(records) == 8
-    assert killed <= set(records)
+    assert {r[1] for r in records.values()} == {"completed"} and len(records) == 12
+    assert set(killed) <= set(records) and all(len(r[3]) == 20000 for r in records.values())
+
+
+def _streams(sweep_root: Path) -> list[Path]:
+    """The pieces' column streams that hold at least one record (harness_batched.packed.Stream)."""
+    return [p for p in sweep_root.glob("multirun/*/*/.submitit/streams/*.columns") if p.stat().st_size > 0]
+
+
+@pytest.mark.slow  # a piece long enough to be signalled mid-way, then trained again
+def test_a_piece_signalled_on_its_node_ends_its_runs_killed_with_the_steps_it_trained(tmp_path):
+    """submitit's time-limit / preemption signal (SIGUSR2) to a piece's process once it has trained some steps: its 4
+    runs end KILLED, each with the same contiguous train/loss curve the piece reached, one line per trial saying so;
+    the same command trains the 4 points again, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ended, wait_for
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = (
+        "-m",
+        "task=linreg_10d",
+        "optimizer=sgd",
+        "optimizer.lr_scale=0.1,1",
+        "seed=0,1",
+        "trainer.max_steps=20000",
+        "hydra/launcher=batched_slurm",
+        "hydra.launcher.cluster=local",
+        f"tracking.uri={uri}",
+    )
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "harness.train", *command],
+        cwd=tmp_path,
+        env={**os.environ, **ENV, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _streams(tmp_path), proc=sweep, what="the piece's first columns")
+        # A local job's id is its controller's process id; the piece trains in the controller's child.
+        [job] = _jobs(tmp_path)
+        [task] = Path(f"/proc/{job}/task/{job}/children").read_text().split()
+        os.kill(int(task), signal.SIGUSR2)  # what the controller sends before the job's time limit
+        _, stderr = ended(sweep, timeout=120)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
+    records = _records(uri)
+    assert {r[:2] for r in records.values()} == {("KILLED", "killed")} and len(records) == 4
+    [steps] = {len(r[3]) for r in records.values()}
+    assert 0 < steps < 20000
+    for _, _, final, history in records.values():
+        assert [s for s, _ in history] == list(range(steps)) and final == {}
+    said = f"[sweep] killed: local job {job} was stopped by SIGUSR2 on its node (scancel, its time limit or"
+    lines = [ln for ln in stderr.splitlines() if ln.startswith(said)]
+    assert len(lines) == 4, stderr[-3000:]
+    assert all(f"its runs keep the {steps} steps trained" in ln for ln in lines)
+
+    again = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "launching the other 4" in again.stderr or "4 jobs" in again.stderr
+    records = _records(uri)
+    assert {r[:2] for r in records.values()} == {("FINISHED", "completed")} and len(records) == 4
+    assert all(len(r[3]) == 20000 for r in records.values())
+
+
+def test_a_stream_gives_whole_records_in_order_and_waits_for_one_half_written(tmp_path):
+    from hydra_plugins.harness_batched.packed import Stream
+
+    node, here = Stream(tmp_path / "piece.columns"), Stream(tmp_path / "piece.columns")
+    assert here.read_new() == []  # nothing logged yet: no file
+    node.append((0, [0, 1], {"train/loss": [2.0, 1.5]}))
+    node.append((1, [0, 1], {"train/loss": [3.0, 2.5]}))
+    assert here.read_new() == [
+        (0, [0, 1], {"train/loss": [2.0, 1.5]}),
+        (1, [0, 1], {"train/loss": [3.0, 2.5]}),
+    ]
+    whole = (tmp_path / "piece.columns").read_bytes()
+    node.append((0, [2], {"train/loss": [1.25]}))
+    record = (tmp_path / "piece.columns").read_bytes()[len(whole) :]
+    (tmp_path / "piece.columns").write_bytes(whole + record[:-3])  # the node is still writing it
+    assert here.read_new() == []
+    (tmp_path / "piece.columns").write_bytes(whole + record)
+    assert here.read_new() == [(0, [2], {"train/loss": [1.25]})] and here.read_new() == []

@@ -88,7 +88,9 @@ def array_tasks(sweep_dir: Path) -> list[str]:
     """The job and array task ids submitit made folders for (an array's own holds its sbatch script): what this
     launch submitted."""
     folder = sweep_dir / ".submitit"
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name))
 
 
 def sweep_runs(store: str) -> tuple[object, list]:

@@ -3,10 +3,18 @@ batch: an array), each training its trials with the batched engine exactly as th
 
 What runs where: the launching process groups and cuts the jobs as `hydra/launcher=batched` does (no piece is halved
 to feed local workers), creates each piece's runs when it submits it, and records what comes back through the
-tracking port (harness.sweep.group_run), as it does for its forked workers: a cluster job returns its trials' columns
-and results and writes nothing itself. So the store needs no reach from the nodes, an SQLite file is safe even with
-many nodes (one writer: this process), and a piece's records are the local ones bitwise (the same engine, the same
-writes). Jobs that cannot batch train in the launching process meanwhile.
+tracking port (harness.sweep.group_run), as it does for its forked workers: a cluster job appends its trials' columns
+to a stream file beside submitit's own (read here as they land: the runs' curves grow while the piece trains) and
+returns their results; it writes nothing to the store. So the store needs no reach from the nodes, an SQLite file is
+safe even with many nodes (one writer: this process), and a piece's records are the local ones bitwise (the same
+engine, the same writes). Jobs that cannot batch train in the launching process meanwhile.
+
+A piece stopped on its node keeps what it trained: SIGTERM (`scancel`, a node shutting down), submitit's signal
+before a time limit or a preemption (SIGUSR2, sent `signal_delay_s` before the kill) and SIGINT (submitit's local
+cancel) stop the engine, which records the steps done so far, and the job returns which signal it was; a job killed
+outright (SIGKILL, a node lost) leaves its stream up to the last chunk. Either way its runs end KILLED with those
+steps, and the same sweep command trains those points again (submitit's own requeue is not used: a requeued piece
+would train its trials a second time into the same runs).
 
 Resources per piece, sized from the largest piece (one array, one set of #SBATCH lines): its trials' torch threads as
 CPUs, one GPU when the trials train on cuda (gpus_per_piece), memory from the engine's own estimate of a piece
@@ -18,9 +26,14 @@ Ctrl-C (or SIGTERM) in the launching process cancels the pieces' jobs (scancel) 
 
 import dataclasses
 import math
+import pickle
+import signal
+import struct
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hydra_plugins.harness_batched.launcher import BatchedLauncher
 
@@ -123,27 +136,82 @@ class ClusterOptions:
         return f"as {pieces} SLURM job{'' if pieces == 1 else 's'} (one array{where})"
 
 
-def train_piece(specs: list, threads: int, halving) -> tuple[list, list]:
-    """On the node: the piece trained by the batched engine. Returns each trial's log_columns calls, in order, and
-    the trials' RunResults."""
+@dataclass(frozen=True)
+class Trained:
+    """What a piece's job returns (its columns went to its stream): the trials' RunResults, or the signal that
+    stopped it."""
+
+    results: list | None
+    stopped: str | None = None  # SIGTERM, SIGUSR2, SIGINT
+
+
+def train_piece(specs: list, threads: int, halving, stream: str) -> Trained:
+    """On the node: the piece trained by the batched engine, each trial's log_columns calls appended to `stream`."""
+    import submitit
     import torch
 
+    from harness import signals
     from harness.batched import engine
 
+    # Each raises in the engine, which records the steps done so far, then here (submitit's own handlers would
+    # requeue the job or ignore the signal). Its preemption signal is USR2 unless SUBMITIT_PREEMPT_SIGNAL says.
+    signals.install((signal.SIGINT, signal.SIGTERM, submitit.JobEnvironment._usr_sig()))
     torch.set_num_threads(threads)
-    recorders = [_Recorder() for _ in specs]
-    results = engine.train_group(specs, recorders, max_trials=len(specs), halving=halving)
-    return [r.calls for r in recorders], results
+    out = Stream(Path(stream))
+    recorders = [_Recorder(out, trial) for trial in range(len(specs))]
+    try:
+        results = engine.train_group(specs, recorders, max_trials=len(specs), halving=halving)
+    except signals.Interrupted as exc:
+        return Trained(None, signal.Signals(exc.signum).name)
+    return Trained(results)
 
 
 class _Recorder:
-    """A trial's tracker on the node: keeps what the engine logs, for the launching process to write."""
+    """A trial's tracker on the node: what the engine logs goes to the piece's stream."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[int], dict]] = []
+    def __init__(self, stream: "Stream", trial: int) -> None:
+        self.stream, self.trial = stream, trial
 
     def log_columns(self, steps, columns, timestamps=None) -> None:
-        self.calls.append((list(steps), dict(columns)))
+        from harness import signals
+
+        with signals.held():  # a signal now is raised once the record is whole in the file
+            self.stream.append((self.trial, list(steps), dict(columns)))
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+class Stream:
+    """A piece's log_columns calls in a file on the filesystem the cluster shares with this machine (submitit's
+    folder): appended on the node, one length-prefixed pickle per call, each opened and closed (what NFS needs for
+    another host to see it); read here from where the last read stopped, whole records only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+
+    def append(self, record: tuple) -> None:
+        data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+        with open(self.path, "ab") as file:
+            file.write(_LENGTH.pack(len(data)) + data)
+
+    def read_new(self) -> list[tuple]:
+        try:
+            with open(self.path, "rb") as file:
+                file.seek(self._offset)
+                data = file.read()
+        except FileNotFoundError:  # the piece has not logged yet
+            return []
+        records, at = [], 0
+        while at + _LENGTH.size <= len(data):
+            (size,) = _LENGTH.unpack_from(data, at)
+            if at + _LENGTH.size + size > len(data):
+                break  # still being written: read on the next look
+            records.append(pickle.loads(data[at + _LENGTH.size : at + _LENGTH.size + size]))
+            at += _LENGTH.size + size
+        self._offset += at
+        return records
 
 
 class ClusterPool:
@@ -163,12 +231,20 @@ class ClusterPool:
             from hydra_plugins.harness_batched import slurm_queue
 
             slurm_queue.watch_the_queue()
+        streams = _streams_folder(options.folder)
+        streams.mkdir(parents=True, exist_ok=True)
+        sweep = uuid.uuid4().hex[:12]
+        self._streams = {i: Stream(streams / f"{sweep}-{i}.columns") for i in range(len(pieces))}
         with executor.batch():
-            jobs = [executor.submit(train_piece, list(specs), threads, halving) for specs in pieces]
+            jobs = [
+                executor.submit(train_piece, list(specs), threads, halving, str(self._streams[i].path))
+                for i, specs in enumerate(pieces)
+            ]
         from harness.sweep.workers import Assigned
 
         self._jobs = dict(enumerate(jobs))  # piece -> its job, until its events are given
         self._queued = [Assigned(piece) for piece in self._jobs]
+        self._trained: dict[int, int] = {}  # piece -> steps its stream has shown (the most of any trial)
 
     def alive(self) -> int:
         return len(self._jobs) or 1  # the pieces train on the cluster: none is ever taken back here
@@ -182,20 +258,45 @@ class ClusterPool:
         while True:
             found, self._queued = self._queued, []
             for piece, job in list(self._jobs.items()):
-                if not job.done():
+                done = job.done()  # before reading: once done, its stream is complete
+                found += [Columns(piece, *record) for record in self._read(piece)]
+                if not done:
                     continue
                 del self._jobs[piece]
                 try:
-                    calls, results = job.result()
+                    trained = job.result()
                 except Exception as exc:  # noqa: BLE001 - the piece failed on its node: its trials fail, the sweep goes on
-                    found.append(Failed(piece, _one_line(exc), str(exc), _ended_from_outside(exc)))
-                    continue
-                for trial, trial_calls in enumerate(calls):
-                    found += [Columns(piece, trial, steps, columns) for steps, columns in trial_calls]
-                found.append(Done(piece, results))
+                    killed = _ended_from_outside(exc)
+                    found.append(Failed(piece, self._kept(piece, _one_line(exc), killed), str(exc), killed))
+                else:
+                    if trained.stopped is None:
+                        found.append(Done(piece, trained.results))
+                    else:
+                        line = self._kept(
+                            piece,
+                            f"{_job_name(job)} was stopped by {trained.stopped} on its node "
+                            "(scancel, its time limit or a preemption)",
+                            True,
+                        )
+                        found.append(Failed(piece, line, line, killed=True))
+                self._streams.pop(piece).path.unlink(missing_ok=True)
             if found or timeout is not None or not self._jobs:
                 return found
             time.sleep(self.POLL_S)  # a polling interval: the condition is the cluster's
+
+    def _read(self, piece: int) -> list[tuple]:
+        records = self._streams[piece].read_new()
+        for _, steps, _ in records:
+            if steps:
+                self._trained[piece] = max(self._trained.get(piece, 0), steps[-1] + 1)
+        return records
+
+    def _kept(self, piece: int, line: str, killed: bool) -> str:
+        """The failure's line, with what the runs keep of a piece ended from outside."""
+        if not killed:
+            return line
+        steps = self._trained.get(piece, 0)
+        return f"{line}; its runs keep the {steps} steps trained" if steps else f"{line}; it trained no step"
 
     def __enter__(self) -> "ClusterPool":
         return self
@@ -239,6 +340,19 @@ def _parameters(pieces: Sequence[list], options: ClusterOptions, threads: int) -
     return parameters
 
 
+def _streams_folder(folder: str) -> Path:
+    """Where the pieces' streams go: beside submitit's job folders (`.submitit/%j` -> `.submitit/streams`), a path
+    the nodes reach as this machine does."""
+    path = Path(folder)
+    while "%" in path.name:
+        path = path.parent
+    return path.resolve() / "streams"
+
+
+def _job_name(job) -> str:
+    return f"SLURM job {job.job_id}" if type(job).__name__.startswith("Slurm") else f"local job {job.job_id}"
+
+
 def _ended_from_outside(exc: BaseException) -> bool:
     """The job ended without its result and without an error of its own: cancelled, timed out, preempted."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
@@ -256,4 +370,4 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
-__all__ = ["ClusterOptions", "ClusterPool", "BatchedSlurmLauncher", "train_piece"]
+__all__ = ["BatchedSlurmLauncher", "ClusterOptions", "ClusterPool", "Stream", "Trained", "train_piece"]

@@ -2,7 +2,7 @@
 (hydra/launcher=slurm), side by side, each into its own SQLite store in its own folder.
 
     bash scripts/slurm.sh start    # the single-node test cluster (make cluster)
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_cluster.py [--grid demo|small]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_cluster.py [--grid demo|small] [--only packed]
 
 For each: wall time of the command as a user types it, SLURM jobs (array tasks) submitted, runs recorded; then the
 relaunch of the finished sweep (0 submitted). `small` is a 24-point linreg grid, for a quick look.
@@ -44,10 +44,13 @@ def tasks(cwd: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=sorted(GRIDS), default="demo")
+    parser.add_argument("--only", choices=sorted(LAUNCHERS), help="one launcher (the per-job one takes minutes)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         walls = {}
         for name, launcher in LAUNCHERS.items():
+            if args.only and name != args.only:
+                continue
             cwd = Path(tmp, name)
             cwd.mkdir()
             arguments = [*launcher, *GRIDS[args.grid], f"tracking.uri=sqlite:///{cwd}/mlflow.db"]
@@ -61,7 +64,8 @@ def main() -> None:
                 f"{'0 submitted' if 'nothing to launch' in said_again else 'SUBMITTED AGAIN'}",
                 flush=True,
             )
-        print(f"packed / per-job wall: {walls['packed'] / walls['per-job']:.3f}")
+        if len(walls) == 2:
+            print(f"packed / per-job wall: {walls['packed'] / walls['per-job']:.3f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from harness.context import JobContext
 from harness.devices import device_description
 from harness.plan import Plan, run_name
 from harness.tracking import FAILED, FINISHED, NullTracker, Tracker, owners, record, schema, store, stores
-from harness.tracking.port import NewRun
+from harness.tracking.port import NewRun, Store
 from harness.tracking.run_tracker import RunTracker
 from harness.trial import RunResult
 
@@ -213,6 +213,12 @@ def _start(run: NewRun, tracking: TrackingConfig, task_name: str, ctx: JobContex
             found, tracker.run_id, ctx.project_dir
         )  # until its end is written (or this process is gone)
     return tracker
+
+
+def attach_run(found: Store, experiment_id: str, run: tuple[str, str | None], project_dir: str) -> RunTracker:
+    """A tracker for a run an earlier process created, by (run id, artifact URI); with its spool on a server."""
+    spool_dir = Path(project_dir) / store.DEFAULT_STORE_DIR / "unsent" if found.remote else None
+    return RunTracker(found, run[0], run[1], experiment_id, spool_dir=spool_dir)
 
 
 @functools.cache

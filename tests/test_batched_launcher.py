@@ -226,6 +226,7 @@ def test_running_it_again_skips_the_done_points_and_reruns_the_failures(store, t
     assert sorted(c.info.status for c in children) == ["FAILED"] * 4 + ["FINISHED"] * 2
 
 
+@pytest.mark.slow  # three sweep processes
 def test_the_same_grid_typed_in_another_order_is_the_same_sweep(store, tmp_path):
     first = run_cli("-m", "optimizer=sgd,adam", "seed=0,1", "trainer.max_steps=5", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]

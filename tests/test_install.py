@@ -26,6 +26,7 @@ def harness_train(*args: str, cwd: Path, env: dict | None = None) -> subprocess.
     )
 
 
+@pytest.mark.slow  # make check-install runs this from a wheel too
 def test_harness_train_runs_a_job_from_another_directory(store, tmp_path):
     proc = harness_train("trainer.max_steps=3", "tracking.progress=false", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -40,6 +41,7 @@ def completions(line: str, cwd: Path) -> list[str]:
     return proc.stdout.split()
 
 
+@pytest.mark.slow  # five completion processes
 def test_shell_completion_completes_keys_and_group_options_without_schema_names(tmp_path):
     install = harness_train("--shell-completion", "install=bash", cwd=tmp_path)
     assert (

@@ -3,6 +3,7 @@ launching process bitwise as the local batched launcher records them. Through su
 real test cluster (scripts/slurm.sh) in the slow test."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,7 @@ def _jobs(sweep_root: Path) -> set[str]:
     return {p.name for p in found if p.is_dir() and re.fullmatch(r"\d+(_\d+)?", p.name)}
 
 
+@pytest.mark.slow  # two sweeps' processes, each piece a submitit process
 def test_pieces_as_jobs_record_what_the_local_batched_launcher_records_and_a_relaunch_submits_nothing(
     tmp_path,
 ):
@@ -78,11 +80,17 @@ def test_pieces_as_jobs_record_what_the_local_batched_launcher_records_and_a_rel
     [
         ("hydra.launcher.cluster=kubernetes", "hydra.launcher.cluster='kubernetes' is not allowed"),
         ("hydra.launcher.timeout_min=0", "hydra.launcher.timeout_min=0 is not allowed"),
+        (
+            "hydra.launcher.wait=false tracking.enabled=false",
+            "hydra.launcher.wait=False is not allowed: only true with tracking.enabled=false",
+        ),
     ],
 )
 def test_bad_cluster_options_are_one_line_before_any_run(tmp_path, bad, line):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    done = run_cli(*GRID, "hydra/launcher=batched_slurm", bad, f"tracking.uri={uri}", cwd=tmp_path, env=ENV)
+    done = run_cli(
+        *GRID, "hydra/launcher=batched_slurm", *bad.split(), f"tracking.uri={uri}", cwd=tmp_path, env=ENV
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert line in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "mlflow.db").exists()
@@ -260,3 +268,57 @@ def test_a_stream_gives_whole_records_in_order_and_waits_for_one_half_written(tm
     assert here.read_new() == []
     (tmp_path / "piece.columns").write_bytes(whole + record)
     assert here.read_new() == [(0, [2], {"train/loss": [1.25]})] and here.read_new() == []
+
+
+@pytest.mark.slow  # three launches on the real cluster
+def test_a_sweep_left_on_the_cluster_is_collected_by_the_same_command(cluster, tmp_path):  # noqa: F811
+    """hydra.launcher.wait=false: the launch submits 2 pieces (one at a time) and returns with the parent RUNNING; the
+    same command while they train says so and launches nothing; once they are done it records them (each point
+    once, completed), ends the parent, and a third run has nothing to launch."""
+    from conftest import wait_for
+    from test_slurm import array_tasks, sweep_dirs
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = (
+        *GRID[:-1],
+        "trainer.max_steps=20000",
+        "hydra/launcher=batched_slurm",
+        "hydra.launcher.array_parallelism=1",
+        "hydra.launcher.wait=false",
+        f"tracking.uri={uri}",
+    )
+    first = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    [array] = {t.split("_")[0] for t in array_tasks(sweep_dirs(tmp_path)[0])}
+    assert (
+        f"left on the cluster (hydra.launcher.wait=false): 2 pieces as SLURM array {array} (2 tasks)"
+        in first.stderr
+    )
+    client = mlflow_client(uri)
+    [experiment] = [e for e in client.search_experiments() if e.name == "linreg_10d"]
+    [parent] = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'sweep'")
+    assert parent.info.status == "RUNNING" and parent.data.tags["harness.detached"].endswith(".pkl")
+    assert parent.data.tags["harness.jobs.total"] == "8" and parent.data.tags["harness.jobs.completed"] == "0"
+    assert {r[0] for r in _records(uri).values()} == {"RUNNING"}
+
+    second = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)  # the second piece waits for the first
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (
+        "[sweep] still on the cluster: " in second.stderr
+        and "run the same command again later" in second.stderr
+    )
+    assert len(_jobs(tmp_path)) == 3  # nothing submitted: still the one array and its 2 tasks
+
+    def queued() -> str:
+        return subprocess.run(["squeue", "--noheader", "--array"], capture_output=True, text=True).stdout
+
+    wait_for(lambda: array not in queued(), timeout=300, what=f"array {array} done")
+    third = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "all 8 grid points already done: nothing to launch" in third.stderr
+    records = _records(uri)
+    assert len(records) == 8 and {r[:2] for r in records.values()} == {("FINISHED", "completed")}
+    assert all([s for s, _ in r[3]] == list(range(20000)) for r in records.values())
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["harness.detached"] == ""
+    assert parent.data.tags["harness.jobs.completed"] == "8" and len(_jobs(tmp_path)) == 3

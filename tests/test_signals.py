@@ -119,7 +119,9 @@ def test_a_signalled_sweep_ends_its_jobs_and_parent_killed_with_counts(store, tm
     assert "resume it (done points are skipped) with: python -m harness.train -m" in line
 
 
-@pytest.mark.parametrize("workers", ["1", "2"], ids=["in-process", "worker-processes"])
+@pytest.mark.parametrize(
+    "workers", ["1", pytest.param("2", marks=pytest.mark.slow)], ids=["in-process", "worker-processes"]
+)
 def test_a_signalled_batched_sweep_ends_its_trials_and_parent_killed(store, tmp_path, workers):
     """Two groups (sgd, adam) of two trials, trained here or in two worker processes: SIGTERM ends all four runs
     KILLED with the steps they recorded, the parent too, and leaves no worker behind."""

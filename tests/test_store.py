@@ -104,6 +104,7 @@ def test_sync_of_an_unknown_run_or_a_bad_run_id_is_one_line(store, tmp_path, cap
     assert "is not an MLflow run id" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two launches; the basic launcher's twin stays in the default suite
 def test_a_fresh_batched_sweep_launched_while_the_same_runs_refuses_before_training(store, tmp_path):
     """hydra/launcher=batched opens a fresh sweep's parent run late (rerun=all: nothing to resume), but it takes the
     sweep lock first: a second launch of a running sweep refuses before it trains anything: one line, exit 1, no run

@@ -58,6 +58,7 @@ class SweepCallback(Callback):
         self.continued = False  # the parent run is a former launch's, resumed
         self.opening: _Opening | None = None  # what the start line says, until it is said
         self.experiment: str | None = None  # the sweep's experiment (None: not tracked)
+        self.detached: str | None = None  # the line of a sweep whose pieces were left on the cluster
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with _one_line_errors(self):
@@ -117,6 +118,12 @@ class SweepCallback(Callback):
             shutdown.sweep_opened(self.state)
         return self.state
 
+    def detach(self, line: str) -> None:
+        """The launcher left the pieces on the cluster (hydra.launcher.wait=false): the sweep's end says `line` and
+        leaves the parent run RUNNING (harness.sweep.detached)."""
+        self.detached = line
+        shutdown.sweep_closed()  # from here an interrupt ends nothing: the pieces train on
+
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         # Hydra's basic launcher and sweeper keep every job's JobReturn until the sweep ends, each with deep copies
         # of the job's config and of the whole hydra config; nothing reads them after the job (sweepers read
@@ -128,6 +135,10 @@ class SweepCallback(Callback):
         if self.state is not None:
             self.announce()  # a launcher that announces had no job to run: said now
             say = output.logger(__name__, progress.sweep_dir(self.state))
+            if self.detached is not None:
+                say.info(self.detached)
+                self.state = None
+                return
             for line in end_sweep(self.state, self.experiment, Path.cwd()):
                 say.info(line)  # redacted by the handlers: the re-run commands repeat each job's overrides
             self.state = None
@@ -137,11 +148,17 @@ class SweepCallback(Callback):
 def _one_line_errors(callback: SweepCallback):
     """A sweep that cannot set up its runs ends here in one line: exit 2 for a config error, else 1. The line goes to
     the sweep's log file too once its directory exists."""
+    from harness.sweep.detached import StillOut
+
     try:
         yield
     except ConfigError as exc:
         _say_error(callback, f"error: {exc}")
         raise SystemExit(2) from exc
+    except StillOut as exc:  # a detached sweep's pieces still train: said, nothing launched
+        sweep_dir = callback.launch.state_file.parent if callback.launch is not None else None
+        output.logger(__name__, sweep_dir).info(str(exc))
+        raise SystemExit(0) from None
     except Exception as exc:  # noqa: BLE001 - Hydra would only warn; a sweep without its parent run must not start
         said = failures.describe(exc)
         if said is None:
@@ -160,7 +177,32 @@ def _check_launcher(config: DictConfig) -> type | None:
     exists: Hydra builds them only after this callback ran. Returns the launcher's class (None if it cannot be
     imported)."""
     _checked(config.hydra.sweeper)
+    _check_detached(config)
     return _checked(config.hydra.launcher)
+
+
+def _check_detached(config: DictConfig) -> None:
+    """hydra.launcher.wait=false (batched_slurm: submit the pieces and return) with what cannot do without waiting."""
+    if config.hydra.launcher.get("wait", True) is not False:
+        return
+    if not config.tracking.enabled:
+        raise ConfigError(
+            "hydra.launcher.wait",
+            False,
+            "only true with tracking.enabled=false (no store to collect the pieces into)",
+        )
+    if config.hydra.sweeper.get("max_batch_size") is not None:
+        raise ConfigError(
+            "hydra.launcher.wait",
+            False,
+            "only true with hydra.sweeper.max_batch_size (one launch per batch)",
+        )
+    if grid.raced(config):
+        raise ConfigError(
+            "hydra.launcher.wait",
+            False,
+            "only true with hydra/sweeper=race (each round needs the last one's results)",
+        )
 
 
 def _checked(node: DictConfig) -> type | None:

@@ -28,7 +28,7 @@ from harness.config import Config, config_hash
 from harness.context import JobContext
 from harness.plan import Plan
 from harness.sweep import pieces, progress
-from harness.sweep.group_run import GroupRun
+from harness.sweep.group_run import GroupRun, record_event
 from harness.sweep.run import objective, run_in_sweep
 from harness.sweep.state import SweepState
 
@@ -76,6 +76,10 @@ class Hooks(Protocol):
 
     def on_job_end(self, job: InProcessJob, value: object) -> None: ...
 
+    def detach(self, line: str) -> None:
+        """hydra.launcher.wait=false: the pieces were left on the cluster; `line` says so at the sweep's end, which
+        leaves the parent run RUNNING."""
+
 
 def is_harness_task(task_function) -> bool:
     """True for the harness's own entry point (harness.train.main), whose jobs this module knows how to run.
@@ -106,7 +110,10 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions |
     progress.report_many(hooks.state, skipped)  # after the start line, which says how many
     if options.cluster is not None and cut:
         pool = options.cluster.pool([list(p.specs) for p in cut], cut[0].plans[0].threads, options.halving)
-        values.update(_train_in_workers(cut, singles, hooks, pool))
+        if options.cluster.wait:
+            values.update(_train_in_workers(cut, singles, hooks, pool))
+        else:
+            values.update(_detach(cut, singles, hooks, pool))
     elif workers > 1:
         from harness.sweep import workers as forked
 
@@ -233,17 +240,9 @@ def _train_in_workers(
                         else:
                             values.update(failed)
                         continue
-                    run = running.get(event.piece)
                     if not isinstance(event, workers.Columns):
                         remaining.discard(event.piece)
-                    if run is None:  # its runs could not be created: the trials are already failed jobs
-                        continue
-                    if isinstance(event, workers.Columns):
-                        run.log_columns(event.trial, event.steps, event.columns)
-                    elif isinstance(event, workers.Done):
-                        values.update(running.pop(event.piece).finish(event.results))
-                    else:
-                        values.update(running.pop(event.piece).fail(event.error, event.details, event.killed))
+                    values.update(record_event(event, running))
                 if not pool.alive():  # every worker died: what none was handed trains here
                     for index in pool.take_pending():
                         values.update(_train_here(cut[index], hooks, halving))
@@ -257,6 +256,39 @@ def _train_in_workers(
             raise
     for job, plan in singles:
         values[job.index] = _run_single(job, plan, hooks)
+    return values
+
+
+def _detach(cut: list[pieces.Piece], singles: list[tuple], hooks: Hooks, pool) -> dict:
+    """hydra.launcher.wait=false: the pieces' runs created as they are submitted, jobs that cannot batch trained
+    here, then the pool left to whoever collects it (harness.sweep.detached). A detached job's value is not known
+    yet: None."""
+    from harness.sweep import detached, workers
+
+    values: dict[int, object] = {}
+    running: dict[int, GroupRun] = {}
+    with pool:  # an interrupt before the pool is left cancels its jobs (their runs end KILLED)
+        try:
+            for event in pool.events(timeout=0):
+                if isinstance(event, workers.Assigned):
+                    run = _group_run(cut[event.piece], hooks)
+                    failed = run.start()
+                    if failed is None:
+                        running[event.piece] = run
+                    else:
+                        values.update(failed)
+                else:
+                    values.update(record_event(event, running))
+            for job, plan in singles:
+                values[job.index] = _run_single(job, plan, hooks)
+            if running:
+                detached.leave(hooks, pool, running)
+        except KeyboardInterrupt:
+            for run in running.values():
+                run.kill("interrupted (KeyboardInterrupt)")
+            raise
+    for run in running.values():
+        values.update({job.index: None for job in run.jobs})
     return values
 
 

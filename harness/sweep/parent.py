@@ -35,6 +35,11 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> tuple[
     completed: dict[str, float | schema.Pruned | None] = {}
     if found is not None:
         run_id = found.info.run_id
+        left = found.data.tags.get(schema.DETACHED)
+        if left:  # its pieces were left on the cluster: record what they trained first (or stop: still out)
+            from harness.sweep import detached
+
+            detached.collect(found_store, ParentRun(uri, experiment_id, run_id), left, str(Path.cwd()))
         completed = _resume(found_store, experiment_id, run_id, experiment, progress.sweep_dir(base))
     else:
         [info] = found_store.create_runs(experiment_id, [_parent_record(config, key, base.total_jobs)])

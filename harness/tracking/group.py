@@ -33,6 +33,12 @@ class RunGroup:
         self.trackers.extend(trackers)
         return trackers
 
+    def attach(self, runs: Sequence[tuple[str, str | None]]) -> list["GroupTracker"]:
+        """Trackers for runs created before, by (run id, artifact URI)."""
+        trackers = [GroupTracker(self, run_id, artifact_uri) for run_id, artifact_uri in runs]
+        self.trackers.extend(trackers)
+        return trackers
+
     def buffered(self) -> int:
         return sum(t.points for t in self.trackers)
 

@@ -87,6 +87,9 @@ SWEEP_OVERRIDES = "harness.sweep_overrides"
 GRID_SIZE = "harness.grid_size"
 LAUNCHER = "harness.launcher"
 STOPPED = "harness.stopped"  # why a search stopped before its end (the HPO failure budget)
+# A cluster sweep left running (hydra.launcher.wait=false): the path of what collects it (harness.sweep.detached);
+# empty once every piece is recorded.
+DETACHED = "harness.detached"
 JOB_COUNT_PREFIX = "harness.jobs."  # harness.jobs.<outcome> and harness.jobs.total
 BEST_OPTIMIZER = "harness.best_optimizer"  # the sweep's headline (record.headline_record)
 BEST_RUN_ID = "harness.best_run_id"  # the child with the lowest final val loss (best/single_run_val_loss)

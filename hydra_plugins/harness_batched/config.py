@@ -41,8 +41,11 @@ class BatchedSlurmLauncherConf(BatchedLauncherConf):
     gpus_per_piece: int | None = None
     # Host memory per piece in GB (null: sized from the largest piece, plus 1 GB for the process).
     mem_gb: float | None = None
-    # Minutes before SLURM kills a piece (its runs then end KILLED when the sweep is run again, which resumes it).
+    # Minutes before SLURM stops a piece (its runs end KILLED with the steps they trained; the same command resumes).
     timeout_min: int = 60
+    # false: submit the pieces and return; the parent run stays RUNNING, and the same command run again shows their
+    # progress, records what they trained and, once every piece is in, ends the sweep (or resumes what is missing).
+    wait: bool = True
     # At most this many pieces run at once.
     array_parallelism: int = 8
     # submitit's folder: each piece's sbatch script, pickles and logs.

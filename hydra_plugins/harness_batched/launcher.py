@@ -183,6 +183,9 @@ class _Hooks:
     def announce(self, details: str) -> None:
         self.sweep.announce(details)
 
+    def detach(self, line: str) -> None:
+        self.sweep.detach(line)
+
     def on_job_start(self, job) -> None:
         # Hydra passes the job's full config; callbacks here get the composition of the job's group choices
         # (composing each job's hydra node is the cost this launcher removes). Ours reads nothing from it. No launch
@@ -210,6 +213,9 @@ class _Hooks:
 class _NoLateSweep:
     late = None
     state = None
+
+    def detach(self, line: str) -> None:
+        logging.getLogger(__name__).info(line)
 
     def open_late(self) -> None:
         return None

@@ -26,6 +26,7 @@ Ctrl-C (or SIGTERM) in the launching process cancels the pieces' jobs (scancel) 
 
 import dataclasses
 import math
+import os
 import pickle
 import signal
 import struct
@@ -53,11 +54,12 @@ class BatchedSlurmLauncher(BatchedLauncher):
         array_parallelism: int = 8,
         submitit_folder: str = ".submitit/%j",
         additional_parameters: dict | None = None,
+        wait: bool = True,
         **batched,
     ) -> None:
         super().__init__(**batched)
 
-        self.check_cluster(cluster, partition, gpus_per_piece, mem_gb, timeout_min, array_parallelism)
+        self.check_cluster(cluster, partition, gpus_per_piece, mem_gb, timeout_min, array_parallelism, wait)
         options = ClusterOptions(
             cluster,
             partition,
@@ -67,6 +69,7 @@ class BatchedSlurmLauncher(BatchedLauncher):
             int(array_parallelism),
             str(submitit_folder),
             dict(additional_parameters or {}),
+            wait,
         )
         self.options = dataclasses.replace(self.options, cluster=options)
 
@@ -74,7 +77,15 @@ class BatchedSlurmLauncher(BatchedLauncher):
     def check_options(**options) -> None:
         """The batched launcher's range checks, then the cluster's: a SLURM job with the pieces' options that
         `sbatch --test-only` accepts (a bad partition: one line, nothing created)."""
-        keys = ("cluster", "partition", "gpus_per_piece", "mem_gb", "timeout_min", "array_parallelism")
+        keys = (
+            "cluster",
+            "partition",
+            "gpus_per_piece",
+            "mem_gb",
+            "timeout_min",
+            "array_parallelism",
+            "wait",
+        )
         cluster = {k: options.pop(k) for k in keys if k in options}
         for key in ("submitit_folder", "additional_parameters"):
             options.pop(key, None)
@@ -96,9 +107,18 @@ class BatchedSlurmLauncher(BatchedLauncher):
 
     @staticmethod
     def check_cluster(
-        cluster="slurm", partition=None, gpus_per_piece=None, mem_gb=None, timeout_min=60, array_parallelism=8
+        cluster="slurm",
+        partition=None,
+        gpus_per_piece=None,
+        mem_gb=None,
+        timeout_min=60,
+        array_parallelism=8,
+        wait=True,
     ) -> None:
         from harness.errors import ConfigError
+
+        if not isinstance(wait, bool):
+            raise ConfigError("hydra.launcher.wait", wait, "true, or false (submit the pieces and return)")
 
         if cluster not in ("slurm", "local"):
             raise ConfigError(
@@ -125,9 +145,12 @@ class ClusterOptions:
     array_parallelism: int = 8
     folder: str = ".submitit/%j"
     additional_parameters: dict = field(default_factory=dict)
+    wait: bool = (
+        True  # false: the launch submits and returns (harness.sweep.detached collects the pieces later)
+    )
 
     def pool(self, pieces: Sequence[list], threads: int, halving) -> "ClusterPool":
-        return ClusterPool(pieces, self, threads, halving)
+        return ClusterPool.submit(pieces, self, threads, halving)
 
     def describe(self, pieces: int) -> str:
         if self.cluster == "local":
@@ -222,7 +245,16 @@ class ClusterPool:
         0.5  # between looks at the jobs' states (on SLURM submitit asks the controller at most every few s)
     )
 
-    def __init__(self, pieces: Sequence[list], options: ClusterOptions, threads: int, halving) -> None:
+    def __init__(self, jobs: dict, streams: dict[int, "Stream"], assigned: bool = True) -> None:
+        from harness.sweep.workers import Assigned
+
+        self._jobs = dict(jobs)  # piece -> its submitit job, until its events are given
+        self._streams = dict(streams)
+        self._queued = [Assigned(piece) for piece in self._jobs] if assigned else []
+        self._trained: dict[int, int] = {}  # piece -> steps its stream has shown (the most of any trial)
+
+    @classmethod
+    def submit(cls, pieces: Sequence[list], options: ClusterOptions, threads: int, halving) -> "ClusterPool":
         import submitit
 
         executor = submitit.AutoExecutor(folder=options.folder, cluster=options.cluster)
@@ -231,20 +263,45 @@ class ClusterPool:
             from hydra_plugins.harness_batched import slurm_queue
 
             slurm_queue.watch_the_queue()
-        streams = _streams_folder(options.folder)
-        streams.mkdir(parents=True, exist_ok=True)
+        streams_dir = _streams_folder(options.folder)
+        streams_dir.mkdir(parents=True, exist_ok=True)
         sweep = uuid.uuid4().hex[:12]
-        self._streams = {i: Stream(streams / f"{sweep}-{i}.columns") for i in range(len(pieces))}
+        streams = {i: Stream(streams_dir / f"{sweep}-{i}.columns") for i in range(len(pieces))}
         with executor.batch():
             jobs = [
-                executor.submit(train_piece, list(specs), threads, halving, str(self._streams[i].path))
+                executor.submit(train_piece, list(specs), threads, halving, str(streams[i].path))
                 for i, specs in enumerate(pieces)
             ]
-        from harness.sweep.workers import Assigned
+        return cls(dict(enumerate(jobs)), streams)
 
-        self._jobs = dict(enumerate(jobs))  # piece -> its job, until its events are given
-        self._queued = [Assigned(piece) for piece in self._jobs]
-        self._trained: dict[int, int] = {}  # piece -> steps its stream has shown (the most of any trial)
+    # A detached sweep's pool is pickled with it (harness.sweep.detached) and read back by a later process: the
+    # jobs by their ids, the streams with what was read of them.
+    def __getstate__(self) -> dict:
+        jobs = {piece: (_kind(job), str(job.paths.folder), job.job_id) for piece, job in self._jobs.items()}
+        return {"jobs": jobs, "streams": self._streams, "trained": self._trained}
+
+    def __setstate__(self, state: dict) -> None:
+        self._jobs = {piece: _job(*where) for piece, where in state["jobs"].items()}
+        self._streams, self._trained, self._queued = state["streams"], state["trained"], []
+        self._reattached = (
+            True  # submitit's local jobs know their state only in the process that started them
+        )
+
+    _reattached = False
+
+    def _done(self, job) -> bool:
+        return _local_done(job) if self._reattached and _kind(job) == "local" else job.done()
+
+    def pieces_left(self) -> dict[str, list[int]]:
+        """The pieces not yet given back, by their job's state (RUNNING, PENDING, ...)."""
+        left: dict[str, list[int]] = {}
+        for piece, job in self._jobs.items():
+            state = "RUNNING" if _kind(job) == "local" else str(job.state)
+            left.setdefault(state, []).append(piece)
+        return left
+
+    def job_ids(self) -> list[str]:
+        return [job.job_id for job in self._jobs.values()]
 
     def alive(self) -> int:
         return len(self._jobs) or 1  # the pieces train on the cluster: none is ever taken back here
@@ -258,7 +315,7 @@ class ClusterPool:
         while True:
             found, self._queued = self._queued, []
             for piece, job in list(self._jobs.items()):
-                done = job.done()  # before reading: once done, its stream is complete
+                done = self._done(job)  # before reading: once done, its stream is complete
                 found += [Columns(piece, *record) for record in self._read(piece)]
                 if not done:
                     continue
@@ -338,6 +395,35 @@ def _parameters(pieces: Sequence[list], options: ClusterOptions, threads: int) -
         if options.additional_parameters:
             parameters["slurm_additional_parameters"] = options.additional_parameters
     return parameters
+
+
+def _kind(job) -> str:
+    return "local" if type(job).__name__.startswith("Local") else "slurm"
+
+
+def _job(kind: str, folder: str, job_id: str):
+    """A submitted job, from its id, in another process than the one that submitted it."""
+    import submitit
+
+    if kind == "slurm":
+        from hydra_plugins.harness_batched import slurm_queue
+
+        slurm_queue.watch_the_queue()
+        return submitit.SlurmJob(folder=folder, job_id=job_id)
+    return submitit.LocalJob(folder=folder, job_id=job_id)
+
+
+def _local_done(job) -> bool:
+    """A local job another process started: done once its result is written or its controller process is gone."""
+    if job.paths.result_pickle.exists():
+        return True
+    try:
+        os.kill(int(job.job_id), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    return False
 
 
 def _streams_folder(folder: str) -> Path:

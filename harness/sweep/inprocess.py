@@ -232,17 +232,9 @@ def _train_in_workers(
             while remaining:
                 events = pool.events(timeout=0 if singles else None)
                 for event in events:
-                    if isinstance(event, workers.Assigned):
-                        run = _group_run(cut[event.piece], hooks)
-                        failed = run.start()
-                        if failed is None:
-                            running[event.piece] = run
-                        else:
-                            values.update(failed)
-                        continue
-                    if not isinstance(event, workers.Columns):
+                    if not isinstance(event, (workers.Assigned, workers.Columns)):
                         remaining.discard(event.piece)
-                    values.update(record_event(event, running))
+                    values.update(_follow(event, cut, running, hooks))
                 if not pool.alive():  # every worker died: what none was handed trains here
                     for index in pool.take_pending():
                         values.update(_train_here(cut[index], hooks, halving))
@@ -259,26 +251,33 @@ def _train_in_workers(
     return values
 
 
+def _follow(event, cut: list[pieces.Piece], running: dict[int, GroupRun], hooks: Hooks) -> dict[int, object]:
+    """A pool's event: a piece handed out gets its runs (into `running`), the others are recorded in them. Returns
+    the values of the jobs it ended (a piece whose runs could not be created: all of its jobs, failed)."""
+    from harness.sweep import workers
+
+    if not isinstance(event, workers.Assigned):
+        return record_event(event, running)
+    run = _group_run(cut[event.piece], hooks)
+    failed = run.start()
+    if failed is not None:
+        return failed
+    running[event.piece] = run
+    return {}
+
+
 def _detach(cut: list[pieces.Piece], singles: list[tuple], hooks: Hooks, pool) -> dict:
     """hydra.launcher.wait=false: the pieces' runs created as they are submitted, jobs that cannot batch trained
     here, then the pool left to whoever collects it (harness.sweep.detached). A detached job's value is not known
     yet: None."""
-    from harness.sweep import detached, workers
+    from harness.sweep import detached
 
     values: dict[int, object] = {}
     running: dict[int, GroupRun] = {}
     with pool:  # an interrupt before the pool is left cancels its jobs (their runs end KILLED)
         try:
             for event in pool.events(timeout=0):
-                if isinstance(event, workers.Assigned):
-                    run = _group_run(cut[event.piece], hooks)
-                    failed = run.start()
-                    if failed is None:
-                        running[event.piece] = run
-                    else:
-                        values.update(failed)
-                else:
-                    values.update(record_event(event, running))
+                values.update(_follow(event, cut, running, hooks))
             for job, plan in singles:
                 values[job.index] = _run_single(job, plan, hooks)
             if running:

@@ -157,7 +157,7 @@ def _one_line_errors(callback: SweepCallback):
         raise SystemExit(2) from exc
     except StillOut as exc:  # a detached sweep's pieces still train: said, nothing launched
         sweep_dir = callback.launch.state_file.parent if callback.launch is not None else None
-        output.logger(__name__, sweep_dir).info(str(exc))
+        output.logger(__name__, sweep_dir).info(f"{exc}: {shutdown.command()}")
         raise SystemExit(0) from None
     except Exception as exc:  # noqa: BLE001 - Hydra would only warn; a sweep without its parent run must not start
         said = failures.describe(exc)

@@ -33,8 +33,16 @@ class StillOut(Exception):
 
 
 @dataclass(frozen=True)
+class _Job:
+    """What a GroupRun reads of a job once its runs exist (an InProcessJob's number and overrides)."""
+
+    index: int
+    overrides: tuple[str, ...]  # redacted
+
+
+@dataclass(frozen=True)
 class _Piece:
-    jobs: tuple  # harness.sweep.inprocess.InProcessJob, without its config, its overrides redacted
+    jobs: tuple[_Job, ...]
     names: tuple[str, ...]  # the trials' run names
     runs: tuple[tuple[str, str | None], ...]  # the trials' (run id, artifact URI)
 
@@ -49,16 +57,13 @@ class _Left:
 def leave(hooks, pool, running: dict[int, GroupRun]) -> None:
     """Save what a later process needs to record the pieces in `running` (their runs exist), name it on the parent
     run, tag the counts so far, and have the sweep's end say so instead of ending the parent."""
-    from harness.sweep.inprocess import InProcessJob
     from harness.tracking import stores
 
     state = hooks.state
     parent = state.parent
     pieces = {
         index: _Piece(
-            tuple(
-                InProcessJob(j.index, tuple(record.redact(o) for o in j.overrides), None) for j in run.jobs
-            ),
+            tuple(_Job(j.index, tuple(record.redact(o) for o in j.overrides)) for j in run.jobs),
             tuple(run.names),
             tuple(run.runs()),
         )
@@ -84,8 +89,6 @@ def collect(found: Store, parent: ParentRun, tag: str, project_dir: str) -> None
     Raises:
         StillOut: some pieces are still on the cluster (what they streamed so far is recorded).
     """
-    from harness import shutdown
-
     path = Path(tag)
     try:
         left = _load(path)
@@ -111,7 +114,7 @@ def collect(found: Store, parent: ParentRun, tag: str, project_dir: str) -> None
     waiting = ", ".join(f"{len(pieces)} {state.lower()}" for state, pieces in left.pool.pieces_left().items())
     raise StillOut(
         f"[sweep] still on the cluster: {_pieces(len(running))} ({waiting}) · {_done(counts, left.state)} · parent run "
-        f"{parent.run_id} stays RUNNING · run the same command again later: {shutdown.command()}"
+        f"{parent.run_id} stays RUNNING · run the same command again later"
     )
 
 

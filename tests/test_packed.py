@@ -38,6 +38,17 @@ def _records(uri: str) -> dict[str, tuple]:
     return found
 
 
+def _start(command: tuple, cwd: Path) -> subprocess.Popen:
+    """A sweep process the test acts on while it runs (its stderr piped; its threads dumped if it hangs)."""
+    import os
+    import sys
+
+    env = {**os.environ, **ENV, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.train", *command], cwd=cwd, env=env, stderr=subprocess.PIPE, text=True
+    )
+
+
 def _jobs(sweep_root: Path) -> set[str]:
     """The submitit job folders (a SLURM job id, or an array task's)."""
     found = sweep_root.glob("multirun/*/*/.submitit/*")
@@ -124,10 +135,8 @@ def test_cancelled_pieces_end_their_runs_killed_with_what_they_trained_and_the_s
     pending one. The running one's 4 runs end KILLED with the steps it trained (its node got SIGTERM), the pending
     one's 4 KILLED with none, one line per trial; the third piece's 4 complete. The same command again submits one
     job per missing piece, for the 8 missing points only."""
-    import os
     import signal
     import subprocess
-    import sys
 
     from conftest import ended, wait_for
     from test_slurm import array_tasks, running, sweep_dirs
@@ -142,13 +151,7 @@ def test_cancelled_pieces_end_their_runs_killed_with_what_they_trained_and_the_s
         "hydra.launcher.array_parallelism=1",
         f"tracking.uri={uri}",
     )
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "harness.train", *command],
-        cwd=tmp_path,
-        env={**os.environ, **ENV, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sweep = _start(command, tmp_path)
     try:
         tasks = wait_for(lambda: sweep_dirs(tmp_path) and array_tasks(sweep_dirs(tmp_path)[0]), proc=sweep)
         array = tasks[0].split("_")[0]
@@ -196,8 +199,6 @@ def test_a_piece_signalled_on_its_node_ends_its_runs_killed_with_the_steps_it_tr
     the same command trains the 4 points again, once."""
     import os
     import signal
-    import subprocess
-    import sys
 
     from conftest import ended, wait_for
 
@@ -213,13 +214,7 @@ def test_a_piece_signalled_on_its_node_ends_its_runs_killed_with_the_steps_it_tr
         "hydra.launcher.cluster=local",
         f"tracking.uri={uri}",
     )
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "harness.train", *command],
-        cwd=tmp_path,
-        env={**os.environ, **ENV, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sweep = _start(command, tmp_path)
     try:
         wait_for(lambda: _streams(tmp_path), proc=sweep, what="the piece's first columns")
         # A local job's id is its controller's process id; the piece trains in the controller's child.

@@ -25,11 +25,14 @@ demo: setup
 	$(BIN)/python -m harness.train -m +sweep=demo
 	$(BIN)/python scripts/report.py --experiment demo
 
+# The default tests in one pytest-xdist worker per CPU (most are CLI processes, one core each); the slow ones one
+# at a time (they share the one test cluster and tracking server).
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto
 
 test-all: setup setup-ui
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow" -n auto
+	$(BIN)/python -m pytest -q -m slow
 
 check-install:  # a wheel from a clean checkout, in a fresh venv, runs a sweep and a report outside the repository
 	bash scripts/check_install.sh

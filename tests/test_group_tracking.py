@@ -1,5 +1,6 @@
 """RunGroup (batched trials' runs written together) stores what one RunTracker per run stores, on a real store."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,9 @@ def test_a_parent_ends_with_the_counts_of_the_latest_run_per_grid_point(tmp_path
     [parent] = store.create_runs(experiment, [NewRun("sweep", {schema.ROLE: schema.ROLE_SWEEP}, {})])
     for start, (config_hash, status, outcome, loss, optimizer) in enumerate(children):
         tags = {schema.CONFIG_HASH: config_hash, schema.STATUS: outcome, schema.OPTIMIZER: optimizer}
+        began = time.time_ns() // 10**6
+        while time.time_ns() // 10**6 == began:  # start times are milliseconds: "later" needs another one
+            pass
         [run] = store.create_runs(experiment, [NewRun(f"c{start}", tags, {})], parent.run_id)
         metrics = [] if loss is None else [port.Columns.at(1, {schema.FINAL_VAL_LOSS: loss})]
         store.write([port.RunUpdate(run.run_id, metrics, status=status)])

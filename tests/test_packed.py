@@ -181,7 +181,7 @@ def test_cancelled_pieces_end_their_runs_killed_with_what_they_trained_and_the_s
     again = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "4 of 12 grid points already done (not launched): launching the other 8" in again.stderr
-    assert "2 batched groups in 2 pieces as 2 SLURM jobs (one array)" in again.stderr
+    assert "2 batched groups in 2 pieces as 2 SLURM jobs (each sized to its piece" in again.stderr
     records = _records(uri)
     assert {r[1] for r in records.values()} == {"completed"} and len(records) == 12
     assert set(killed) <= set(records) and all(len(r[3]) == 20000 for r in records.values())
@@ -317,3 +317,34 @@ def test_a_sweep_left_on_the_cluster_is_collected_by_the_same_command(cluster, t
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["harness.detached"] == ""
     assert parent.data.tags["harness.jobs.completed"] == "8" and len(_jobs(tmp_path)) == 3
+
+
+def test_each_piece_asks_for_the_memory_and_time_its_own_work_needs():
+    """Sized from the piece, not the largest: a 12-step piece gets the least time limit; one trial of a million
+    steps of the 26,122-parameter digits MLP the estimate's minutes; a piece past a GB of trials one GB more; pieces
+    asking the same go out as one array, the others as their own; `timeout_min` set is every piece's."""
+    import math
+
+    from test_batched import make_spec
+
+    from harness.batched import engine
+    from hydra_plugins.harness_batched import packed
+
+    small = [make_spec("digits_mlp", "adam", 1e-3, seed) for seed in range(4)]
+    assert packed.piece_minutes(small, threads=1, gpus=0) == packed.LEAST_MIN == 10
+    long = [make_spec("digits_mlp", "adam", 1e-3, 0, batch_size=128, total_steps=10**6, eval_every=1000)]
+    validation = len(long[0].splits.val[0])
+    flops = 6 * 26122 * 128 * 10**6 + 2 * 26122 * validation * 1001
+    seconds = flops / 1e9 + 10**6 * 2e-3 + 10**6 * 1e-4
+    assert packed.piece_minutes(long, threads=1, gpus=0) == math.ceil(3 * seconds / 60) + 5 == 1115
+    assert packed.piece_minutes(long, threads=4, gpus=0) == math.ceil(3 * (flops / 4e9 + 2100) / 60) + 5
+    assert packed.piece_resources(small, threads=2) == {"cpus": 2, "gpus": 0, "mem_gb": 2, "minutes": 10}
+    many = small * (2**30 // (4 * engine.trial_bytes(small[0])) + 1)  # over a GB of trials
+    assert packed.piece_resources(many, threads=1)["mem_gb"] == 3
+
+    options = packed.ClusterOptions(cluster="local")
+    sized = [packed._parameters(piece, options, 1) for piece in (small, long, small, many)]
+    assert [p["timeout_min"] for p in sized] == [10, 1115, 10, packed.piece_minutes(many, 1, 0)]
+    assert packed.arrays(sized) == [[0, 2], [1], [3]]
+    fixed = packed.ClusterOptions(cluster="local", timeout_min=60, mem_gb=4)
+    assert packed.arrays([packed._parameters(p, fixed, 1) for p in (small, long, small)]) == [[0, 1, 2]]

@@ -487,6 +487,14 @@ def test_a_finished_sweep_with_failed_points_says_its_grid_is_incomplete():
     )
     assert tables.unfinished_banner(load.Grid("FINISHED", 12, 12, 0, {})) is None
     assert "an unknown number of" in tables.unfinished_banner(load.Grid("RUNNING", None, 3, 1, {}))
+    detached = tables.unfinished_banner(load.Grid("RUNNING", 144, 36, 108, {}, detached=True))
+    assert detached.startswith(
+        "Unfinished sweep (parent run still running): 36 of 144 grid points are in. 108 run"
+    )
+    assert (
+        "left on the cluster (hydra.launcher.wait=false): the same sweep command run again records"
+        in detached
+    )
 
 
 def test_a_sweep_without_finished_runs_is_refused(store, tmp_path, capsys):

@@ -66,6 +66,7 @@ class Grid:
     done: int  # grid points whose latest run completed or diverged
     running: int  # runs still running (not compared)
     missing: dict[str, int]  # optimizer -> grid points without a finished run (empty if the grid is unknown)
+    detached: bool = False  # pieces left on a cluster (hydra.launcher.wait=false), not yet collected
 
     @property
     def unfinished(self) -> bool:
@@ -176,13 +177,14 @@ def grid_of(parent, runs: pd.DataFrame) -> Grid:
     it trains: its size is the trials it launched once it finished (unknown while it runs), none missing.
     """
     tags = parent.data.tags
+    detached = bool(tags.get(schema.DETACHED)) and parent.info.status == schema.RUNNING
     size = queries.number(tags.get(schema.GRID_SIZE), int)
     done = runs["outcome"].isin(schema.DONE_OUTCOMES)
     running = int((runs["outcome"] == schema.RUNNING_OUTCOME).sum())
     missing: dict[str, int] = {}
     if schema.RACE_ROUNDS in tags:
         size = len(runs) if parent.info.status == schema.FINISHED else None
-        return Grid(parent.info.status, size, int(done.sum()), running, missing)
+        return Grid(parent.info.status, size, int(done.sum()), running, missing, detached)
     optimizers = _swept_optimizers(tags.get(schema.SWEEP_OVERRIDES, "")) or sorted(
         runs["optimizer"].dropna().unique()
     )
@@ -191,7 +193,7 @@ def grid_of(parent, runs: pd.DataFrame) -> Grid:
         finished = runs[done].groupby("optimizer").size()
         missing = {name: per_optimizer - int(finished.get(name, 0)) for name in optimizers}
         missing = {name: count for name, count in missing.items() if count > 0}
-    return Grid(parent.info.status, size, int(done.sum()), running, missing)
+    return Grid(parent.info.status, size, int(done.sum()), running, missing, detached)
 
 
 def _swept_optimizers(overrides: str) -> list[str]:

@@ -35,6 +35,12 @@ def unfinished_banner(grid: Grid) -> str | None:
             + ", ".join(f"{name} {count}" for name, count in sorted(grid.missing.items()))
             + "."
         )
+    if grid.detached:
+        return (
+            text
+            + " Its pieces were left on the cluster (hydra.launcher.wait=false): the same sweep command run again"
+            " records what they trained so far, and ends the sweep once every piece is in. Results below may change."
+        )
     return (
         text
         + " Results below may change when the sweep completes (run the same sweep command again to resume)."

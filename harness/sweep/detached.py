@@ -156,11 +156,16 @@ def _pieces(n: int) -> str:
 
 
 def _jobs_named(ids: list[str]) -> str:
-    """`SLURM array 812 (8 tasks)` for the tasks of one array, else the job ids."""
-    arrays = {i.partition("_")[0] for i in ids}
-    if len(arrays) == 1 and all("_" in i for i in ids):
-        return f"SLURM array {arrays.pop()} ({len(ids)} task{'s' if len(ids) > 1 else ''})"
-    return f"job{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+    """`SLURM array 812 (8 tasks)` (or several arrays: pieces of other sizes go out as their own) for array tasks,
+    else the job ids."""
+    if not all("_" in i for i in ids):
+        return f"job{'s' if len(ids) > 1 else ''} {', '.join(ids)}"
+    arrays: dict[str, int] = {}
+    for i in ids:
+        array = i.partition("_")[0]
+        arrays[array] = arrays.get(array, 0) + 1
+    named = ", ".join(f"{array} ({n} task{'s' if n > 1 else ''})" for array, n in arrays.items())
+    return f"SLURM array{'s' if len(arrays) > 1 else ''} {named}"
 
 
 def _save(path: Path, left: _Left) -> None:

@@ -39,10 +39,11 @@ class BatchedSlurmLauncherConf(BatchedLauncherConf):
     partition: str | None = "${oc.env:SLURM_PARTITION,null}"
     # GPUs per piece (null: 1 when the trials train on cuda, e.g. device=auto on a GPU node; else 0).
     gpus_per_piece: int | None = None
-    # Host memory per piece in GB (null: sized from the largest piece, plus 1 GB for the process).
+    # Host memory per piece in GB (null: sized from each piece, plus 1 GB for the process).
     mem_gb: float | None = None
     # Minutes before SLURM stops a piece (its runs end KILLED with the steps they trained; the same command resumes).
-    timeout_min: int = 60
+    # null: sized from each piece's work, three times a conservative estimate, at least 10.
+    timeout_min: int | None = None
     # false: submit the pieces and return; the parent run stays RUNNING, and the same command run again shows their
     # progress, records what they trained and, once every piece is in, ends the sweep (or resumes what is missing).
     wait: bool = True

@@ -16,10 +16,11 @@ outright (SIGKILL, a node lost) leaves its stream up to the last chunk. Either w
 steps, and the same sweep command trains those points again (submitit's own requeue is not used: a requeued piece
 would train its trials a second time into the same runs).
 
-Resources per piece, sized from the largest piece (one array, one set of #SBATCH lines): its trials' torch threads as
-CPUs, one GPU when the trials train on cuda (gpus_per_piece), memory from the engine's own estimate of a piece
-(`engine.trial_bytes` x K plus the data) plus 1 GiB for the process. `cluster: local` runs the pieces as local
-processes through submitit instead (no SLURM: what the tests without a cluster use).
+Resources sized from each piece (`piece_resources`; pieces that come out the same share one array, one set of
+#SBATCH lines): its trials' torch threads as CPUs, one GPU when its trials train on cuda (gpus_per_piece), memory
+from the engine's own estimate (`engine.trial_bytes` of each trial plus the data) plus 1 GiB for the process, and a
+time limit from its work (`piece_minutes`) unless hydra.launcher.timeout_min says one for every piece. `cluster:
+local` runs the pieces as local processes through submitit instead (no SLURM: what the tests without a cluster use).
 
 Ctrl-C (or SIGTERM) in the launching process cancels the pieces' jobs (scancel) and ends their runs KILLED.
 """
@@ -40,6 +41,18 @@ from hydra_plugins.harness_batched.launcher import BatchedLauncher
 
 PROCESS_GB = 1.0  # a piece's process beyond its tensors: Python, torch, MLflow-free imports
 
+# A piece's time limit, when hydra.launcher.timeout_min is null: its floating-point work at rates any node sustains on
+# this harness's small models (far below peak: tiny matmuls are dispatch-bound), the group's per-step dispatch, then
+# three times that plus the process start, never under LEAST_MIN. Too long a limit only delays the start (backfill);
+# too short kills the piece, so every figure errs long.
+CPU_FLOPS_PER_THREAD = 1e9
+GPU_FLOPS = 1e11
+STEP_DISPATCH_S = 2e-3  # one group step's Python and kernel launches, whatever K
+TRIAL_STEP_S = 1e-4  # each trial's share of a step's dispatch
+TIME_MARGIN = 3
+START_MIN = 5  # the job's start on its node: Python, torch, the task's data
+LEAST_MIN = 10
+
 
 class BatchedSlurmLauncher(BatchedLauncher):
     """The batched launcher, its pieces trained as cluster jobs."""
@@ -50,7 +63,7 @@ class BatchedSlurmLauncher(BatchedLauncher):
         partition: str | None = None,
         gpus_per_piece: int | None = None,
         mem_gb: float | None = None,
-        timeout_min: int = 60,
+        timeout_min: int | None = None,
         array_parallelism: int = 8,
         submitit_folder: str = ".submitit/%j",
         additional_parameters: dict | None = None,
@@ -65,7 +78,7 @@ class BatchedSlurmLauncher(BatchedLauncher):
             partition,
             gpus_per_piece,
             mem_gb,
-            int(timeout_min),
+            None if timeout_min is None else int(timeout_min),
             int(array_parallelism),
             str(submitit_folder),
             dict(additional_parameters or {}),
@@ -99,7 +112,7 @@ class BatchedSlurmLauncher(BatchedLauncher):
                 gpus_per_node=cluster.get("gpus_per_piece") or 0,
                 cpus_per_task=1,
                 mem_gb=cluster.get("mem_gb") or PROCESS_GB,
-                timeout_min=cluster.get("timeout_min", 60),
+                timeout_min=cluster.get("timeout_min") or LEAST_MIN,
                 nodes=1,
                 tasks_per_node=1,
                 submitit_folder="/tmp/harness-check/%j",
@@ -111,7 +124,7 @@ class BatchedSlurmLauncher(BatchedLauncher):
         partition=None,
         gpus_per_piece=None,
         mem_gb=None,
-        timeout_min=60,
+        timeout_min=None,
         array_parallelism=8,
         wait=True,
     ) -> None:
@@ -124,9 +137,18 @@ class BatchedSlurmLauncher(BatchedLauncher):
             raise ConfigError(
                 "hydra.launcher.cluster", cluster, "slurm, or local (submitit's local processes)"
             )
-        for key, value in (("timeout_min", timeout_min), ("array_parallelism", array_parallelism)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"hydra.launcher.{key}", value, "an integer >= 1")
+        if timeout_min is not None and (
+            isinstance(timeout_min, bool) or not isinstance(timeout_min, int) or timeout_min < 1
+        ):
+            raise ConfigError(
+                "hydra.launcher.timeout_min", timeout_min, "an integer >= 1, or null (sized from each piece)"
+            )
+        if (
+            isinstance(array_parallelism, bool)
+            or not isinstance(array_parallelism, int)
+            or array_parallelism < 1
+        ):
+            raise ConfigError("hydra.launcher.array_parallelism", array_parallelism, "an integer >= 1")
         if gpus_per_piece is not None and (not isinstance(gpus_per_piece, int) or gpus_per_piece < 0):
             raise ConfigError("hydra.launcher.gpus_per_piece", gpus_per_piece, "an integer >= 0, or null")
         if mem_gb is not None and not (isinstance(mem_gb, (int, float)) and mem_gb > 0):
@@ -140,8 +162,8 @@ class ClusterOptions:
     cluster: str = "slurm"  # slurm | local
     partition: str | None = None
     gpus_per_piece: int | None = None  # None: 1 when the trials train on cuda, else 0
-    mem_gb: float | None = None  # None: sized from the largest piece
-    timeout_min: int = 60
+    mem_gb: float | None = None  # None: sized from each piece
+    timeout_min: int | None = None  # None: sized from each piece
     array_parallelism: int = 8
     folder: str = ".submitit/%j"
     additional_parameters: dict = field(default_factory=dict)
@@ -156,7 +178,7 @@ class ClusterOptions:
         if self.cluster == "local":
             return f"as {pieces} local submitit process{'' if pieces == 1 else 'es'}"
         where = f", partition {self.partition}" if self.partition else ""
-        return f"as {pieces} SLURM job{'' if pieces == 1 else 's'} (one array{where})"
+        return f"as {pieces} SLURM job{'' if pieces == 1 else 's'} (each sized to its piece{where})"
 
 
 @dataclass(frozen=True)
@@ -258,7 +280,6 @@ class ClusterPool:
         import submitit
 
         executor = submitit.AutoExecutor(folder=options.folder, cluster=options.cluster)
-        executor.update_parameters(**_parameters(pieces, options, threads))
         if options.cluster == "slurm":
             from hydra_plugins.harness_batched import slurm_queue
 
@@ -267,12 +288,17 @@ class ClusterPool:
         streams_dir.mkdir(parents=True, exist_ok=True)
         sweep = uuid.uuid4().hex[:12]
         streams = {i: Stream(streams_dir / f"{sweep}-{i}.columns") for i in range(len(pieces))}
-        with executor.batch():
-            jobs = [
-                executor.submit(train_piece, list(specs), threads, halving, str(streams[i].path))
-                for i, specs in enumerate(pieces)
-            ]
-        return cls(dict(enumerate(jobs)), streams)
+        sized = [_parameters(specs, options, threads) for specs in pieces]
+        jobs = {}
+        for indices in arrays(sized):
+            executor.update_parameters(**sized[indices[0]])
+            with executor.batch():
+                submitted = [
+                    executor.submit(train_piece, list(pieces[i]), threads, halving, str(streams[i].path))
+                    for i in indices
+                ]
+            jobs.update(zip(indices, submitted))
+        return cls(dict(sorted(jobs.items())), streams)
 
     # A detached sweep's pool is pickled with it (harness.sweep.detached) and read back by a later process: the
     # jobs by their ids, the streams with what was read of them.
@@ -369,22 +395,61 @@ class ClusterPool:
                 pass
 
 
-def _parameters(pieces: Sequence[list], options: ClusterOptions, threads: int) -> dict:
-    """submitit's parameters for the array, sized from its largest piece."""
+def piece_resources(piece: Sequence, threads: int, gpus_per_piece: int | None = None) -> dict:
+    """What one piece asks of its node: CPUs (its trials' torch threads), GPUs, memory in whole GB and minutes."""
     from harness.batched import engine
 
-    largest = max(pieces, key=len)
-    spec = largest[0]
+    spec = piece[0]  # a piece's trials share the task's data
     data = sum(t.element_size() * t.nelement() for part in (spec.splits.train, spec.splits.val) for t in part)
-    need = (engine.trial_bytes(spec) * len(largest) + data) / 2**30 + PROCESS_GB
-    gpus = options.gpus_per_piece
+    need = (sum(engine.trial_bytes(s) for s in piece) + data) / 2**30 + PROCESS_GB
+    gpus = gpus_per_piece
     if gpus is None:
-        gpus = 1 if any(str(s.device).startswith("cuda") for p in pieces for s in p) else 0
+        gpus = 1 if any(str(s.device).startswith("cuda") for s in piece) else 0
+    return {
+        "cpus": max(1, threads),
+        "gpus": gpus,
+        "mem_gb": math.ceil(need),
+        "minutes": piece_minutes(piece, threads, gpus),
+    }
+
+
+def piece_minutes(piece: Sequence, threads: int, gpus: int) -> int:
+    """A time limit for the piece from its work (see CPU_FLOPS_PER_THREAD): each trial's training steps (6 flops per
+    parameter and sample: forward, backward, update) and evaluations (2 per parameter and validation sample), at a
+    node's sustained rate, plus the group's dispatch per step; three times that, plus the start."""
+    from harness.batched.spec import batched_form
+
+    rate = GPU_FLOPS if gpus else CPU_FLOPS_PER_THREAD * max(1, threads)
+    flops, trial_steps = 0.0, 0
+    for spec in piece:
+        form = batched_form(spec.task)
+        params = form.param_count() if form is not None else 0
+        evaluations = spec.total_steps // max(1, spec.eval_every) + 1
+        flops += 6.0 * params * spec.batch_size * spec.total_steps
+        flops += 2.0 * params * len(spec.splits.val[0]) * evaluations
+        trial_steps += spec.total_steps
+    steps = max(spec.total_steps for spec in piece)
+    seconds = flops / rate + steps * STEP_DISPATCH_S + trial_steps * TRIAL_STEP_S
+    return max(LEAST_MIN, math.ceil(TIME_MARGIN * seconds / 60) + START_MIN)
+
+
+def arrays(sized: Sequence[dict]) -> list[list[int]]:
+    """The pieces (by index) that go out as one array: those whose job parameters are the same (submitit's batch
+    takes one set), in the order they were cut."""
+    alike: dict[str, list[int]] = {}
+    for i, parameters in enumerate(sized):
+        alike.setdefault(repr(sorted(parameters.items())), []).append(i)
+    return list(alike.values())
+
+
+def _parameters(piece: Sequence, options: ClusterOptions, threads: int) -> dict:
+    """submitit's parameters for the piece's job."""
+    sized = piece_resources(piece, threads, options.gpus_per_piece)
     parameters = {
-        "timeout_min": options.timeout_min,
-        "cpus_per_task": max(1, threads),
-        "mem_gb": options.mem_gb or math.ceil(need),
-        "gpus_per_node": gpus,
+        "timeout_min": options.timeout_min or sized["minutes"],
+        "cpus_per_task": sized["cpus"],
+        "mem_gb": options.mem_gb or sized["mem_gb"],
+        "gpus_per_node": sized["gpus"],
         "tasks_per_node": 1,
         "nodes": 1,
     }
@@ -456,4 +521,14 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
-__all__ = ["BatchedSlurmLauncher", "ClusterOptions", "ClusterPool", "Stream", "Trained", "train_piece"]
+__all__ = [
+    "BatchedSlurmLauncher",
+    "ClusterOptions",
+    "ClusterPool",
+    "Stream",
+    "Trained",
+    "arrays",
+    "piece_minutes",
+    "piece_resources",
+    "train_piece",
+]

@@ -126,6 +126,29 @@ def test_the_demo_grid_on_the_cluster_is_one_job_per_piece_each_point_once(clust
     assert len(_jobs(tmp_path)) == 3
 
 
+@pytest.mark.slow  # real SLURM jobs, one of 60,000 steps
+def test_pieces_of_other_sizes_go_out_as_their_own_jobs_each_with_its_time_limit(cluster, tmp_path):  # noqa: F811
+    """Two batched groups, 30 and 60,000 steps: the short piece asks for the least time limit (10 minutes), the long
+    one for its estimate (13), each in its own submission; every point completes once."""
+    from hydra_plugins.harness_batched import packed
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    grid = (*GRID[:2], "optimizer=sgd", "optimizer.lr_scale=0.1,1", "seed=0,1", "trainer.max_steps=30,60000")
+    command = (*grid, "hydra/launcher=batched_slurm", "hydra.launcher.partition=debug", f"tracking.uri={uri}")
+    first = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (
+        "2 batched groups in 2 pieces as 2 SLURM jobs (each sized to its piece, partition debug)"
+        in first.stderr
+    )
+    scripts = sorted(tmp_path.glob("multirun/*/*/.submitit/*/*_submission.sh"))
+    limits = sorted(re.search(r"#SBATCH --time=(\d+)", p.read_text()).group(1) for p in scripts)
+    assert limits == ["10", "13"] and packed.LEAST_MIN == 10
+    records = _records(uri)
+    assert len(records) == 8 and {r[:2] for r in records.values()} == {("FINISHED", "completed")}
+    assert sorted(len(r[3]) for r in records.values()) == [30] * 4 + [60000] * 4
+
+
 @pytest.mark.slow  # two launches on the real cluster, one piece at a time
 def test_cancelled_pieces_end_their_runs_killed_with_what_they_trained_and_the_same_command_trains_only_them(
     cluster,  # noqa: F811
@@ -303,6 +326,14 @@ def test_a_sweep_left_on_the_cluster_is_collected_by_the_same_command(cluster, t
         and "run the same command again later" in second.stderr
     )
     assert len(_jobs(tmp_path)) == 3  # nothing submitted: still the one array and its 2 tasks
+    # Starting afresh now would leave the pieces training into runs nobody records: refused, nothing created.
+    afresh = run_cli(*command, "hydra.callbacks.sweep.rerun=all", cwd=tmp_path, env=ENV, timeout=600)
+    assert afresh.returncode == 2, afresh.stderr[-3000:]
+    assert (
+        f"hydra.callbacks.sweep.rerun='all' is not allowed: once the pieces parent run {parent.info.run_id} left on "
+        "the cluster are in" in afresh.stderr
+    ) and "Traceback" not in afresh.stderr
+    assert len(client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'sweep'")) == 1
 
     def queued() -> str:
         return subprocess.run(["squeue", "--noheader", "--array"], capture_output=True, text=True).stdout

@@ -109,6 +109,9 @@ def run_jobs(jobs: Sequence[InProcessJob], hooks: Hooks, options: BatchOptions |
     hooks.announce(_plan_text(options, groups, cut, singles, workers))
     progress.report_many(hooks.state, skipped)  # after the start line, which says how many
     if options.cluster is not None and cut:
+        # The parent first: a launch refused there (pieces of a detached sweep still out) submits nothing, and
+        # cluster pieces gain nothing from starting before it, they queue.
+        hooks.open_sweep()
         pool = options.cluster.pool([list(p.specs) for p in cut], cut[0].plans[0].threads, options.halving)
         if options.cluster.wait:
             values.update(_train_in_workers(cut, singles, hooks, pool))

@@ -31,21 +31,42 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> tuple[
     key = grid.sweep_key(config, experiment)
     # A second launch of a running sweep refuses here (harness.tracking.locks).
     locks.claim_sweep(uri, key, Path.cwd())
-    found = None if rerun_all else found_store.find_parent(experiment_id, key)
+    found = found_store.find_parent(experiment_id, key)
+    if found is not None and found.data.tags.get(schema.DETACHED):
+        _collect(found_store, ParentRun(uri, experiment_id, found.info.run_id), found, rerun_all)
+    if rerun_all:
+        found = None
     completed: dict[str, float | schema.Pruned | None] = {}
     if found is not None:
         run_id = found.info.run_id
-        left = found.data.tags.get(schema.DETACHED)
-        if left:  # its pieces were left on the cluster: record what they trained first (or stop: still out)
-            from harness.sweep import detached
-
-            detached.collect(found_store, ParentRun(uri, experiment_id, run_id), left, str(Path.cwd()))
         completed = _resume(found_store, experiment_id, run_id, experiment, progress.sweep_dir(base))
     else:
         [info] = found_store.create_runs(experiment_id, [_parent_record(config, key, base.total_jobs)])
         run_id = info.run_id
     parent = ParentRun(uri=uri, experiment_id=experiment_id, run_id=run_id)
     return dataclasses.replace(base, parent=parent, completed=completed), found is not None
+
+
+def _collect(found_store: Store, parent: ParentRun, found, rerun_all: bool) -> None:
+    """The parent's pieces were left on the cluster (hydra.launcher.wait=false): record what they trained first.
+    Pieces still out stop the launch (StillOut); with rerun=all that is a refusal, since the fresh parent would leave
+    them training into runs nobody records; all in, rerun=all ends the old parent with what they trained."""
+    from harness.errors import ConfigError
+    from harness.sweep import detached
+
+    try:
+        detached.collect(found_store, parent, found.data.tags[schema.DETACHED], str(Path.cwd()))
+    except detached.StillOut:
+        if not rerun_all:
+            raise
+        raise ConfigError(
+            "hydra.callbacks.sweep.rerun",
+            "all",
+            f"once the pieces parent run {parent.run_id} left on the cluster are in (the same command without it "
+            "records them; scancel cancels them)",
+        ) from None
+    if rerun_all:
+        end_parent(found_store, parent)
 
 
 _STALE_TAGS = {

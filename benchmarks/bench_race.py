@@ -226,11 +226,18 @@ def main() -> None:
         "--rungs", default="", help="hydra.launcher.rungs, e.g. 0.25,0.5 (default: no halving)"
     )
     parser.add_argument("--keep", type=float, default=0.5, help="hydra.launcher.keep")
+    parser.add_argument(
+        "--seeds-per-round", type=int, default=Settings.seeds_per_round, help="hydra.sweeper.seeds_per_round"
+    )
     args = parser.parse_args()
-    settings, method = Settings(confidence=args.confidence, threshold=args.threshold), stats.Method()
+    settings = Settings(
+        seeds_per_round=args.seeds_per_round, confidence=args.confidence, threshold=args.threshold
+    )
+    method = stats.Method()
     race_options = [
         f"hydra.sweeper.confidence={args.confidence}",
         f"hydra.sweeper.threshold={args.threshold}",
+        f"hydra.sweeper.seeds_per_round={args.seeds_per_round}",
     ]
     halving = Halving(tuple(float(r) for r in args.rungs.split(",")), args.keep) if args.rungs else None
     if halving is not None:

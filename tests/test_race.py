@@ -75,7 +75,8 @@ def test_elimination_exactly_when_the_test_rejects():
         scipy_stats.ttest_rel([1.02, 1.3], [1.0, 1.1], alternative="greater").pvalue
     )
     assert kept.p_value > 0.05
-    assert [c.key[1] for c, _ in race.next_trials()] == ["lr=0.1", "lr=10"]  # survivors get seed 2
+    survivors = [(c.key[1], seed) for c, seed in race.next_trials()]
+    assert survivors == [("lr=0.1", "2"), ("lr=0.1", "3"), ("lr=10", "2"), ("lr=10", "3")]  # seeds 2 and 3
 
 
 def test_stops_when_decided():
@@ -107,8 +108,10 @@ def test_uses_every_seed_when_undecided():
         ("adam", "1"): [1.0 + (-0.1 if i % 2 else 0.1) for i in range(8)],
     }
     race, rounds = _run(table)
-    assert [len(r) for r in rounds] == [4, 2, 2, 2, 2, 2, 2]
+    assert [len(r) for r in rounds] == [4, 4, 4, 4]  # two seeds each per later round (the default)
     assert race.trials_run() == 16
+    one_by_one, rounds = _run(table, Settings(seeds_per_round=1))
+    assert [len(r) for r in rounds] == [4, 2, 2, 2, 2, 2, 2] and one_by_one.trials_run() == 16
     [choice] = race.choices()
     assert not choice.decided
     assert "seeds ran out" in choice.sentence()
@@ -240,7 +243,7 @@ def test_a_real_race_decides_in_round_one_and_resumes_with_the_stored_losses(tmp
     """linreg_10d, sgd vs adam at 3 lr scales, 6 seeds: lr_scale 0.001 and 0.9 lose to 1 by far on both seeds of
     round 1, and adam's best loses to sgd's by far: 12 trials of 36, one round. Run again with a threshold no 6 seeds
     reach, the same sweep resumes: round 1's 12 points come back from the store (the same 4 eliminations), and the two
-    leaders race on through seeds 2..5: 8 more trials, rounds 2-5."""
+    leaders race on through seeds 2..5, two a round: 8 more trials, rounds 2-3."""
     import json
 
     from conftest import mlflow_client, run_cli
@@ -275,8 +278,8 @@ def test_a_real_race_decides_in_round_one_and_resumes_with_the_stored_losses(tmp
     parent_again, children = _race_record(uri)
     assert parent_again.info.run_id == parent.info.run_id
     by_round = sorted(c.data.tags["harness.race.round"] for c in children)
-    assert by_round == ["1"] * 12 + ["2", "2", "3", "3", "4", "4", "5", "5"]
-    assert parent_again.data.tags["harness.race.rounds"] == "5"
+    assert by_round == ["1"] * 12 + ["2"] * 4 + ["3"] * 4  # two seeds per leader and round
+    assert parent_again.data.tags["harness.race.rounds"] == "3"
     assert "leads (seeds ran out) adam" in parent_again.data.tags["harness.race.decision"]
     later = {c.data.tags["harness.overrides"] for c in children if c.data.tags["harness.race.round"] != "1"}
     assert all("optimizer.lr_scale=1 " in o for o in later)  # only the two leaders raced on
@@ -290,7 +293,7 @@ def test_a_real_race_decides_in_round_one_and_resumes_with_the_stored_losses(tmp
         [0, "adam", 3, 0],
         [1, "sgd", 1, 6],
         [1, "adam", 1, 6],
-        *[[r, o, 1, 1] for r in range(2, 6) for o in ("sgd", "adam")],
+        *[[r, o, 1, 2] for r in range(2, 4) for o in ("sgd", "adam")],
     ]
 
 
@@ -298,8 +301,8 @@ def test_a_real_race_decides_in_round_one_and_resumes_with_the_stored_losses(tmp
 def test_a_race_killed_while_it_trains_resumes_to_the_same_decision(tmp_path):
     """SIGINT while a round trains (children RUNNING): exit 130, nothing left RUNNING. The same command again
     continues the same parent, replays the rounds done from the stored losses, trains what was not done and decides
-    as an uninterrupted race does (3,000 steps: 12 trials in round 1, the 4 survivors' third seed in round 2, then
-    sgd at lr_scale 1 beats adam)."""
+    as an uninterrupted race does (3,000 steps: 12 trials in round 1, the 4 survivors' third and fourth seeds in
+    round 2, then sgd at lr_scale 1 beats adam)."""
     import signal
     import subprocess
     import sys
@@ -321,10 +324,10 @@ def test_a_race_killed_while_it_trains_resumes_to_the_same_decision(tmp_path):
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "continuing parent run" in again.stderr
-    assert "[race] 16 of 36 trials trained" in again.stderr
+    assert "[race] 20 of 36 trials trained" in again.stderr
     parent, children = _race_record(uri)
     done = [c for c in children if c.data.tags.get("harness.status") == "completed"]
-    assert sorted(c.data.tags["harness.race.round"] for c in done) == ["1"] * 12 + ["2"] * 4
+    assert sorted(c.data.tags["harness.race.round"] for c in done) == ["1"] * 12 + ["2"] * 8
     assert parent.data.tags["harness.race.rounds"] == "2"
     assert parent.data.tags["harness.race.decision"].startswith(
         "linreg_10d: sgd (optimizer=sgd optimizer.lr_scale=1) beats adam"

@@ -57,7 +57,10 @@ class Settings:
     """hydra.sweeper.* of the race (see the module docstring)."""
 
     first_seeds: int = 2  # seeds every candidate trains in round 1
-    seeds_per_round: int = 1  # seeds each candidate still racing gets in each later round
+    # Seeds each candidate still racing gets in each later round. Two, not one: a round is one launch with a fixed
+    # cost, and its few survivors make small batched groups; two per round halve the rounds for about the same
+    # trial-steps (BENCHMARKS.md, the racing sweeper).
+    seeds_per_round: int = 2
     confidence: float = 0.95  # within an optimizer: eliminate at p < 1 - confidence
     threshold: float = 0.95  # between optimizers: settled when the winner's probability reaches this
 

@@ -16,7 +16,7 @@ class RaceSweeperConf:
     # Seeds every configuration trains in round 1 (at least 2: a paired test needs two).
     first_seeds: int = 2
     # Seeds each configuration still racing gets in each later round.
-    seeds_per_round: int = 1
+    seeds_per_round: int = 2
     # Within an optimizer: a configuration is eliminated when the one-sided paired t-test against the optimizer's
     # leader rejects at 1 - confidence.
     confidence: float = 0.95

@@ -35,7 +35,7 @@ class RaceBasicSweeper(HarnessBasicSweeper):
         max_batch_size: int | None = None,
         params: dict[str, str] | None = None,
         first_seeds: int = 2,
-        seeds_per_round: int = 1,
+        seeds_per_round: int = 2,
         confidence: float = 0.95,
         threshold: float = 0.95,
         seed_key: str = "seed",
@@ -47,7 +47,7 @@ class RaceBasicSweeper(HarnessBasicSweeper):
         self.seed_key = seed_key
 
     @staticmethod
-    def check_options(first_seeds=2, seeds_per_round=1, confidence=0.95, threshold=0.95, **_) -> None:
+    def check_options(first_seeds=2, seeds_per_round=2, confidence=0.95, threshold=0.95, **_) -> None:
         """Range checks of hydra.sweeper.*; the sweep callback calls this before it creates the parent run."""
         from harness.sweep.race import Settings
 

@@ -354,8 +354,10 @@ def test_each_piece_asks_for_the_memory_and_time_its_own_work_needs():
     """Sized from the piece, not the largest: a 12-step piece gets the least time limit; one trial of a million
     steps of the 26,122-parameter digits MLP the estimate's minutes; a piece past a GB of trials one GB more; pieces
     asking the same go out as one array, the others as their own; `timeout_min` set is every piece's."""
+    import dataclasses
     import math
 
+    import torch
     from test_batched import make_spec
 
     from harness.batched import engine
@@ -379,3 +381,37 @@ def test_each_piece_asks_for_the_memory_and_time_its_own_work_needs():
     assert packed.arrays(sized) == [[0, 2], [1], [3]]
     fixed = packed.ClusterOptions(cluster="local", timeout_min=60, mem_gb=4)
     assert packed.arrays([packed._parameters(p, fixed, 1) for p in (small, long, small)]) == [[0, 1, 2]]
+
+    # Trials on cuda (device=auto on a GPU node): one GPU for the piece, its time at the GPU's rate; the GPU path is
+    # sized here without one (a piece on a real GPU: see BENCHMARKS.md).
+    on_gpu = [dataclasses.replace(spec, device=torch.device("cuda")) for spec in long]
+    assert packed.piece_resources(on_gpu, threads=1)["gpus"] == 1
+    assert packed.piece_minutes(on_gpu, 1, 1) == math.ceil(3 * (flops / 1e11 + 2100) / 60) + 5 == 121
+    assert packed.piece_resources(on_gpu, threads=1, gpus_per_piece=0)["gpus"] == 0
+    gpu_job = packed._parameters(on_gpu, packed.ClusterOptions(cluster="slurm", partition="gpu"), 1)
+    assert (gpu_job["gpus_per_node"], gpu_job["slurm_partition"], gpu_job["timeout_min"]) == (1, "gpu", 121)
+
+
+@pytest.mark.slow  # real SLURM jobs
+def test_a_race_on_the_cluster_sends_each_round_as_pieces(cluster, tmp_path):  # noqa: F811
+    """hydra/sweeper=race with the packed launcher: round 1 (2 seeds of 4 configurations) goes out as one piece per
+    batched group; lr_scale 0.01 loses within each optimizer and adam to sgd, so 8 of the 24 trials decide it."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command = (
+        *GRID[:3],
+        "optimizer.lr_scale=0.01,1",
+        "seed=range(0,6)",
+        "trainer.max_steps=200",
+        "hydra/sweeper=race",
+        "hydra/launcher=batched_slurm",
+        "hydra.launcher.partition=debug",
+        f"tracking.uri={uri}",
+    )
+    done = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 batched groups in 2 pieces as 2 SLURM jobs" in done.stderr
+    assert "[race] linreg_10d: sgd (optimizer=sgd optimizer.lr_scale=1) beats adam" in done.stderr
+    assert "[race] 8 of 24 trials trained" in done.stderr
+    records = _records(uri)
+    assert len(records) == 8 and {r[:2] for r in records.values()} == {("FINISHED", "completed")}
+    assert len({job for job in _jobs(tmp_path) if "_" in job}) == 2

@@ -290,14 +290,18 @@ class ClusterPool:
         streams = {i: Stream(streams_dir / f"{sweep}-{i}.columns") for i in range(len(pieces))}
         sized = [_parameters(specs, options, threads) for specs in pieces]
         jobs = {}
-        for indices in arrays(sized):
-            executor.update_parameters(**sized[indices[0]])
-            with executor.batch():
-                submitted = [
-                    executor.submit(train_piece, list(pieces[i]), threads, halving, str(streams[i].path))
-                    for i in indices
-                ]
-            jobs.update(zip(indices, submitted))
+        try:
+            for indices in arrays(sized):
+                executor.update_parameters(**sized[indices[0]])
+                with executor.batch():
+                    submitted = [
+                        executor.submit(train_piece, list(pieces[i]), threads, halving, str(streams[i].path))
+                        for i in indices
+                    ]
+                jobs.update(zip(indices, submitted))
+        except BaseException:  # a later submission refused, or Ctrl-C: no piece left out there unrecorded
+            _cancel(jobs.values())
+            raise
         return cls(dict(sorted(jobs.items())), streams)
 
     # A detached sweep's pool is pickled with it (harness.sweep.detached) and read back by a later process: the
@@ -386,13 +390,16 @@ class ClusterPool:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         """Leaving on an exception (Ctrl-C, SIGTERM): the pieces still queued or running are cancelled."""
-        if exc_type is None:
-            return
-        for job in self._jobs.values():
-            try:
-                job.cancel(check=False)
-            except Exception:  # noqa: BLE001 - the controller may be gone: the line below says what to do
-                pass
+        if exc_type is not None:
+            _cancel(self._jobs.values())
+
+
+def _cancel(jobs) -> None:
+    for job in jobs:
+        try:
+            job.cancel(check=False)
+        except Exception:  # noqa: BLE001 - the controller may be gone: the sweep's line says what to do
+            pass
 
 
 def piece_resources(piece: Sequence, threads: int, gpus_per_piece: int | None = None) -> dict:

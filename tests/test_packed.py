@@ -255,7 +255,10 @@ def test_a_piece_signalled_on_its_node_ends_its_runs_killed_with_the_steps_it_tr
     assert 0 < steps < 20000
     for _, _, final, history in records.values():
         assert [s for s, _ in history] == list(range(steps)) and final == {}
-    said = f"[sweep] killed: local job {job} was stopped by SIGUSR2 on its node (scancel, its time limit or"
+    said = (
+        f"[sweep] killed: local job {job} was stopped by SIGUSR2 on its node (scancel, its time limit of 10 min "
+        "(hydra.launcher.timeout_min) or"
+    )
     lines = [ln for ln in stderr.splitlines() if ln.startswith(said)]
     assert len(lines) == 4, stderr[-3000:]
     assert all(f"its runs keep the {steps} steps trained" in ln for ln in lines)

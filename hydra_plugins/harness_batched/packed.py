@@ -267,13 +267,18 @@ class ClusterPool:
         0.5  # between looks at the jobs' states (on SLURM submitit asks the controller at most every few s)
     )
 
-    def __init__(self, jobs: dict, streams: dict[int, "Stream"], assigned: bool = True) -> None:
+    def __init__(
+        self, jobs: dict, streams: dict[int, "Stream"], assigned: bool = True, limits: dict | None = None
+    ) -> None:
         from harness.sweep.workers import Assigned
 
         self._jobs = dict(jobs)  # piece -> its submitit job, until its events are given
         self._streams = dict(streams)
         self._queued = [Assigned(piece) for piece in self._jobs] if assigned else []
         self._trained: dict[int, int] = {}  # piece -> steps its stream has shown (the most of any trial)
+        self._limits = dict(
+            limits or {}
+        )  # piece -> its job's time limit in minutes (said when it is stopped)
 
     @classmethod
     def submit(cls, pieces: Sequence[list], options: ClusterOptions, threads: int, halving) -> "ClusterPool":
@@ -302,17 +307,19 @@ class ClusterPool:
         except BaseException:  # a later submission refused, or Ctrl-C: no piece left out there unrecorded
             _cancel(jobs.values())
             raise
-        return cls(dict(sorted(jobs.items())), streams)
+        limits = {i: parameters["timeout_min"] for i, parameters in enumerate(sized)}
+        return cls(dict(sorted(jobs.items())), streams, limits=limits)
 
     # A detached sweep's pool is pickled with it (harness.sweep.detached) and read back by a later process: the
     # jobs by their ids, the streams with what was read of them.
     def __getstate__(self) -> dict:
         jobs = {piece: (_kind(job), str(job.paths.folder), job.job_id) for piece, job in self._jobs.items()}
-        return {"jobs": jobs, "streams": self._streams, "trained": self._trained}
+        return {"jobs": jobs, "streams": self._streams, "trained": self._trained, "limits": self._limits}
 
     def __setstate__(self, state: dict) -> None:
         self._jobs = {piece: _job(*where) for piece, where in state["jobs"].items()}
         self._streams, self._trained, self._queued = state["streams"], state["trained"], []
+        self._limits = state.get("limits", {})
         self._reattached = (
             True  # submitit's local jobs know their state only in the process that started them
         )
@@ -362,7 +369,7 @@ class ClusterPool:
                         line = self._kept(
                             piece,
                             f"{_job_name(job)} was stopped by {trained.stopped} on its node "
-                            "(scancel, its time limit or a preemption)",
+                            f"(scancel, its time limit{self._limit(piece)} or a preemption)",
                             True,
                         )
                         found.append(Failed(piece, line, line, killed=True))
@@ -377,6 +384,10 @@ class ClusterPool:
             if steps:
                 self._trained[piece] = max(self._trained.get(piece, 0), steps[-1] + 1)
         return records
+
+    def _limit(self, piece: int) -> str:
+        minutes = self._limits.get(piece)
+        return f" of {minutes} min (hydra.launcher.timeout_min)" if minutes else ""
 
     def _kept(self, piece: int, line: str, killed: bool) -> str:
         """The failure's line, with what the runs keep of a piece ended from outside."""

@@ -90,3 +90,37 @@ def test_pruned_trials_stop_at_their_rung_and_the_rest_train_as_without_halving(
         full_results[2 * kept].final_val,
         full_results[2 * kept + 1].final_val,
     ]
+
+
+def test_who_is_pruned_does_not_depend_on_how_many_workers_train_the_group(tmp_path):
+    """Halving ranks a whole batched group: 4 lrs x 2 seeds of SGD in one group, rungs at steps 5 and 10 keeping half,
+    prune 2 configurations at step 5 and 1 at step 10 whether one worker trains the group or two (a group cut in
+    halves to feed two workers would rank 2 lrs per half and keep 2)."""
+    from conftest import mlflow_client, run_cli
+
+    grid = (
+        "-m",
+        "task=digits_mlp",
+        "optimizer=sgd",
+        "optimizer.lr_scale=0.03,0.3,1,3",
+        "seed=0,1",
+        "trainer.max_steps=20",
+        "trainer.eval_every=5",
+        "hydra/launcher=batched",
+        "hydra.launcher.rungs=[0.25,0.5]",
+    )
+    pruned = {}
+    for workers in (1, 2):
+        uri = f"sqlite:///{tmp_path}/workers{workers}.db"
+        done = run_cli(*grid, f"hydra.launcher.workers={workers}", f"tracking.uri={uri}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        client = mlflow_client(uri)
+        [experiment] = [e for e in client.search_experiments() if e.name == "digits_mlp"]
+        runs = client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'job'")
+        pruned[workers] = {
+            (r.data.params["optimizer.lr_scale"], r.data.params["seed"]): r.data.tags.get("harness.rung")
+            for r in runs
+            if r.data.tags["harness.status"] == "pruned"
+        }
+    assert sorted(pruned[1].values()) == ["1"] * 4 + ["2"] * 2  # 2 configurations x 2 seeds at rung 1, 1 at rung 2
+    assert pruned[2] == pruned[1]

@@ -82,8 +82,8 @@ def partition(jobs: Sequence["InProcessJob"], contexts) -> tuple[list, list[list
 
 
 def cut(groups: list[list[tuple]], options: "BatchOptions", workers: int) -> list[Piece]:
-    """Groups cut to what one program may hold, then the largest halved until every worker has a piece;
-    largest first (the longest work starts first, so the workers finish together)."""
+    """Groups cut to what one program may hold, then the largest halved until every worker has a piece (not with
+    successive halving); largest first (the longest work starts first, so the workers finish together)."""
     pieces = []
     budget = options.memory_budget_mb or engine.DEFAULT_MEMORY_BUDGET_MB
     for members in groups:
@@ -96,7 +96,9 @@ def cut(groups: list[list[tuple]], options: "BatchOptions", workers: int) -> lis
             part = slice(start, start + size)
             pieces.append(Piece(jobs[part], plans[part], specs[part]))
     pieces.sort(key=_cost, reverse=True)
-    if workers <= 1:
+    # Successive halving ranks the configurations of a piece: a group halved to feed the workers would be ranked per
+    # half, and who is pruned would follow the number of cores.
+    if workers <= 1 or options.halving is not None:
         return pieces
     while len(pieces) < workers and len(pieces[0].jobs) >= 4:
         pieces = sorted([*pieces[1:], *pieces[0].halves()], key=_cost, reverse=True)

@@ -122,5 +122,6 @@ def test_who_is_pruned_does_not_depend_on_how_many_workers_train_the_group(tmp_p
             for r in runs
             if r.data.tags["harness.status"] == "pruned"
         }
-    assert sorted(pruned[1].values()) == ["1"] * 4 + ["2"] * 2  # 2 configurations x 2 seeds at rung 1, 1 at rung 2
+    # 2 configurations x 2 seeds out at rung 1, 1 configuration at rung 2
+    assert sorted(pruned[1].values()) == ["1"] * 4 + ["2"] * 2
     assert pruned[2] == pruned[1]

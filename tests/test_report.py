@@ -26,6 +26,7 @@ from harness.report import cli, curves, load, source, tables, view
 from harness.report.build import write_report
 from harness.report.figures import style, target, tuning
 from harness.report.figures.sensitivity import sensitivity_data
+from harness.report.source import ReportError
 from harness.tracking import port, schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -487,6 +488,11 @@ def test_a_finished_sweep_with_failed_points_says_its_grid_is_incomplete():
     )
     assert tables.unfinished_banner(load.Grid("FINISHED", 12, 12, 0, {})) is None
     assert "an unknown number of" in tables.unfinished_banner(load.Grid("RUNNING", None, 3, 1, {}))
+    running = pd.DataFrame({"outcome": ["running"] * 3, "error": [None] * 3})
+    with pytest.raises(
+        ReportError, match=r"no finished runs \(\{'running': 3\}\); its pieces were left on the clus"
+    ):
+        load.check_reportable(running, "abc", detached=True)
     detached = tables.unfinished_banner(load.Grid("RUNNING", 144, 36, 108, {}, detached=True))
     assert detached.startswith(
         "Unfinished sweep (parent run still running): 36 of 144 grid points are in. 108 run"

@@ -140,7 +140,7 @@ def load(uri: str, experiment: str, sweep: str = LATEST, cache_dir: Path | None 
         queries.latest_per_grid_point(source.children(found.experiment_id, parent.info.run_id)).values()
     )
     frame = runs_frame(runs)
-    check_reportable(frame, parent.info.run_id)
+    check_reportable(frame, parent.info.run_id, detached=bool(parent.data.tags.get(schema.DETACHED)))
     frame = _with_initial_val_loss(frame, source)
     return SweepData(
         experiment=found.name,
@@ -154,8 +154,9 @@ def load(uri: str, experiment: str, sweep: str = LATEST, cache_dir: Path | None 
     )
 
 
-def check_reportable(runs: pd.DataFrame, sweep_run_id: str) -> None:
-    """Refuse sweeps with no finished run: there is nothing to compare.
+def check_reportable(runs: pd.DataFrame, sweep_run_id: str, detached: bool = False) -> None:
+    """Refuse sweeps with no finished run: there is nothing to compare. (`detached`: its pieces were left on a
+    cluster, and only the sweep's own command records them.)
 
     Raises:
         ReportError: with counts and the first error.
@@ -166,6 +167,11 @@ def check_reportable(runs: pd.DataFrame, sweep_run_id: str) -> None:
         counts = {k: v for k, v in schema.count_outcomes(runs["outcome"]).items() if v and k != "total"}
         first_error = runs["error"].dropna().loc[lambda s: s != ""].head(1).tolist()
         hint = f"; first error: {first_error[0]}" if first_error else ""
+        if detached:
+            hint += (
+                "; its pieces were left on the cluster (hydra.launcher.wait=false): the sweep's own command run "
+                "again records what they trained"
+            )
         raise ReportError(f"sweep {sweep_run_id} has no finished runs ({counts}){hint}")
 
 

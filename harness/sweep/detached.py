@@ -96,7 +96,10 @@ def collect(found: Store, parent: ParentRun, tag: str, project_dir: str) -> None
         # Its record is gone (the sweep directory removed): the resume ends the pieces' runs KILLED as stale.
         found.set_tags(parent.run_id, {schema.DETACHED: ""})
         return
-    hooks = _Collecting(dataclasses.replace(left.state, parent=parent), project_dir)
+    # Quiet: the still-out line, or the resume's start line, says the counts (a progress line here would count
+    # the pieces' jobs in one go, timed from the first launch).
+    state = dataclasses.replace(left.state, parent=parent, says_progress=False)
+    hooks = _Collecting(state, project_dir)
     running = {
         i: GroupRun.attached(p.jobs, list(p.names), hooks, list(p.runs)) for i, p in left.pieces.items()
     }

@@ -54,7 +54,7 @@ def report_many(state: SweepState, jobs: list[tuple[str, list[str], str]]) -> No
     ran = any(
         status != SKIPPED for status, _, _ in jobs
     )  # a resume's skipped points: the start line said them
-    if ran and _due(state):
+    if ran and state.says_progress and _due(state):
         entries = read(state.progress_file)
         if state.total_jobs is None or len(entries) < state.total_jobs:
             say.info(progress_line(state, entries))

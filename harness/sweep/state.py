@@ -37,6 +37,7 @@ class SweepState:
     job_lines: bool = False
     progress_every_s: float = 30.0
     raced: bool = False  # hydra/sweeper=race: total_jobs is the most it trains, not the plan
+    says_progress: bool = True  # false: no progress lines (a process collecting a detached sweep's pieces)
 
     def save(self, path: Path) -> None:
         """Write the state to `path` whole (a job never reads half a file), the tracking URI redacted."""

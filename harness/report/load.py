@@ -140,7 +140,7 @@ def load(uri: str, experiment: str, sweep: str = LATEST, cache_dir: Path | None 
         queries.latest_per_grid_point(source.children(found.experiment_id, parent.info.run_id)).values()
     )
     frame = runs_frame(runs)
-    check_reportable(frame, parent.info.run_id, detached=bool(parent.data.tags.get(schema.DETACHED)))
+    check_reportable(frame, parent.info.run_id, detached=left_on_cluster(parent))
     frame = _with_initial_val_loss(frame, source)
     return SweepData(
         experiment=found.name,
@@ -175,6 +175,11 @@ def check_reportable(runs: pd.DataFrame, sweep_run_id: str, detached: bool = Fal
         raise ReportError(f"sweep {sweep_run_id} has no finished runs ({counts}){hint}")
 
 
+def left_on_cluster(parent) -> bool:
+    """The sweep's pieces were left on a cluster (hydra.launcher.wait=false) and are not collected yet."""
+    return bool(parent.data.tags.get(schema.DETACHED)) and parent.info.status == schema.RUNNING
+
+
 def grid_of(parent, runs: pd.DataFrame) -> Grid:
     """How complete the grid is: the parent's status and grid size against the grid points that finished.
 
@@ -183,7 +188,7 @@ def grid_of(parent, runs: pd.DataFrame) -> Grid:
     it trains: its size is the trials it launched once it finished (unknown while it runs), none missing.
     """
     tags = parent.data.tags
-    detached = bool(tags.get(schema.DETACHED)) and parent.info.status == schema.RUNNING
+    detached = left_on_cluster(parent)
     size = queries.number(tags.get(schema.GRID_SIZE), int)
     done = runs["outcome"].isin(schema.DONE_OUTCOMES)
     running = int((runs["outcome"] == schema.RUNNING_OUTCOME).sum())

@@ -32,8 +32,9 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> tuple[
     # A second launch of a running sweep refuses here (harness.tracking.locks).
     locks.claim_sweep(uri, key, Path.cwd())
     found = found_store.find_parent(experiment_id, key)
-    if found is not None and found.data.tags.get(schema.DETACHED):
-        _collect(found_store, ParentRun(uri, experiment_id, found.info.run_id), found, rerun_all)
+    left = found.data.tags.get(schema.DETACHED) if found is not None else None
+    if left:
+        _collect(found_store, ParentRun(uri, experiment_id, found.info.run_id), left, rerun_all)
     if rerun_all:
         found = None
     completed: dict[str, float | schema.Pruned | None] = {}
@@ -47,15 +48,16 @@ def open_parent(config: DictConfig, base: SweepState, rerun_all: bool) -> tuple[
     return dataclasses.replace(base, parent=parent, completed=completed), found is not None
 
 
-def _collect(found_store: Store, parent: ParentRun, found, rerun_all: bool) -> None:
-    """The parent's pieces were left on the cluster (hydra.launcher.wait=false): record what they trained first.
+def _collect(found_store: Store, parent: ParentRun, left: str, rerun_all: bool) -> None:
+    """The parent's pieces were left on the cluster (hydra.launcher.wait=false; `left`: its harness.detached tag):
+    record what they trained first.
     Pieces still out stop the launch (StillOut); with rerun=all that is a refusal, since the fresh parent would leave
     them training into runs nobody records; all in, rerun=all ends the old parent with what they trained."""
     from harness.errors import ConfigError
     from harness.sweep import detached
 
     try:
-        detached.collect(found_store, parent, found.data.tags[schema.DETACHED], str(Path.cwd()))
+        detached.collect(found_store, parent, left, str(Path.cwd()))
     except detached.StillOut:
         if not rerun_all:
             raise

@@ -276,9 +276,8 @@ class ClusterPool:
         self._streams = dict(streams)
         self._queued = [Assigned(piece) for piece in self._jobs] if assigned else []
         self._trained: dict[int, int] = {}  # piece -> steps its stream has shown (the most of any trial)
-        self._limits = dict(
-            limits or {}
-        )  # piece -> its job's time limit in minutes (said when it is stopped)
+        # piece -> its job's time limit in minutes (said when it is stopped)
+        self._limits = dict(limits or {})
 
     @classmethod
     def submit(cls, pieces: Sequence[list], options: ClusterOptions, threads: int, halving) -> "ClusterPool":

@@ -294,7 +294,8 @@ def test_a_stream_gives_whole_records_in_order_and_waits_for_one_half_written(tm
 @pytest.mark.slow  # three launches on the real cluster
 def test_a_sweep_left_on_the_cluster_is_collected_by_the_same_command(cluster, tmp_path):  # noqa: F811
     """hydra.launcher.wait=false: the launch submits 2 pieces (one at a time) and returns with the parent RUNNING; the
-    same command while they train says so and launches nothing; once they are done it records them (each point
+    same command while they are out (submitted held) says so and launches nothing, and rerun=all is
+    refused; once they are done it records them (each point
     once, completed), ends the parent, and a third run has nothing to launch."""
     from conftest import wait_for
     from test_slurm import array_tasks, sweep_dirs
@@ -306,6 +307,8 @@ def test_a_sweep_left_on_the_cluster_is_collected_by_the_same_command(cluster, t
         "hydra/launcher=batched_slurm",
         "hydra.launcher.array_parallelism=1",
         "hydra.launcher.wait=false",
+        # Submitted held (sbatch --hold) until the checks while they are out are done: no race with their training.
+        "+hydra.launcher.additional_parameters.hold=true",
         f"tracking.uri={uri}",
     )
     first = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
@@ -322,7 +325,7 @@ def test_a_sweep_left_on_the_cluster_is_collected_by_the_same_command(cluster, t
     assert parent.data.tags["harness.jobs.total"] == "8" and parent.data.tags["harness.jobs.completed"] == "0"
     assert {r[0] for r in _records(uri).values()} == {"RUNNING"}
 
-    second = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)  # the second piece waits for the first
+    second = run_cli(*command, cwd=tmp_path, env=ENV, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert (
         "[sweep] still on the cluster: " in second.stderr
@@ -337,6 +340,7 @@ def test_a_sweep_left_on_the_cluster_is_collected_by_the_same_command(cluster, t
         "the cluster are in" in afresh.stderr
     ) and "Traceback" not in afresh.stderr
     assert len(client.search_runs([experiment.experiment_id], "tags.`harness.role` = 'sweep'")) == 1
+    subprocess.run(["scontrol", "release", array], check=True, capture_output=True)  # now they may train
 
     def queued() -> str:
         return subprocess.run(["squeue", "--noheader", "--array"], capture_output=True, text=True).stdout
